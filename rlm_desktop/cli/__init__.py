@@ -1,0 +1,64 @@
+"""`rlm-desktop` entry point: no subcommand opens the desktop app; subcommands run headless.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)``, which registers an
+``argparse`` parser whose ``handler(args) -> int`` default does the work. Modules import their
+heavy dependencies inside the handler so ``rlm-desktop --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rlm_desktop import __version__
+
+# name -> module; order is the order shown in --help.
+SUBCOMMANDS: dict[str, str] = {
+    "run": "rlm_desktop.cli.run",
+    "provider": "rlm_desktop.cli.provider",
+    "export": "rlm_desktop.cli.export",
+    "bench": "rlm_desktop.cli.bench",
+}
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_LIMIT = 3
+EXIT_CANCELLED = 4
+EXIT_PROVIDER = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlm-desktop",
+        description="Run Recursive Language Models over folders of documents. "
+                    "Without a subcommand the desktop app opens (with PATHs loaded, or a trace opened).",
+    )
+    parser.add_argument("--version", action="version", version=f"rlm-desktop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for modname in SUBCOMMANDS.values():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:
+                raise
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in SUBCOMMANDS and not args_list[0].startswith("-")):
+        from rlm_desktop.ui.app import run_app
+
+        return run_app(args_list)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    return int(handler(args))

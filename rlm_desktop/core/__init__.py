@@ -1,0 +1,1 @@
+"""Qt-free domain: trace, run config and limits, documents, pricing, exporters."""

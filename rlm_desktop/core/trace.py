@@ -1,0 +1,422 @@
+"""The trace: an evented tree of spans, and its append-only JSON Lines file format (a contract).
+
+A run produces *events* (span started / updated / ended). A :class:`Trace` applies events to an
+in-memory tree and tells its listeners; the same events, one per line, are the file on disk. The
+file is written append-only and flushed per event, so a crash leaves a readable prefix; the reader
+rebuilds the tree and marks spans that never ended as incomplete.
+
+Payloads that grow (a streamed response, a cell's stdout) travel as *appends* (deltas), and an LLM
+call records only the messages that are new since the previous call of the same conversation
+(``Attr.HISTORY_FROM`` names that call): the file grows linearly with the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+FORMAT_NAME = "rlm-trace"
+FORMAT_VERSION = 1
+
+
+class SpanKind(StrEnum):
+    RUN = "run"
+    ITERATION = "iteration"
+    LLM_CALL = "llm_call"
+    CODE_CELL = "code_cell"
+    SUB_CALL = "sub_call"
+    FINAL = "final"
+
+
+class SpanStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    BUDGET = "budget"
+
+
+class EventType(StrEnum):
+    STARTED = "span_started"
+    UPDATED = "span_updated"
+    ENDED = "span_ended"
+
+
+class Attr:
+    """Attribute keys used across the engine, the UI and the exporters (one spelling, one place)."""
+
+    MODEL = "model"
+    PROVIDER = "provider"
+    DEPTH = "depth"
+    QUERY = "query"
+    # llm_call: only the messages new since HISTORY_FROM's call; MESSAGE_COUNT is the full length.
+    MESSAGES = "messages"
+    HISTORY_FROM = "history_from"
+    MESSAGE_COUNT = "message_count"
+    RESPONSE = "response"          # streamed as appends, final text
+    FINISH_REASON = "finish_reason"
+    INPUT_TOKENS = "input_tokens"
+    OUTPUT_TOKENS = "output_tokens"
+    CACHED_TOKENS = "cached_tokens"
+    COST_USD = "cost_usd"          # float, or None when the model's price is unknown
+    COST_KNOWN = "cost_known"      # False when any part of the cost is unknown
+    CACHE_HIT = "cache_hit"
+    ATTEMPTS = "attempts"
+    # code_cell
+    CODE = "code"
+    STDOUT = "stdout"              # streamed as appends
+    STDERR = "stderr"              # streamed as appends
+    ERROR = "error"                # a readable error text (exception, traceback, limit reason)
+    SANDBOX_RESTARTED = "sandbox_restarted"
+    # sub_call
+    PROMPT = "prompt"
+    BATCH_INDEX = "batch_index"
+    # final / run
+    ANSWER = "answer"
+    STOP_REASON = "stop_reason"    # e.g. "max_iterations", "budget_usd", "cancelled"
+    ISOLATION = "isolation"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One line of the trace file. ``attributes`` replace values; ``append`` extends strings."""
+
+    type: EventType
+    span_id: str
+    time: float
+    parent_id: str | None = None
+    kind: SpanKind | None = None
+    name: str | None = None
+    attributes: dict[str, Any] | None = None
+    append: dict[str, str] | None = None
+    status: SpanStatus | None = None
+
+    def to_json(self) -> str:
+        d: dict[str, Any] = {"event": self.type.value, "id": self.span_id, "t": round(self.time, 6)}
+        if self.type is EventType.STARTED:
+            d["parent"] = self.parent_id
+            d["kind"] = self.kind.value if self.kind else None
+            d["name"] = self.name
+        if self.attributes:
+            d["attrs"] = self.attributes
+        if self.append:
+            d["append"] = self.append
+        if self.status is not None:
+            d["status"] = self.status.value
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TraceEvent:
+        et = EventType(d["event"])
+        kind = d.get("kind")
+        status = d.get("status")
+        return cls(
+            type=et,
+            span_id=str(d["id"]),
+            time=float(d.get("t", 0.0)),
+            parent_id=d.get("parent"),
+            kind=_parse_kind(kind) if kind is not None else None,
+            name=d.get("name"),
+            attributes=d.get("attrs"),
+            append=d.get("append"),
+            status=SpanStatus(status) if status is not None else None,
+        )
+
+
+def _parse_kind(value: str) -> SpanKind | str:
+    try:
+        return SpanKind(value)
+    except ValueError:
+        return value  # a newer writer's kind: keep it rather than lose the span
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+@dataclass(slots=True, eq=False)
+class Span:
+    id: str
+    parent_id: str | None
+    kind: SpanKind | str
+    name: str
+    start: float
+    end: float | None = None
+    status: SpanStatus | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    children: list[Span] = field(default_factory=list)
+    parent: Span | None = field(default=None, repr=False)
+    index: int = 0  # position among the parent's children (children are only ever appended)
+
+    @property
+    def running(self) -> bool:
+        """True while the span has not ended (in a file read back: it never ended = incomplete)."""
+        return self.end is None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None else max(0.0, self.end - self.start)
+
+    def walk(self) -> Iterator[Span]:
+        stack = [self]
+        while stack:
+            s = stack.pop()
+            yield s
+            stack.extend(reversed(s.children))
+
+
+Listener = Callable[[TraceEvent, Span], None]
+
+
+class Trace:
+    """An evented tree of spans. Not thread-safe: one thread owns a Trace and applies events.
+
+    The engine owns one Trace per top-level run; the GUI mirrors it by applying the same events
+    (delivered across threads) to its own Trace, whose listeners drive the Qt adapter.
+    """
+
+    def __init__(self, header: dict[str, Any] | None = None) -> None:
+        self.header: dict[str, Any] = dict(header or {})
+        self.spans: dict[str, Span] = {}
+        self.roots: list[Span] = []
+        self._listeners: list[Listener] = []
+        self._next_id = 1
+        self._id_lock = threading.Lock()
+        self.skipped_lines = 0      # filled by the reader: lines it could not parse
+        self.truncated = False      # filled by the reader: the last line was cut short
+
+    # -- listening ---------------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # -- producing ---------------------------------------------------------------------------
+    def new_id(self) -> str:
+        with self._id_lock:
+            sid = f"s{self._next_id}"
+            self._next_id += 1
+        return sid
+
+    def start_span(
+        self,
+        kind: SpanKind,
+        name: str,
+        parent_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        *,
+        now: float | None = None,
+    ) -> str:
+        sid = self.new_id()
+        self.apply(TraceEvent(EventType.STARTED, sid, time.time() if now is None else now,
+                              parent_id=parent_id, kind=kind, name=name,
+                              attributes=dict(attributes) if attributes else None))
+        return sid
+
+    def update_span(self, span_id: str, attributes: dict[str, Any] | None = None,
+                    append: dict[str, str] | None = None, *, now: float | None = None) -> None:
+        if not attributes and not append:
+            return
+        self.apply(TraceEvent(EventType.UPDATED, span_id, time.time() if now is None else now,
+                              attributes=dict(attributes) if attributes else None,
+                              append=dict(append) if append else None))
+
+    def end_span(self, span_id: str, status: SpanStatus, attributes: dict[str, Any] | None = None,
+                 *, now: float | None = None) -> None:
+        self.apply(TraceEvent(EventType.ENDED, span_id, time.time() if now is None else now,
+                              attributes=dict(attributes) if attributes else None, status=status))
+
+    def end_open_spans(self, status: SpanStatus, *, reason: str | None = None) -> int:
+        """End every span still running (deepest first). Used on cancel and on fatal errors."""
+        open_spans = [s for s in self.spans.values() if s.end is None]
+        open_spans.sort(key=_depth, reverse=True)
+        attrs = {Attr.ERROR: reason} if reason else None
+        for s in open_spans:
+            self.end_span(s.id, status, attrs)
+        return len(open_spans)
+
+    # -- applying ----------------------------------------------------------------------------
+    def apply(self, ev: TraceEvent) -> Span:
+        """Apply one event to the tree, then tell the listeners. Returns the span touched."""
+        if ev.type is EventType.STARTED:
+            if ev.span_id in self.spans:
+                raise ValueError(f"span {ev.span_id} started twice")
+            parent = self.spans.get(ev.parent_id) if ev.parent_id else None
+            span = Span(ev.span_id, ev.parent_id if parent else None,
+                        ev.kind or "unknown", ev.name or "", ev.time,
+                        attributes=dict(ev.attributes) if ev.attributes else {}, parent=parent)
+            self.spans[span.id] = span
+            siblings = parent.children if parent is not None else self.roots
+            span.index = len(siblings)
+            siblings.append(span)
+            self._bump_id(span.id)
+        else:
+            span = self.spans.get(ev.span_id)
+            if span is None:
+                raise KeyError(f"event for unknown span {ev.span_id}")
+            if ev.attributes:
+                span.attributes.update(ev.attributes)
+            if ev.append:
+                for k, v in ev.append.items():
+                    prev = span.attributes.get(k)
+                    span.attributes[k] = (prev if isinstance(prev, str) else "") + v
+            if ev.type is EventType.ENDED:
+                span.end = ev.time
+                span.status = ev.status or SpanStatus.OK
+        for listener in list(self._listeners):
+            listener(ev, span)
+        return span
+
+    def _bump_id(self, sid: str) -> None:
+        if sid.startswith("s") and sid[1:].isdigit():
+            n = int(sid[1:]) + 1
+            if n > self._next_id:
+                self._next_id = n
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, span_id: str) -> Span | None:
+        return self.spans.get(span_id)
+
+    def __iter__(self) -> Iterator[Span]:
+        for r in self.roots:
+            yield from r.walk()
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def messages_for(self, span_id: str) -> list[dict[str, Any]]:
+        """The full message list an llm_call sent, rebuilt from the chain of HISTORY_FROM deltas."""
+        chain: list[Span] = []
+        seen: set[str] = set()
+        span = self.spans.get(span_id)
+        while span is not None and span.id not in seen:
+            seen.add(span.id)
+            chain.append(span)
+            prev = span.attributes.get(Attr.HISTORY_FROM)
+            span = self.spans.get(prev) if prev else None
+        messages: list[dict[str, Any]] = []
+        for s in reversed(chain):
+            messages.extend(s.attributes.get(Attr.MESSAGES) or [])
+        return messages
+
+
+def _depth(span: Span) -> int:
+    d = 0
+    while span.parent is not None:
+        span = span.parent
+        d += 1
+    return d
+
+
+# -- files -------------------------------------------------------------------------------------
+
+class TraceWriter:
+    """Appends a trace's events to a JSON Lines file, one flushed line per event.
+
+    Subscribe it to a Trace (``trace.subscribe(writer)``). Thread-safe for concurrent writers.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        head = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **header}
+        self._write(json.dumps(head, ensure_ascii=False, default=_json_default))
+
+    def __call__(self, ev: TraceEvent, span: Span | None = None) -> None:
+        self._write(ev.to_json())
+
+    def write_header_update(self, attributes: dict[str, Any]) -> None:
+        """Record run-level facts learned after the header was written (e.g. the isolation level)."""
+        self._write(json.dumps({"event": "header_updated", "attrs": attributes},
+                               ensure_ascii=False, default=_json_default))
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            if self._fh is None:
+                return
+            self._fh.write(line + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TraceFormatError(ValueError):
+    """The file is not an rlm-trace (or is from a newer, incompatible version)."""
+
+
+def iter_trace_lines(lines: Iterable[str]) -> Iterator[tuple[dict[str, Any] | None, str]]:
+    """Yield (parsed-or-None, raw) per non-empty line."""
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            yield json.loads(raw), raw
+        except json.JSONDecodeError:
+            yield None, raw
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    """Rebuild a Trace from a file. Tolerates a cut-short last line and unknown or bad lines.
+
+    Spans that never ended stay ``running`` (shown as incomplete); ``trace.truncated`` tells
+    whether the last line was cut, ``trace.skipped_lines`` how many lines could not be used.
+    """
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+            try:
+                header = json.loads(first) if first.strip() else None
+            except json.JSONDecodeError:
+                header = None
+            if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+                raise TraceFormatError(f"{p.name} is not an RLM Desktop trace (no rlm-trace header)")
+            version = header.get("version")
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise TraceFormatError(
+                    f"{p.name} is trace format version {version}; this app reads up to "
+                    f"{FORMAT_VERSION}. Update RLM Desktop to open it.")
+            trace = Trace(header)
+            last_raw = ""
+            bad = 0
+            for d, raw in iter_trace_lines(fh):
+                last_raw = raw
+                if d is None or "event" not in d:
+                    bad += 1
+                    continue
+                if d["event"] == "header_updated":
+                    trace.header.update(d.get("attrs") or {})
+                    continue
+                try:
+                    trace.apply(TraceEvent.from_dict(d))
+                except (KeyError, ValueError, TypeError):
+                    bad += 1
+            trace.truncated = bool(last_raw) and not last_raw.endswith("\n")
+            if trace.truncated and bad:
+                bad -= 1  # the cut last line is reported as `truncated`, not as a bad line
+            trace.skipped_lines = bad
+            return trace
+    except UnicodeDecodeError as exc:  # pragma: no cover - errors="replace" prevents it
+        raise TraceFormatError(f"{p.name} is not text: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Qt-free asynchronous RLM loop: prompts, parsing, providers, limits."""

@@ -1,0 +1,1 @@
+"""Code execution out of process: host side (spawn, protocol, watchdog) and worker side."""

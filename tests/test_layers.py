@@ -1,0 +1,48 @@
+"""The Qt-free layers stay Qt-free, and the code base stays ruff clean."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("layer", ["core", "engine", "sandbox"])
+def test_layer_never_imports_qt(layer: str) -> None:
+    # A fresh interpreter imports every module of the layer, then checks no Qt module got loaded.
+    code = f"""
+import importlib, pkgutil, sys
+import rlm_desktop.{layer} as pkg
+for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):
+    importlib.import_module(m.name)
+bad = sorted(n for n in sys.modules if n.split('.')[0] in ('PySide6', 'shiboken6', 'qasync'))
+print(' '.join(bad))
+sys.exit(1 if bad else 0)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, f"rlm_desktop.{layer} pulls in Qt: {r.stdout} {r.stderr}"
+
+
+def test_static_import_scan_finds_no_qt() -> None:
+    offenders = []
+    for layer in ("core", "engine", "sandbox"):
+        for py in (ROOT / "rlm_desktop" / layer).rglob("*.py"):
+            for n, line in enumerate(py.read_text(encoding="utf-8").splitlines(), 1):
+                s = line.strip()
+                if s.startswith(("import PySide6", "from PySide6", "import qasync", "from qasync")):
+                    offenders.append(f"{py.relative_to(ROOT)}:{n}")
+    assert offenders == []
+
+
+def test_ruff_clean() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.fail("ruff is not installed: install the test extras (pip install -e '.[test]')")
+    r = subprocess.run([ruff, "check", "--quiet", "rlm_desktop", "tests"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
