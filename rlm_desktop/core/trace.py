@@ -191,6 +191,7 @@ class Trace:
         self.spans: dict[str, Span] = {}
         self.roots: list[Span] = []
         self._listeners: list[Listener] = []
+        self._header_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._next_id = 1
         self._id_lock = threading.Lock()
         self.skipped_lines = 0      # filled by the reader: lines it could not parse
@@ -200,6 +201,18 @@ class Trace:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def subscribe_header(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self._header_listeners.append(listener)
+
+    def update_header(self, attributes: dict[str, Any]) -> None:
+        """Record run-level facts learned after the run began (e.g. the sandbox isolation level).
+
+        In the file they become a ``header_updated`` line the reader merges into the header.
+        """
+        self.header.update(attributes)
+        for listener in list(self._header_listeners):
+            listener(dict(attributes))
 
     # -- producing ---------------------------------------------------------------------------
     def new_id(self) -> str:
@@ -336,6 +349,12 @@ class TraceWriter:
 
     def __call__(self, ev: TraceEvent, span: Span | None = None) -> None:
         self._write(ev.to_json())
+
+    def attach(self, trace: Trace) -> TraceWriter:
+        """Write every event and header update of ``trace`` from now on."""
+        trace.subscribe(self)
+        trace.subscribe_header(self.write_header_update)
+        return self
 
     def write_header_update(self, attributes: dict[str, Any]) -> None:
         """Record run-level facts learned after the header was written (e.g. the isolation level)."""
