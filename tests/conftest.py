@@ -26,3 +26,12 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
         d.mkdir()
         monkeypatch.setenv(var, str(d))
     monkeypatch.setenv("RLM_DESKTOP_HOME", str(home))
+
+
+@pytest.fixture
+def fake_openai():  # noqa: ANN201 - yields tests.fakeserver.FakeOpenAI
+    """A started scripted OpenAI-compatible server on 127.0.0.1 (see tests/fakeserver.py)."""
+    from tests.fakeserver import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        yield server
