@@ -82,6 +82,18 @@ class Attr:
     ANSWER = "answer"
     STOP_REASON = "stop_reason"    # e.g. "max_iterations", "budget_usd", "cancelled"
     ISOLATION = "isolation"
+    # engine additions (run / llm_call / code_cell details)
+    LIMITS = "limits"              # run: the RunLimits in force (dict)
+    MODELS = "models"              # run: {"root": ..., "sub": ...}
+    CONTEXT = "context"            # run: description of the context (type, count, sizes), never text
+    DEMO = "demo"                  # run / llm_call: True for the offline demo provider
+    ITERATIONS = "iterations"      # run: root iterations so far (totals also use the token keys)
+    SUB_CALLS = "sub_calls"        # run: sub-calls so far (all depths)
+    TOKENS_ESTIMATED = "tokens_estimated"  # llm_call: counts are chars/4 estimates (no usage given)
+    RETRIES = "retries"            # llm_call: [{"attempt", "error", "wait_s"}] before the last attempt
+    HISTORY_NOTE = "history_note"  # llm_call: the history was shortened before this call (how)
+    VIA = "via"                    # final: "FINAL" | "FINAL_VAR" | "text"
+    WARNING = "warning"            # run: a plain-language warning (e.g. USD budget not enforceable)
 
 
 @dataclass(frozen=True, slots=True)
