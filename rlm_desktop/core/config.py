@@ -34,6 +34,7 @@ class RunLimits:
     run_timeout_s: float = 1800.0     # wall clock for the whole run
     max_output_chars: int = 20_000    # cell output fed back to the root model (truncation stated)
     batch_concurrency: int = 8        # concurrent sub-calls of llm_query_batched
+    max_history_chars: int = 240_000  # root conversation size at which old cell outputs are shortened
 
     def __post_init__(self) -> None:
         _positive("max_iterations", self.max_iterations)
@@ -48,6 +49,7 @@ class RunLimits:
         _positive("run_timeout_s", self.run_timeout_s)
         _positive("max_output_chars", self.max_output_chars)
         _positive("batch_concurrency", self.batch_concurrency)
+        _positive("max_history_chars", self.max_history_chars)
 
 
 @dataclass(frozen=True, slots=True)
