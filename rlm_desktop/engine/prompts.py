@@ -1,0 +1,169 @@
+"""What the root model is told: the system prompt (context + REPL), and the engine's user messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# How many documents the system prompt lists by name; the rest are summarised in one line.
+MAX_LISTED_DOCUMENTS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class ContextInfo:
+    """A description of the ``context`` value (never its content)."""
+
+    type: str                         # "str" | "dict[str, str]"
+    count: int
+    total_chars: int
+    sizes: list[tuple[str, int]]      # (name, characters), in the order of the mapping
+
+    @property
+    def est_tokens(self) -> int:
+        return self.total_chars // 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "count": self.count, "total_chars": self.total_chars,
+                "documents": [{"name": n, "chars": c} for n, c in self.sizes[:MAX_LISTED_DOCUMENTS]]}
+
+
+def describe_context(context: str | dict[str, str]) -> ContextInfo:
+    if isinstance(context, str):
+        return ContextInfo("str", 1, len(context), [("context", len(context))])
+    sizes = [(str(k), len(v)) for k, v in context.items()]
+    return ContextInfo("dict[str, str]", len(sizes), sum(c for _, c in sizes), sizes)
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def context_description(info: ContextInfo) -> str:
+    """The context paragraph of the system prompt (type, count, total and per-document sizes)."""
+    if info.type == "str":
+        return (f"`context` is a str: one document of {_fmt_int(info.total_chars)} characters "
+                f"(about {_fmt_int(info.est_tokens)} tokens).")
+    lines = [f"`context` is a dict[str, str] mapping {_fmt_int(info.count)} document paths (relative, "
+             f"in sorted order) to their text: {_fmt_int(info.total_chars)} characters in total "
+             f"(about {_fmt_int(info.est_tokens)} tokens)."]
+    if info.count:
+        lines.append("Documents (characters):")
+        for name, chars in info.sizes[:MAX_LISTED_DOCUMENTS]:
+            lines.append(f"- {name}: {_fmt_int(chars)}")
+        rest = info.sizes[MAX_LISTED_DOCUMENTS:]
+        if rest:
+            sizes = [c for _, c in rest]
+            lines.append(f"- … and {_fmt_int(len(rest))} more documents "
+                         f"({_fmt_int(min(sizes))} to {_fmt_int(max(sizes))} characters each, "
+                         f"{_fmt_int(sum(sizes))} in total); list them with `list(context)`.")
+    return "\n".join(lines)
+
+
+def system_prompt(info: ContextInfo, *, sub_model: str, depth: int, max_depth: int,
+                  max_iterations: int, max_output_chars: int, cell_timeout_s: float,
+                  max_sub_calls: int) -> str:
+    """The root model's system prompt for a run at ``depth``."""
+    rlm_line = (
+        "- `rlm_query(prompt, context=None) -> str` — a nested recursive run: a fresh REPL whose "
+        "`context` is the value you pass (default: this `context`), driven by a model like you. Use it "
+        "for sub-tasks that themselves need code over a large text. Costs more than llm_query."
+        if depth < max_depth else
+        f"- `rlm_query` is not available here (maximum recursion depth {max_depth} reached); use "
+        "llm_query.")
+    where = "" if depth == 0 else f" You are a nested run at depth {depth}."
+    return f"""You answer a question about documents that you cannot see directly.{where}
+The documents are loaded in a persistent Python REPL as the variable `context`; look at them by
+writing code. Sub-models can read pieces of text for you.
+
+{context_description(info)}
+
+The REPL gives you:
+- `context` — the documents, as described above.
+- `llm_query(prompt, model=None) -> str` — ask a sub-model (default "{sub_model}") about a piece of
+  text you include in the prompt. It sees only that prompt; it can read a few hundred thousand
+  characters at most, so chunk large texts.
+- `llm_query_batched(prompts, model=None) -> list[str]` — several llm_query calls run
+  concurrently, answers in the same order; a failed item comes back as a string starting with
+  "Error:". Prefer it to a loop of llm_query.
+{rlm_line}
+- `await llm_query_async(...)`, `await llm_query_batched_async(...)` (and `rlm_query_async`):
+  async variants; top-level `await` works in cells.
+- `FINAL(value)` — end the run with `value` as the answer. `FINAL_VAR(name)` — end it with the
+  value of the variable called `name`. `SHOW_VARS()` lists your variables.
+- `print(...)` shows you results. Each cell's output is cut to {_fmt_int(max_output_chars)} characters
+  (the cut is stated), so print summaries and slices, not whole documents.
+
+How to work:
+1. Write Python in ```repl fenced blocks. Each block runs in the REPL; you then see its output.
+   Variables persist between blocks (unless the REPL is restarted, which you will be told).
+2. Start by peeking at `context` (sizes, first lines), then search it (str methods, `re`), chunk it and
+   send chunks to sub-models, and combine their answers in variables.
+3. When you know the answer, call `FINAL(answer)` or `FINAL_VAR("variable")` in a block, or write
+   FINAL(your answer) on its own line outside code. Do not write a final answer in the same reply as
+   code whose output you have not seen yet.
+
+Limits: at most {max_iterations} replies from you, {cell_timeout_s:g} s per cell, {_fmt_int(max_sub_calls)}
+sub-calls in total. Be economical: every sub-call costs money."""
+
+
+def first_user_message(query: str) -> str:
+    return (f"Question: {query}\n\nYou have not looked at `context` yet. Start by writing code to "
+            "inspect it; do not answer before you have looked.")
+
+
+def continue_message(query: str, iteration: int, max_iterations: int) -> str:
+    left = max_iterations - iteration
+    return (f"Continue working on the question: {query}\n"
+            f"({left} repl{'y' if left == 1 else 'ies'} left. Answer with FINAL(...) or "
+            "FINAL_VAR(...) once you are sure.)")
+
+
+CORRECTIVE_MESSAGE = (
+    "Your reply had neither a ```repl code block nor a final answer, so nothing happened. Either write "
+    "code in a ```repl block to keep working on `context`, or give the answer with FINAL(answer) on its "
+    "own line (or FINAL_VAR(\"name\") for a variable's value).")
+
+
+def final_rejected_message(reason: str) -> str:
+    return (f"Your FINAL was not accepted: {reason}. Look at the output above, fix the problem, and "
+            "give the final answer again once your code has run without error.")
+
+
+def format_cell_output(index: int, total: int, *, status: str, stdout: str, stderr: str,
+                       error: str | None, duration_s: float, max_chars: int,
+                       restarted: bool, restart_reason: str | None,
+                       sandbox_output_truncated: bool = False) -> tuple[str, bool]:
+    """A cell's result as the root model sees it. Returns (text, truncated_by_us)."""
+    parts: list[str] = []
+    if stdout:
+        parts.append(stdout.rstrip("\n"))
+    if stderr:
+        parts.append("[stderr]\n" + stderr.rstrip("\n"))
+    if error and error.strip() not in stderr:
+        parts.append("[error]\n" + error.rstrip("\n"))
+    body = "\n".join(parts) if parts else "(no output)"
+    truncated = False
+    if len(body) > max_chars:
+        head = max(0, max_chars * 4 // 5)
+        tail = max(0, max_chars - head)
+        omitted = len(body) - head - tail
+        body = (body[:head] + f"\n[… output truncated: {omitted:,} of {len(body):,} characters "
+                f"omitted; showing the first {head:,} and the last {tail:,}. Print less, or "
+                "slices …]\n" + (body[-tail:] if tail else ""))
+        truncated = True
+    if sandbox_output_truncated:
+        body += "\n[the REPL kept only the first part of this cell's output: it exceeded the output cap]"
+    label = {"ok": "ok", "error": "error", "timeout": "timed out", "crashed": "crashed",
+             "cancelled": "cancelled"}.get(status, status)
+    header = f"[cell {index} of {total}: {label}, {duration_s:.2f} s]" if total > 1 else \
+        f"[cell: {label}, {duration_s:.2f} s]"
+    text = f"{header}\n{body}"
+    if restarted:
+        text += (f"\n[sandbox restarted: {restart_reason or 'the REPL process ended'}; variables lost. "
+                 "`context` is loaded again; recompute what you need.]")
+    return text, truncated
+
+
+def cells_skipped_message(skipped: int) -> str:
+    return (f"[{skipped} more code block{'s' if skipped != 1 else ''} in your reply did not run because "
+            "an earlier block failed.]")

@@ -1,0 +1,865 @@
+"""The RLM loop: root model ↔ REPL iterations, sub-calls, nested runs, limits, cancel, and the trace.
+
+``run_rlm`` drives one run to its end and always leaves the trace consistent: every span it opened
+is ended (interrupted spans with the status of what stopped the run). All state lives on the event
+loop that awaits ``run_rlm``; the cancel token may be triggered from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rlm_desktop.core.cancel import CancelToken
+from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits
+from rlm_desktop.core.pricing import lookup
+from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace
+from rlm_desktop.engine import prompts
+from rlm_desktop.engine.parsing import TextualFinal, parse_reply
+from rlm_desktop.engine.providers import ChatResult, ProviderError, chat
+from rlm_desktop.sandbox.api import (
+    CellResult,
+    SandboxError,
+    SandboxRefused,
+    SubRequest,
+)
+
+# Span updates for streamed text are coalesced to at most this many per second per span.
+UPDATES_PER_SECOND = 4
+# Share of a model's context window the root conversation may fill (chars ≈ tokens × 4).
+HISTORY_WINDOW_SHARE = 0.6
+# What an old cell output is shortened to when the history policy kicks in.
+SHRUNK_HEAD = 400
+SHRUNK_TAIL = 200
+
+
+@dataclass
+class RunResult:
+    answer: str | None
+    status: str                    # "ok" | "limit" | "cancelled" | "error"
+    reason: str | None
+    stop_reason: str | None        # "final", "max_iterations", "budget_usd", "max_tokens", ...
+    cost_usd: float | None
+    cost_known: bool
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    iterations: int
+    sub_calls: int
+    isolation: dict[str, Any] | None
+    tokens_estimated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    status: str          # "limit" | "cancelled" | "error"
+    stop_reason: str
+    reason: str
+
+    @property
+    def span_status(self) -> SpanStatus:
+        if self.status == "cancelled":
+            return SpanStatus.CANCELLED
+        if self.stop_reason in ("run_timeout", "call_timeout"):
+            return SpanStatus.TIMEOUT
+        if self.status == "limit":
+            return SpanStatus.BUDGET
+        return SpanStatus.ERROR
+
+
+class _Halted(Exception):
+    """Raised where the run notices it must stop; the reason is in the shared state."""
+
+
+class _Appender:
+    """Coalesces streamed text into a span's attribute: a few appends per second, none lost."""
+
+    def __init__(self, trace: Trace, span_id: str, key: str) -> None:
+        self._trace = trace
+        self._sid = span_id
+        self._key = key
+        self._buf: list[str] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self.total = 0
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self._buf.append(text)
+        self.total += len(text)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(1 / UPDATES_PER_SECOND, self.flush)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._buf:
+            text = "".join(self._buf)
+            self._buf.clear()
+            self._trace.update_span(self._sid, append={self._key: text})
+
+
+class _Shared:
+    """State shared by the root run and every nested run: counters, budget, cancel, spans."""
+
+    def __init__(self, config: RunConfig, provider: ProviderConfig, sub_provider: ProviderConfig,
+                 trace: Trace, cancel: CancelToken) -> None:
+        self.config = config
+        self.limits: RunLimits = config.limits
+        self.provider = provider
+        self.sub_provider = sub_provider
+        self.trace = trace
+        self.cancel = cancel
+        self.loop = asyncio.get_running_loop()
+        self.root_task: asyncio.Task[Any] | None = asyncio.current_task()
+        self.stop: _Stop | None = None
+        self.self_cancels = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._sandbox_lock = threading.Lock()
+        self.sandboxes: set[Any] = set()
+        self.open_spans: dict[str, int] = {}
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cached_tokens = 0
+        self.cost_sum = 0.0
+        self.cost_unknown = 0
+        self.calls = 0
+        self.tokens_estimated = False
+        self.iterations = 0
+        self.sub_calls = 0
+        self.memo: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self.isolation: dict[str, Any] | None = None
+        self.best_partial: str | None = None
+        self.started = time.monotonic()
+
+    # -- spans --------------------------------------------------------------------------------
+    def start(self, kind: SpanKind, name: str, parent: str | None, attrs: dict[str, Any]) -> str:
+        sid = self.trace.start_span(kind, name, parent, attrs)
+        depth = self.open_spans.get(parent, -1) + 1 if parent else 0
+        self.open_spans[sid] = depth
+        return sid
+
+    def end(self, sid: str, status: SpanStatus, attrs: dict[str, Any] | None = None) -> None:
+        if self.open_spans.pop(sid, None) is None:
+            return
+        self.trace.end_span(sid, status, attrs)
+
+    def end_all(self, status: SpanStatus, reason: str | None) -> None:
+        for sid, _ in sorted(self.open_spans.items(), key=lambda kv: -kv[1]):
+            attrs = {Attr.ERROR: reason} if reason and status is not SpanStatus.OK else None
+            self.trace.end_span(sid, status, attrs)
+        self.open_spans.clear()
+
+    @property
+    def interrupted(self) -> SpanStatus:
+        return self.stop.span_status if self.stop else SpanStatus.CANCELLED
+
+    # -- stopping -----------------------------------------------------------------------------
+    def halt(self, status: str, stop_reason: str, reason: str) -> None:
+        """Stop the whole run (first reason wins): cancel every task working for it."""
+        if self.stop is None:
+            self.stop = _Stop(status, stop_reason, reason)
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current and not task.done():
+                task.cancel()
+        root = self.root_task
+        if root is not None and root is not current and not root.done() and self.self_cancels == 0:
+            self.self_cancels += 1
+            root.cancel()
+
+    def check_running(self) -> None:
+        if self.stop is not None:
+            raise _Halted()
+
+    def on_cancel(self, reason: str) -> None:
+        """CancelToken callback, from any thread: kill sandboxes now, stop the loop's work."""
+        with self._sandbox_lock:
+            boxes = list(self.sandboxes)
+        for box in boxes:
+            box.kill()
+        try:
+            self.loop.call_soon_threadsafe(self.halt, "cancelled", "cancelled", reason)
+        except RuntimeError:
+            pass  # the loop has already closed: the run is over
+
+    def add_sandbox(self, box: Any) -> None:
+        with self._sandbox_lock:
+            self.sandboxes.add(box)
+
+    def remove_sandbox(self, box: Any) -> None:
+        with self._sandbox_lock:
+            self.sandboxes.discard(box)
+
+    # -- budget -------------------------------------------------------------------------------
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def check_budget(self) -> None:
+        """Before a call: stop if a budget is already used up."""
+        self.check_running()
+        reason = self._budget_exceeded()
+        if reason:
+            self.halt("limit", *reason)
+            raise _Halted()
+
+    def _budget_exceeded(self) -> tuple[str, str] | None:
+        lim = self.limits
+        if lim.budget_usd is not None and self.cost_sum >= lim.budget_usd:
+            return ("budget_usd", f"USD budget reached: spent ${self.cost_sum:.4f} of "
+                                  f"${lim.budget_usd:.4f}")
+        if lim.max_tokens is not None and self.total_tokens >= lim.max_tokens:
+            return ("max_tokens", f"token budget reached: {self.total_tokens:,} of "
+                                  f"{lim.max_tokens:,} tokens used")
+        return None
+
+    def account(self, res: ChatResult) -> None:
+        """After a call: add its usage; a call that crossed a budget stops the run after it."""
+        self.calls += 1
+        self.input_tokens += res.input_tokens
+        self.output_tokens += res.output_tokens
+        self.cached_tokens += res.cached_tokens
+        self.tokens_estimated = self.tokens_estimated or res.tokens_estimated
+        if res.cost_usd is None:
+            self.cost_unknown += 1
+        else:
+            self.cost_sum += res.cost_usd
+        reason = self._budget_exceeded()
+        if reason:
+            self.halt("limit", *reason)
+
+    def reserve_sub_calls(self, n: int) -> None:
+        self.check_running()
+        if self.sub_calls + n > self.limits.max_sub_calls:
+            what = "this sub-call" if n == 1 else f"this batch of {n}"
+            self.halt("limit", "max_sub_calls",
+                      f"max sub-calls reached: {self.sub_calls} of {self.limits.max_sub_calls} used, "
+                      f"{what} would exceed the limit")
+            raise _Halted()
+        self.sub_calls += n
+
+    def semaphore(self, provider: ProviderConfig) -> asyncio.Semaphore:
+        sem = self._semaphores.get(provider.id)
+        if sem is None:
+            sem = asyncio.Semaphore(max(1, provider.concurrency))
+            self._semaphores[provider.id] = sem
+        return sem
+
+    def totals(self) -> dict[str, Any]:
+        return {Attr.INPUT_TOKENS: self.input_tokens, Attr.OUTPUT_TOKENS: self.output_tokens,
+                Attr.CACHED_TOKENS: self.cached_tokens, Attr.COST_USD: self.cost_value,
+                Attr.COST_KNOWN: self.cost_unknown == 0, Attr.ITERATIONS: self.iterations,
+                Attr.SUB_CALLS: self.sub_calls, Attr.TOKENS_ESTIMATED: self.tokens_estimated}
+
+    @property
+    def cost_value(self) -> float | None:
+        if self.cost_unknown and self.calls == self.cost_unknown:
+            return None
+        return self.cost_sum
+
+    # -- model calls --------------------------------------------------------------------------
+    async def call_model(self, provider: ProviderConfig, model: str, messages: list[dict[str, Any]],
+                         *, parent: str, depth: int, new_messages: list[dict[str, Any]],
+                         history_from: str | None, history_note: str | None = None) -> tuple[ChatResult, str]:
+        """One traced, budget-checked model call. Returns (result, llm_call span id)."""
+        self.check_budget()
+        async with self.semaphore(provider):
+            self.check_budget()
+            attrs: dict[str, Any] = {Attr.MODEL: model, Attr.PROVIDER: provider.name, Attr.DEPTH: depth,
+                                     Attr.MESSAGES: new_messages, Attr.MESSAGE_COUNT: len(messages)}
+            if history_from:
+                attrs[Attr.HISTORY_FROM] = history_from
+            if history_note:
+                attrs[Attr.HISTORY_NOTE] = history_note
+            if provider.is_demo:
+                attrs[Attr.DEMO] = True
+            sid = self.start(SpanKind.LLM_CALL, f"chat {model}", parent, attrs)
+            response = _Appender(self.trace, sid, Attr.RESPONSE)
+            retries: list[dict[str, Any]] = []
+
+            def on_retry(attempt: int, error: str, wait: float) -> None:
+                retries.append({"attempt": attempt, "error": error, "wait_s": round(wait, 3)})
+                self.trace.update_span(sid, {Attr.RETRIES: list(retries)})
+
+            timeout = min(self.limits.call_timeout_s, provider.request_timeout_s)
+            try:
+                res = await chat(provider, model, messages, timeout_s=timeout,
+                                 on_delta=response.add, on_retry=on_retry)
+            except ProviderError as exc:
+                response.flush()
+                status = SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR
+                self.end(sid, status, {Attr.ERROR: str(exc), Attr.ATTEMPTS: exc.attempts})
+                raise
+            except asyncio.CancelledError:
+                response.flush()
+                self.end(sid, self.interrupted, {Attr.ERROR: "interrupted: " + self._why()})
+                raise
+            response.flush()
+            if response.total != len(res.text):   # a server that does not stream deltas
+                self.trace.update_span(sid, {Attr.RESPONSE: res.text})
+            self.end(sid, SpanStatus.OK, {
+                Attr.INPUT_TOKENS: res.input_tokens, Attr.OUTPUT_TOKENS: res.output_tokens,
+                Attr.CACHED_TOKENS: res.cached_tokens, Attr.COST_USD: res.cost_usd,
+                Attr.COST_KNOWN: res.cost_known, Attr.FINISH_REASON: res.finish_reason,
+                Attr.ATTEMPTS: res.attempts, Attr.TOKENS_ESTIMATED: res.tokens_estimated})
+        self.account(res)
+        return res, sid
+
+    def _why(self) -> str:
+        return self.stop.reason if self.stop else "the run was cancelled"
+
+
+class _History:
+    """Keeps the root conversation within a size: system prompt and question always stay; old cell
+    outputs are shortened first (oldest first), then the oldest exchanges are dropped. Each change
+    is stated in the conversation itself so the model knows."""
+
+    def __init__(self, limit_chars: int) -> None:
+        self.limit = limit_chars
+        self.output_indexes: list[int] = []   # messages that are cell outputs (shortenable)
+
+    @staticmethod
+    def size(messages: list[dict[str, Any]]) -> int:
+        return sum(len(str(m.get("content") or "")) for m in messages)
+
+    def enforce(self, messages: list[dict[str, Any]]) -> str | None:
+        """Shrink ``messages`` in place when too big. Returns a note of what was done, or None."""
+        total = self.size(messages)
+        if total <= self.limit:
+            return None
+        shortened = 0
+        for idx in self.output_indexes[:-1]:           # never the newest output
+            if total <= self.limit:
+                break
+            content = str(messages[idx].get("content") or "")
+            keep = SHRUNK_HEAD + SHRUNK_TAIL
+            if len(content) <= keep + 200:
+                continue
+            new = (content[:SHRUNK_HEAD] + f"\n[… older output shortened from {len(content):,} to "
+                   f"{keep:,} characters to keep the conversation small; recompute it if needed …]\n"
+                   + content[-SHRUNK_TAIL:])
+            messages[idx] = {**messages[idx], "content": new}
+            total -= len(content) - len(new)
+            shortened += 1
+        dropped = 0
+        # Still too big: drop the oldest (assistant, user) exchanges after the question.
+        while total > self.limit and len(messages) > 5:
+            pair = messages[2:4]
+            del messages[2:4]
+            total -= self.size(pair)
+            dropped += 1
+        if dropped:
+            note = (f"[{dropped} earlier exchange{'s' if dropped != 1 else ''} removed to keep the "
+                    "conversation within the model's context; variables in the REPL are unaffected.]")
+            messages.insert(2, {"role": "assistant", "content": "[earlier replies omitted]"})
+            messages.insert(3, {"role": "user", "content": note})
+            total += len(note) + 25
+        # Re-index outputs after deletions: positions of user messages from index 4 on.
+        self.output_indexes = [i for i in range(4 if dropped else 2, len(messages))
+                               if messages[i].get("role") == "user"
+                               and str(messages[i].get("content") or "").startswith("[cell")]
+        parts = []
+        if shortened:
+            parts.append(f"{shortened} older cell output{'s' if shortened != 1 else ''} shortened")
+        if dropped:
+            parts.append(f"{dropped} oldest exchange{'s' if dropped != 1 else ''} removed")
+        return ("history over " f"{self.limit:,} characters: " + ", ".join(parts)) if parts else None
+
+
+def _final_value(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class _RLM:
+    """One (root or nested) RLM: its own sandbox, conversation and iterations."""
+
+    def __init__(self, state: _Shared, *, depth: int, query: str, context: str | dict[str, str],
+                 run_span: str) -> None:
+        self.s = state
+        self.depth = depth
+        self.query = query
+        self.context = context
+        self.run_span = run_span
+        self.sandbox: Any = None
+        self.cell_tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> tuple[str | None, str, str]:
+        """Returns (answer or best partial, stop_reason, reason). Raises _Halted / ProviderError /
+        SandboxRefused / SandboxError / CancelledError."""
+        from rlm_desktop.sandbox.host import Sandbox
+
+        s = self.s
+        cfg = s.config
+        lim = s.limits
+        info = prompts.describe_context(self.context)
+        box = Sandbox(cfg.sandbox, context=self.context, depth=self.depth,
+                      rlm_query_enabled=self.depth < lim.max_depth,
+                      label=f"depth {self.depth}")
+        self.sandbox = box
+        s.add_sandbox(box)
+        try:
+            s.check_running()
+            report = await box.start()
+            iso = report.to_dict()
+            s.trace.update_span(self.run_span, {Attr.ISOLATION: iso})
+            if self.depth == 0:
+                s.isolation = iso
+                s.trace.update_header({"isolation": iso})
+            if s.cancel.cancelled:
+                box.kill()
+            s.check_running()
+            return await self._iterate(info)
+        finally:
+            s.remove_sandbox(box)
+            if s.stop is not None:
+                box.kill()
+            await _close_quietly(box)
+
+    def _history_limit(self) -> int:
+        lim = self.s.limits.max_history_chars
+        window = self.s.provider.context_windows.get(self.s.config.root_model)
+        if window:
+            lim = min(lim, int(window * 4 * HISTORY_WINDOW_SHARE))
+        return max(lim, 8_000)
+
+    async def _iterate(self, info: prompts.ContextInfo) -> tuple[str | None, str, str]:
+        s = self.s
+        cfg = s.config
+        lim = s.limits
+        system = prompts.system_prompt(
+            info, sub_model=cfg.sub_model, depth=self.depth, max_depth=lim.max_depth,
+            max_iterations=lim.max_iterations, max_output_chars=lim.max_output_chars,
+            cell_timeout_s=lim.cell_timeout_s, max_sub_calls=lim.max_sub_calls)
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system},
+                                          {"role": "user", "content": prompts.first_user_message(self.query)}]
+        history = _History(self._history_limit())
+        sent = 0
+        last_call: str | None = None
+        best_partial: str | None = None
+        for it in range(1, lim.max_iterations + 1):
+            s.check_running()
+            if self.depth == 0:
+                s.iterations = it
+                s.trace.update_span(self.run_span, {Attr.ITERATIONS: it})
+            it_span = s.start(SpanKind.ITERATION, f"iteration {it}", self.run_span, {Attr.DEPTH: self.depth})
+            note = history.enforce(messages)
+            if note is not None:
+                new, hist_from = list(messages), None   # the chain restarts with the shortened list
+            else:
+                new, hist_from = messages[sent:], last_call
+            try:
+                res, last_call = await s.call_model(
+                    s.provider, cfg.root_model, list(messages), parent=it_span, depth=self.depth,
+                    new_messages=new, history_from=hist_from, history_note=note)
+            except ProviderError as exc:
+                s.end(it_span, SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR,
+                      {Attr.ERROR: str(exc)})
+                raise
+            messages.append({"role": "assistant", "content": res.text})
+            sent = len(messages)
+            s.check_running()     # the call may have crossed a budget
+            parsed = parse_reply(res.text)
+            if not parsed.has_code:
+                if parsed.final is not None:
+                    answer, problem = await self._resolve_final(parsed.final, it_span)
+                    if answer is not None:
+                        self._final_span(it_span, answer, parsed.final.via)
+                        s.end(it_span, SpanStatus.OK)
+                        return answer, "final", "final answer"
+                    messages.append({"role": "user", "content": prompts.final_rejected_message(problem)})
+                else:
+                    messages.append({"role": "user", "content": prompts.CORRECTIVE_MESSAGE})
+                s.end(it_span, SpanStatus.OK)
+                continue
+            outputs: list[str] = []
+            all_ok = True
+            blocks = parsed.code_blocks
+            for k, code in enumerate(blocks, 1):
+                cell = await self._run_cell(code, it_span, k, len(blocks))
+                text, _ = prompts.format_cell_output(
+                    k, len(blocks), status=cell.status, stdout=cell.stdout, stderr=cell.stderr,
+                    error=cell.error, duration_s=cell.duration_s, max_chars=lim.max_output_chars,
+                    restarted=cell.restarted, restart_reason=cell.restart_reason,
+                    sandbox_output_truncated=cell.output_truncated)
+                outputs.append(text)
+                if cell.final is not None and cell.ok:
+                    answer = _final_value(cell.final.value)
+                    self._final_span(it_span, answer, cell.final.via)
+                    s.end(it_span, SpanStatus.OK)
+                    return answer, "final", "final answer"
+                if not cell.ok:
+                    all_ok = False
+                    if k < len(blocks):
+                        outputs.append(prompts.cells_skipped_message(len(blocks) - k))
+                    break
+            if parsed.final is not None:
+                if all_ok:
+                    answer, problem = await self._resolve_final(parsed.final, it_span)
+                    if answer is not None:
+                        self._final_span(it_span, answer, parsed.final.via)
+                        s.end(it_span, SpanStatus.OK)
+                        return answer, "final", "final answer"
+                    outputs.append(prompts.final_rejected_message(problem))
+                else:
+                    if parsed.final.via == "FINAL":
+                        best_partial = parsed.final.value
+                        if self.depth == 0:
+                            s.best_partial = best_partial
+                    outputs.append(prompts.final_rejected_message(
+                        "the code in the same reply failed, so the answer was written before seeing "
+                        "a correct result"))
+            outputs.append(prompts.continue_message(self.query, it, lim.max_iterations))
+            messages.append({"role": "user", "content": "\n\n".join(outputs)})
+            history.output_indexes.append(len(messages) - 1)
+            s.end(it_span, SpanStatus.OK)
+        return (best_partial, "max_iterations",
+                f"max iterations reached ({lim.max_iterations}) without a final answer")
+
+    def _final_span(self, parent: str, answer: str, via: str) -> None:
+        sid = self.s.start(SpanKind.FINAL, "final", parent, {Attr.ANSWER: answer, Attr.VIA: via,
+                                                            Attr.DEPTH: self.depth})
+        self.s.end(sid, SpanStatus.OK)
+
+    async def _resolve_final(self, final: TextualFinal, parent: str) -> tuple[str | None, str]:
+        """A textual final's answer, or (None, why not). FINAL_VAR reads the variable in the REPL."""
+        if final.via == "FINAL":
+            if not final.value.strip():
+                return None, "FINAL() was empty"
+            return final.value, ""
+        cell = await self._run_cell(f"FINAL_VAR({final.value!r})", parent, 1, 1, name="FINAL_VAR")
+        if cell.final is not None and cell.ok:
+            return _final_value(cell.final.value), ""
+        err = (cell.error or cell.stderr or "the variable could not be read").strip().splitlines()
+        return None, f"FINAL_VAR({final.value}) failed: {err[-1] if err else 'no value'}"
+
+    async def _run_cell(self, code: str, parent: str, index: int, total: int, *,
+                        name: str | None = None) -> CellResult:
+        s = self.s
+        sid = s.start(SpanKind.CODE_CELL, name or (f"cell {index}" if total > 1 else "cell"), parent,
+                      {Attr.CODE: code, Attr.DEPTH: self.depth})
+        out = _Appender(s.trace, sid, Attr.STDOUT)
+        err = _Appender(s.trace, sid, Attr.STDERR)
+
+        def on_output(stream: str, text: str) -> None:
+            (err if stream == "stderr" else out).add(text)
+
+        async def on_request(req: SubRequest) -> Any:
+            task = asyncio.current_task()
+            if task is not None:
+                self.cell_tasks.add(task)
+                s.tasks.add(task)
+            try:
+                return await self._handle_request(req, sid)
+            finally:
+                if task is not None:
+                    self.cell_tasks.discard(task)
+                    s.tasks.discard(task)
+
+        try:
+            cell = await self.sandbox.run_cell(code, timeout_s=s.limits.cell_timeout_s,
+                                               on_request=on_request, on_output=on_output)
+        except asyncio.CancelledError:
+            out.flush()
+            err.flush()
+            self._cancel_cell_tasks()
+            s.end(sid, s.interrupted, {Attr.ERROR: "interrupted: " + s._why()})
+            raise
+        self._cancel_cell_tasks()
+        out.flush()
+        err.flush()
+        attrs: dict[str, Any] = {}
+        if out.total != len(cell.stdout):
+            attrs[Attr.STDOUT] = cell.stdout
+        if err.total != len(cell.stderr):
+            attrs[Attr.STDERR] = cell.stderr
+        if cell.error:
+            attrs[Attr.ERROR] = cell.error
+        if cell.restarted:
+            attrs[Attr.SANDBOX_RESTARTED] = (f"sandbox restarted: {cell.restart_reason or cell.status}; "
+                                             "variables lost")
+        if cell.output_truncated:
+            attrs["output_truncated"] = True
+        status = {"ok": SpanStatus.OK, "timeout": SpanStatus.TIMEOUT,
+                  "cancelled": SpanStatus.CANCELLED}.get(cell.status, SpanStatus.ERROR)
+        if cell.ok and cell.status != "ok":
+            status = SpanStatus.OK
+        s.end(sid, status, attrs)
+        s.check_running()
+        return cell
+
+    def _cancel_cell_tasks(self) -> None:
+        for task in list(self.cell_tasks):
+            if not task.done():
+                task.cancel()
+
+    # -- requests from model code ---------------------------------------------------------------
+    async def _handle_request(self, req: SubRequest, cell_span: str) -> Any:
+        s = self.s
+        p = req.payload or {}
+        try:
+            if req.kind == "llm_query":
+                s.reserve_sub_calls(1)
+                return await self._sub_llm(str(p.get("prompt", "")), p.get("model"), cell_span, None)
+            if req.kind == "llm_query_batched":
+                prompts_list = [str(x) for x in (p.get("prompts") or [])]
+                if not prompts_list:
+                    return []
+                s.reserve_sub_calls(len(prompts_list))
+                return await self._batch(prompts_list, p.get("model"), cell_span)
+            if req.kind == "rlm_query":
+                return await self._sub_rlm(str(p.get("prompt", "")), p.get("context"), cell_span)
+        except _Halted:
+            raise RuntimeError(f"the run is stopping: {s._why()}") from None
+        raise RuntimeError(f"unknown request {req.kind!r} from the REPL")
+
+    async def _batch(self, prompts_list: list[str], model: Any, cell_span: str) -> list[str]:
+        s = self.s
+        sem = asyncio.Semaphore(max(1, s.limits.batch_concurrency))
+
+        async def one(i: int, prompt: str) -> str:
+            async with sem:
+                try:
+                    return await self._sub_llm(prompt, model, cell_span, i)
+                except _Halted:
+                    raise
+                except (ProviderError, RuntimeError) as exc:
+                    return f"Error: {exc}"
+
+        tasks = [asyncio.ensure_future(one(i, p)) for i, p in enumerate(prompts_list)]
+        s.tasks.update(tasks)     # a halt cancels every item still running
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        finally:
+            s.tasks.difference_update(tasks)
+
+    async def _sub_llm(self, prompt: str, model: Any, parent: str, batch_index: int | None) -> str:
+        s = self.s
+        model_name = str(model) if model else (s.config.sub_model or s.sub_provider.sub_model)
+        attrs: dict[str, Any] = {Attr.PROMPT: prompt, Attr.MODEL: model_name, Attr.DEPTH: self.depth + 1}
+        if batch_index is not None:
+            attrs[Attr.BATCH_INDEX] = batch_index
+        sid = s.start(SpanKind.SUB_CALL, "llm_query", parent, attrs)
+        key = (model_name, prompt)
+        fut: asyncio.Future[str] | None = None
+        try:
+            if s.config.memo_cache:
+                existing = s.memo.get(key)
+                if existing is not None:
+                    text = await asyncio.shield(existing)
+                    s.end(sid, SpanStatus.OK, {Attr.CACHE_HIT: True, Attr.RESPONSE: text,
+                                               Attr.COST_USD: 0.0, Attr.COST_KNOWN: True,
+                                               Attr.INPUT_TOKENS: 0, Attr.OUTPUT_TOKENS: 0})
+                    return text
+                fut = s.loop.create_future()
+                s.memo[key] = fut
+            msgs = [{"role": "user", "content": prompt}]
+            res, _ = await s.call_model(s.sub_provider, model_name, msgs, parent=sid,
+                                        depth=self.depth + 1, new_messages=msgs, history_from=None)
+            if fut is not None and not fut.done():
+                fut.set_result(res.text)
+            s.end(sid, SpanStatus.OK, {Attr.CACHE_HIT: False})
+            s.check_running()
+            return res.text
+        except ProviderError as exc:
+            self._forget(key, fut, exc)
+            s.end(sid, SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR,
+                  {Attr.ERROR: str(exc)})
+            raise RuntimeError(str(exc)) from None
+        except _Halted:
+            self._forget(key, fut, RuntimeError(s._why()))
+            s.end(sid, s.interrupted, {Attr.ERROR: s._why()})
+            raise
+        except asyncio.CancelledError:
+            self._forget(key, fut, RuntimeError("cancelled"))
+            s.end(sid, s.interrupted, {Attr.ERROR: "interrupted: " + s._why()})
+            raise
+
+    def _forget(self, key: tuple[str, str], fut: asyncio.Future[str] | None, exc: BaseException) -> None:
+        if fut is None:
+            return
+        if self.s.memo.get(key) is fut:
+            del self.s.memo[key]
+        if not fut.done():
+            fut.set_exception(exc)
+            fut.exception()   # waiters get it; nobody else needs to retrieve it
+
+    async def _sub_rlm(self, prompt: str, context: Any, parent: str) -> str:
+        s = self.s
+        lim = s.limits
+        child_depth = self.depth + 1
+        sid = s.start(SpanKind.SUB_CALL, "rlm_query", parent, {Attr.PROMPT: prompt, Attr.DEPTH: child_depth})
+        if self.depth >= lim.max_depth:
+            msg = (f"rlm_query is not available: the maximum depth ({lim.max_depth}) is reached at "
+                   f"depth {self.depth}; use llm_query instead")
+            s.end(sid, SpanStatus.ERROR, {Attr.ERROR: msg, Attr.STOP_REASON: "max_depth"})
+            raise RuntimeError(msg)
+        try:
+            s.reserve_sub_calls(1)
+        except _Halted:
+            s.end(sid, s.interrupted, {Attr.ERROR: s._why()})
+            raise
+        if context is None:
+            ctx: str | dict[str, str] = self.context
+        elif isinstance(context, dict):
+            ctx = {str(k): v if isinstance(v, str) else str(v) for k, v in context.items()}
+        else:
+            ctx = context if isinstance(context, str) else str(context)
+        info = prompts.describe_context(ctx)
+        run_sid = s.start(SpanKind.RUN, f"rlm_query (depth {child_depth})", sid, {
+            Attr.QUERY: prompt, Attr.DEPTH: child_depth, Attr.CONTEXT: info.to_dict(),
+            Attr.MODELS: {"root": s.config.root_model, "sub": s.config.sub_model}})
+        child = _RLM(s, depth=child_depth, query=prompt, context=ctx, run_span=run_sid)
+        try:
+            answer, stop_reason, reason = await child.run()
+        except ProviderError as exc:
+            s.end(run_sid, SpanStatus.ERROR, {Attr.ERROR: str(exc), Attr.STOP_REASON: "provider_error"})
+            s.end(sid, SpanStatus.ERROR, {Attr.ERROR: str(exc)})
+            raise RuntimeError(f"rlm_query failed: {exc}") from None
+        except (SandboxRefused, SandboxError) as exc:
+            s.end(run_sid, SpanStatus.ERROR, {Attr.ERROR: str(exc), Attr.STOP_REASON: "sandbox_refused"})
+            s.end(sid, SpanStatus.ERROR, {Attr.ERROR: str(exc)})
+            raise RuntimeError(f"rlm_query could not start its REPL: {exc}") from None
+        except (_Halted, asyncio.CancelledError):
+            s.end(run_sid, s.interrupted, {Attr.ERROR: s._why()})
+            s.end(sid, s.interrupted, {Attr.ERROR: s._why()})
+            raise
+        if stop_reason == "final" and answer is not None:
+            s.end(run_sid, SpanStatus.OK, {Attr.ANSWER: answer, Attr.STOP_REASON: "final"})
+            s.end(sid, SpanStatus.OK, {Attr.RESPONSE: answer})
+            return answer
+        s.end(run_sid, SpanStatus.BUDGET, {Attr.STOP_REASON: stop_reason, Attr.ERROR: reason,
+                                           Attr.ANSWER: answer})
+        s.end(sid, SpanStatus.ERROR, {Attr.ERROR: reason})
+        partial = f" Best partial answer: {answer}" if answer else ""
+        raise RuntimeError(f"rlm_query ended without a final answer: {reason}.{partial}")
+
+
+async def _close_quietly(box: Any) -> None:
+    try:
+        await asyncio.shield(box.close())
+    except (SandboxError, OSError, ProcessLookupError):
+        box.kill()
+    except asyncio.CancelledError:
+        box.kill()
+        raise
+
+
+def _price_warning(config: RunConfig, provider: ProviderConfig, sub_provider: ProviderConfig) -> str | None:
+    if config.limits.budget_usd is None:
+        return None
+    unknown = [m for p, m in ((provider, config.root_model), (sub_provider, config.sub_model))
+               if not p.is_demo and lookup(p.prices, m) is None]
+    if not unknown:
+        return None
+    names = ", ".join(sorted(set(unknown)))
+    tail = ("the token budget still applies" if config.limits.max_tokens is not None
+            else "set a token budget (max_tokens) to bound spend")
+    return (f"no price known for {names}: its cost is unknown, so the USD budget cannot limit it; "
+            f"{tail}")
+
+
+async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider: ProviderConfig,
+                  sub_provider: ProviderConfig | None = None, trace: Trace,
+                  cancel: CancelToken | None = None) -> RunResult:
+    """Run one RLM to its end and return the outcome. See the module docstring."""
+    cancel = cancel or CancelToken()
+    sub_provider = sub_provider or provider
+    state = _Shared(config, provider, sub_provider, trace, cancel)
+    lim = config.limits
+    info = prompts.describe_context(context)
+    run_attrs: dict[str, Any] = {
+        Attr.QUERY: config.query, Attr.DEPTH: 0,
+        Attr.MODELS: {"root": config.root_model, "sub": config.sub_model},
+        Attr.PROVIDER: provider.name if sub_provider is provider else
+        {"root": provider.name, "sub": sub_provider.name},
+        Attr.LIMITS: dataclasses.asdict(lim), Attr.CONTEXT: info.to_dict(),
+        "memo_cache": config.memo_cache,
+    }
+    if provider.is_demo or sub_provider.is_demo:
+        run_attrs[Attr.DEMO] = True
+    warning = _price_warning(config, provider, sub_provider)
+    if warning:
+        run_attrs[Attr.WARNING] = warning
+    run_span = state.start(SpanKind.RUN, "run", None, run_attrs)
+    unregister = cancel.on_cancel(state.on_cancel)
+    timer = state.loop.call_later(lim.run_timeout_s, state.halt, "limit", "run_timeout",
+                                  f"run time limit reached ({lim.run_timeout_s:g} s)")
+    answer: str | None = None
+    external_cancel = False
+    root = _RLM(state, depth=0, query=config.query, context=context, run_span=run_span)
+    try:
+        answer, stop_reason, reason = await root.run()
+        if stop_reason != "final":
+            state.stop = state.stop or _Stop("limit", stop_reason, reason)
+    except _Halted:
+        pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            for _ in range(state.self_cancels):
+                task.uncancel()
+            state.self_cancels = 0
+            external_cancel = task.cancelling() > 0
+        if state.stop is None:
+            state.stop = _Stop("cancelled", "cancelled", "the run's task was cancelled")
+    except ProviderError as exc:
+        state.stop = state.stop or _Stop(
+            "error", "call_timeout" if exc.kind == "timeout" else "provider_error", str(exc))
+    except SandboxRefused as exc:
+        state.stop = state.stop or _Stop("error", "sandbox_refused", str(exc))
+    except SandboxError as exc:
+        state.stop = state.stop or _Stop("error", "sandbox_error", str(exc))
+    finally:
+        timer.cancel()
+        unregister()
+        with state._sandbox_lock:
+            leftovers = list(state.sandboxes)
+        for box in leftovers:
+            box.kill()
+    if state.self_cancels:   # a halt cancelled us after the work ended: absorb it
+        task = asyncio.current_task()
+        if task is not None:
+            for _ in range(state.self_cancels):
+                task.uncancel()
+    stop = state.stop
+    if stop is None or (stop.stop_reason == "final"):
+        status, stop_reason, reason = "ok", "final", None
+    else:
+        status, stop_reason, reason = stop.status, stop.stop_reason, stop.reason
+        if status == "limit" and answer is None:
+            answer = state.best_partial
+    run_status = SpanStatus.OK if status == "ok" else (stop.span_status if stop else SpanStatus.ERROR)
+    # Anything still open (interrupted work) ends with the status of what stopped the run.
+    inner = dict(state.open_spans)
+    inner.pop(run_span, None)
+    for sid, _ in sorted(inner.items(), key=lambda kv: -kv[1]):
+        state.end(sid, run_status if run_status is not SpanStatus.OK else SpanStatus.CANCELLED,
+                  {Attr.ERROR: "interrupted: " + (reason or "the run ended")})
+    end_attrs = {**state.totals(), Attr.ANSWER: answer, Attr.STOP_REASON: stop_reason}
+    if reason:
+        end_attrs[Attr.ERROR] = reason
+    state.end(run_span, run_status, end_attrs)
+    result = RunResult(
+        answer=answer, status=status, reason=reason, stop_reason=stop_reason,
+        cost_usd=state.cost_value, cost_known=state.cost_unknown == 0,
+        input_tokens=state.input_tokens, output_tokens=state.output_tokens,
+        cached_tokens=state.cached_tokens, iterations=state.iterations, sub_calls=state.sub_calls,
+        isolation=state.isolation, tokens_estimated=state.tokens_estimated)
+    if external_cancel:
+        raise asyncio.CancelledError()
+    return result
+
