@@ -1,0 +1,341 @@
+"""`rlm-desktop run`: one RLM run from the command line (the headless contract of DESIGN.md).
+
+Prints the answer (or one JSON object with ``--json``). Exit codes: 0 ok, 2 usage / bad input,
+3 a limit or budget stopped the run, 4 cancelled (SIGINT/SIGTERM; the trace is closed first),
+5 provider error after retries. The trace always goes to a file (``--trace`` or the data folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rlm_desktop.cli import EXIT_CANCELLED, EXIT_FAILURE, EXIT_LIMIT, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run", help="run an RLM over documents without the GUI",
+        description="Run a Recursive Language Model over documents and print the answer. Without "
+                    "--provider or --base-url, OPENAI_API_KEY selects OpenAI; with no key at all the "
+                    "offline demo provider runs (it says so on stderr).")
+    p.add_argument("--docs", nargs="+", required=True, metavar="PATH",
+                   help="files and/or folders (read recursively) to load as `context`")
+    p.add_argument("--query", required=True, help="the question to answer")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--provider", metavar="ID",
+                     help="a provider profile (see `rlm-desktop provider list`), or 'demo'")
+    src.add_argument("--base-url", metavar="URL",
+                     help="any OpenAI-compatible server, e.g. http://localhost:11434/v1 "
+                          "(key from OPENAI_API_KEY when set)")
+    p.add_argument("--model", metavar="M", help="root model")
+    p.add_argument("--sub-model", metavar="M", help="model for llm_query sub-calls (default: --model)")
+    p.add_argument("--max-iterations", type=int, metavar="N")
+    p.add_argument("--max-depth", type=int, metavar="N", help="rlm_query nesting allowed (0 = none)")
+    p.add_argument("--max-sub-calls", type=int, metavar="N")
+    p.add_argument("--budget-usd", type=float, metavar="X", help="stop when this much has been spent")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="stop after this many tokens in total")
+    p.add_argument("--cell-timeout", type=float, metavar="S", help="wall-clock seconds per code cell")
+    p.add_argument("--call-timeout", type=float, metavar="S", help="seconds per model request")
+    p.add_argument("--run-timeout", type=float, metavar="S", help="wall-clock seconds for the run")
+    p.add_argument("--trace", metavar="FILE", help="trace file (JSON Lines); default: the data folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the answer")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    p.add_argument("--allow-weak-sandbox", action="store_true",
+                   help="run even when the sandbox isolation is below 'good' (less protection)")
+    p.add_argument("--no-memo", action="store_true", help="do not reuse identical sub-call answers")
+    p.set_defaults(handler=handle)
+
+
+class UsageError(Exception):
+    """Bad input on the command line; the message says what to change."""
+
+
+def _err(msg: str) -> None:
+    print(f"rlm-desktop run: {msg}", file=sys.stderr, flush=True)
+
+
+def _resolve_provider(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(ProviderConfig, note for stderr or None)."""
+    from rlm_desktop.core.config import ConfigError, ProviderConfig
+    from rlm_desktop.engine.demo import DEMO_LABEL, DEMO_PROVIDER
+
+    key = os.environ.get("OPENAI_API_KEY") or None
+    if args.provider == "demo":
+        return DEMO_PROVIDER, f"Using the offline demo provider. {DEMO_LABEL}"
+    if args.provider:
+        try:
+            from rlm_desktop.ui.settings import Settings
+        except ImportError as exc:
+            raise UsageError(f"provider profiles are not available in this installation ({exc}); "
+                             "use --base-url URL instead") from None
+        try:
+            cfg = Settings().provider_config(args.provider)
+        except (KeyError, LookupError, ValueError, ConfigError) as exc:
+            msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise UsageError(msg or f"unknown provider {args.provider!r}") from None
+        return cfg, None
+    prices: dict[str, Any] = {}
+    windows: dict[str, int] = {}
+    try:
+        from rlm_desktop.core import profiles
+
+        prices = dict(getattr(profiles, "BUILTIN_PRICES", {}) or {})
+    except ImportError:
+        prices = {}
+    if args.base_url:
+        if not re.match(r"^https?://", args.base_url):
+            raise UsageError(f"--base-url must start with http:// or https:// (got {args.base_url!r})")
+        if not args.model:
+            raise UsageError("--model is required with --base-url (the server's model name)")
+        return ProviderConfig(id="cli", name=args.base_url, base_url=args.base_url, api_key=key,
+                              needs_key=key is not None, root_model=args.model,
+                              sub_model=args.sub_model or args.model, prices=prices,
+                              context_windows=windows), None
+    if key:
+        model = args.model or DEFAULT_OPENAI_MODEL
+        return ProviderConfig(id="openai", name="OpenAI", base_url=OPENAI_BASE_URL, api_key=key,
+                              root_model=model, sub_model=args.sub_model or model, prices=prices), None
+    return DEMO_PROVIDER, ("No provider given (--provider, --base-url) and no OPENAI_API_KEY: using the "
+                           f"offline demo provider. {DEMO_LABEL}")
+
+
+def _limits(args: argparse.Namespace, base: Any) -> Any:
+    from dataclasses import replace
+
+    changes = {k: v for k, v in {
+        "max_iterations": args.max_iterations, "max_depth": args.max_depth,
+        "max_sub_calls": args.max_sub_calls, "budget_usd": args.budget_usd,
+        "max_tokens": args.max_tokens, "cell_timeout_s": args.cell_timeout,
+        "call_timeout_s": args.call_timeout, "run_timeout_s": args.run_timeout}.items() if v is not None}
+    return replace(base, **changes)
+
+
+def _default_trace_path(query: str) -> Path:
+    from rlm_desktop.core.paths import traces_dir
+
+    slug = re.sub(r"[^a-z0-9]+", "-", query.lower()).strip("-")[:40] or "run"
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = traces_dir() / f"{stamp}-{slug}"
+    path = base.with_suffix(".jsonl")
+    n = 2
+    while path.exists():
+        path = Path(f"{base}-{n}.jsonl")
+        n += 1
+    return path
+
+
+class _Progress:
+    """One-line live status on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, budget_usd: float | None, max_iterations: int) -> None:
+        self.budget = budget_usd
+        self.max_iter = max_iterations
+        self.iteration = 0
+        self.sub_calls = 0
+        self.tokens = 0
+        self.cost = 0.0
+        self.cost_unknown = False
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, ev: Any, span: Any) -> None:
+        from rlm_desktop.core.trace import Attr, EventType, SpanKind
+
+        if ev.type is EventType.STARTED:
+            if span.kind == SpanKind.ITERATION and span.attributes.get(Attr.DEPTH) == 0:
+                self.iteration += 1
+            elif span.kind == SpanKind.SUB_CALL:
+                self.sub_calls += 1
+        elif ev.type is EventType.ENDED and span.kind == SpanKind.LLM_CALL:
+            a = span.attributes
+            self.tokens += int(a.get(Attr.INPUT_TOKENS) or 0) + int(a.get(Attr.OUTPUT_TOKENS) or 0)
+            c = a.get(Attr.COST_USD)
+            if c is None and a.get(Attr.INPUT_TOKENS) is not None:
+                self.cost_unknown = True
+            elif c is not None:
+                self.cost += float(c)
+        now = time.monotonic()
+        if now - self._last >= 0.2:
+            self._last = now
+            self.draw()
+
+    def draw(self) -> None:
+        spend = f"${self.cost:.4f}" + ("+?" if self.cost_unknown else "")
+        if self.budget is not None:
+            spend += f" of ${self.budget:g}"
+        line = (f"iteration {self.iteration}/{self.max_iter} · sub-calls {self.sub_calls} · "
+                f"tokens {self.tokens:,} · {spend}")
+        sys.stderr.write("\r\x1b[2K" + line[:200])
+        sys.stderr.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        from rlm_desktop.sandbox.host import harden_host_process
+    except ImportError:
+        harden_host_process = None
+    if harden_host_process is not None:
+        harden_host_process()
+    try:
+        return _handle(args)
+    except UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from rlm_desktop.core.config import ConfigError, RunConfig, RunLimits, SandboxLimits
+    from rlm_desktop.core.documents import load_documents
+
+    if not args.query.strip():
+        raise UsageError("--query is empty: type a question about the documents")
+    missing = [p for p in args.docs if not os.path.lexists(p)]
+    if missing:
+        raise UsageError(f"no such file or folder: {missing[0]}")
+    provider, note = _resolve_provider(args)
+    if note and not args.quiet:
+        _err(note)
+    elif note:
+        _err(note.split(".")[0] + ".")   # say it even when quiet: the answers are not a model's
+    docs = load_documents(args.docs)
+    for bad in docs.errors:
+        _err(f"skipped {bad.rel_path}: {bad.error}")
+    if not docs.documents:
+        raise UsageError("no readable documents in " + ", ".join(args.docs) +
+                         " (see the messages above); give text, Markdown, PDF, code … files")
+    try:
+        limits = _limits(args, RunLimits())
+        sandbox = SandboxLimits(allow_weak=bool(args.allow_weak_sandbox))
+        root_model = provider.root_model if provider.is_demo else (args.model or provider.root_model)
+        sub_model = provider.sub_model if provider.is_demo else (
+            args.sub_model or (args.model if args.provider is None else None) or provider.sub_model
+            or root_model)
+        if not root_model:
+            raise UsageError(f"no model chosen for {provider.name}: pass --model")
+        config = RunConfig(query=args.query, root_model=root_model, sub_model=sub_model,
+                           limits=limits, sandbox=sandbox, memo_cache=not args.no_memo)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    trace_path = Path(args.trace) if args.trace else _default_trace_path(args.query)
+    return asyncio.run(_run(args, config, docs, provider, trace_path))
+
+
+async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, trace_path: Path) -> int:
+    from rlm_desktop import __version__
+    from rlm_desktop.core.cancel import CancelToken
+    from rlm_desktop.core.trace import Trace, TraceWriter
+    from rlm_desktop.engine.providers import aclose_clients
+    from rlm_desktop.engine.run import run_rlm
+
+    header = {"app": "rlm-desktop", "app_version": __version__, "query": config.query,
+              "created": datetime.now(UTC).isoformat(timespec="seconds"),
+              "provider": provider.name, "demo": bool(provider.is_demo),
+              "models": {"root": config.root_model, "sub": config.sub_model},
+              "documents": {"count": docs.total_files, "total_chars": docs.total_chars},
+              "source": "cli"}
+    try:
+        writer = TraceWriter(trace_path, header)
+    except OSError as exc:
+        raise UsageError(f"cannot write the trace file {trace_path}: {exc.strerror or exc}") from None
+    trace = Trace(header)
+    writer.attach(trace)
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        progress = _Progress(config.limits.budget_usd, config.limits.max_iterations)
+        trace.subscribe(progress)
+    cancel = CancelToken()
+    loop = asyncio.get_running_loop()
+    signals_seen: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) == 1:
+            cancel.cancel(f"interrupted by {signal.Signals(signum).name}")
+        else:   # a second signal: close the trace and leave now
+            trace.end_open_spans(_cancelled_status(), reason="interrupted twice: stopped at once")
+            writer.close()
+            os._exit(EXIT_CANCELLED)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        result = await run_rlm(config, docs.context_value(), provider=provider, trace=trace,
+                               cancel=cancel)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await aclose_clients()
+        writer.close()
+        if progress is not None:
+            progress.clear()
+    code = _exit_code(result)
+    if args.json:
+        out = {"answer": result.answer, "status": result.status, "reason": result.reason,
+               "stop_reason": result.stop_reason, "cost_usd": result.cost_usd,
+               "cost_known": result.cost_known, "input_tokens": result.input_tokens,
+               "output_tokens": result.output_tokens, "cached_tokens": result.cached_tokens,
+               "tokens_estimated": result.tokens_estimated, "iterations": result.iterations,
+               "sub_calls": result.sub_calls, "trace": str(trace_path),
+               "isolation": result.isolation, "provider": provider.name,
+               "demo": bool(provider.is_demo), "exit_code": code}
+        print(json.dumps(out, ensure_ascii=False))
+    elif result.answer is not None:
+        print(result.answer)
+    iso = result.isolation or {}
+    if iso and iso.get("level") in ("weak", "none") and not args.quiet:
+        _err(f"warning: sandbox isolation is {iso.get('level')}: {iso.get('summary', '')}")
+    if code != EXIT_OK:
+        label = {EXIT_LIMIT: "stopped by a limit", EXIT_CANCELLED: "cancelled",
+                 EXIT_PROVIDER: "provider error"}.get(code, "failed")
+        partial = " (the answer printed is partial)" if result.answer and code == EXIT_LIMIT else ""
+        hint = (" Pass --allow-weak-sandbox to run with weaker isolation anyway."
+                if result.stop_reason == "sandbox_refused" else "")
+        _err(f"{label}: {result.reason}{partial}.{hint} Trace: {trace_path}")
+    elif not args.quiet and not args.json:
+        cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
+        if result.cost_usd is not None and not result.cost_known:
+            cost += " + unknown"
+        est = " (estimated)" if result.tokens_estimated else ""
+        _err(f"done: {result.iterations} iterations, {result.sub_calls} sub-calls, "
+             f"{result.input_tokens + result.output_tokens:,} tokens{est}, cost {cost}. "
+             f"Trace: {trace_path}")
+    return code
+
+
+def _cancelled_status() -> Any:
+    from rlm_desktop.core.trace import SpanStatus
+
+    return SpanStatus.CANCELLED
+
+
+def _exit_code(result: Any) -> int:
+    if result.status == "ok":
+        return EXIT_OK
+    if result.status == "limit":
+        return EXIT_LIMIT
+    if result.status == "cancelled":
+        return EXIT_CANCELLED
+    if result.stop_reason in ("provider_error", "call_timeout"):
+        return EXIT_PROVIDER
+    if result.stop_reason == "sandbox_refused":
+        return EXIT_USAGE
+    return EXIT_FAILURE
