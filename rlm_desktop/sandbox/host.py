@@ -1,0 +1,751 @@
+"""Host side of the REPL sandbox: spawn the worker, talk to it over pipes, watch it, restart it.
+
+The engine uses only :class:`Sandbox`. Everything that crosses from the worker is untrusted:
+frames are size-capped and validated, requests are matched by id, output is capped, and any
+violation kills the worker's whole process group and starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlm_desktop.core.config import SandboxLimits
+from rlm_desktop.sandbox.api import (
+    CellResult,
+    FinalValue,
+    IsolationLevel,
+    IsolationReport,
+    OutputHandler,
+    RequestHandler,
+    SandboxError,
+    SubRequest,
+)
+from rlm_desktop.sandbox.protocol import (
+    MAX_FRAME_FROM_WORKER,
+    WORKER_TYPES,
+    FrameDecoder,
+    ProtocolError,
+    clean_text,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])      # the directory that holds rlm_desktop/
+_BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
+         "from rlm_desktop.sandbox.worker import main;main(sys.argv[2:])")
+START_TIMEOUT_S = 30.0
+MAX_REQUESTS_IN_FLIGHT = 256
+MAX_BATCH = 10_000
+STDERR_TAIL = 4096
+EOF_GRACE_S = 0.5
+_ids = itertools.count(1)
+
+PR_SET_DUMPABLE = 4
+
+
+def harden_host_process() -> bool:
+    """Mark the app process non-dumpable (Linux): other processes of the same user can then not
+    read its memory or ``/proc/<pid>/environ`` (where API keys live). Safe to call repeatedly;
+    returns True when in force. Call it at app/CLI start-up; :meth:`Sandbox.start` calls it too."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        return False
+    return libc.prctl(3, 0, 0, 0, 0) == 0          # PR_GET_DUMPABLE
+
+
+def minimal_environment(scratch: str) -> dict[str, str]:
+    """The worker's whole environment: nothing of the user's (no API keys, no tokens, no HOME)."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "TZ": "UTC",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMEXPR_NUM_THREADS": "1",
+    }
+
+
+def _python_paths() -> list[str]:
+    """Import path for model code: the interpreter's stdlib and installed packages, not the CWD."""
+    out = []
+    for p in sys.path:
+        if not p or not os.path.isabs(p) or not os.path.isdir(p):
+            continue
+        if p == _PKG_ROOT and not p.endswith(("site-packages", "dist-packages")):
+            continue            # a source checkout: model code has no business importing the app
+        out.append(p)
+    return out
+
+
+def _exit_reason(returncode: int | None) -> str:
+    if returncode is None:
+        return "the worker stopped responding"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"the worker was killed by signal {name}"
+    if 128 < returncode <= 128 + 64:       # the namespace launcher mirrors its child's signal
+        try:
+            return f"the worker was killed by signal {signal.Signals(returncode - 128).name}"
+        except ValueError:
+            pass
+    return f"the worker exited with status {returncode}"
+
+
+@dataclass
+class _Cell:
+    id: int
+    on_request: RequestHandler
+    on_output: OutputHandler | None
+    cap: int
+    done: asyncio.Future[tuple[str, Any]]
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    nbytes: int = 0
+    truncated: bool = False
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    in_flight: set[int] = field(default_factory=set)
+
+    def add_output(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        size = len(text.encode("utf-8", "replace"))
+        room = self.cap - self.nbytes
+        if room <= 0:
+            self.truncated = True
+            return
+        if size > room:
+            text = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+            size = room
+            self.truncated = True
+        self.nbytes += size
+        (self.stdout if stream == "stdout" else self.stderr).append(text)
+        if self.on_output is not None:
+            try:
+                self.on_output(stream, text)
+            except Exception:
+                log.exception("the on_output callback raised; output is still recorded")
+
+
+class _Worker:
+    """One worker process (or namespace launcher + worker) and its pipes."""
+
+    def __init__(self, sandbox: Sandbox, loop: asyncio.AbstractEventLoop) -> None:
+        self.sb = sandbox
+        self.loop = loop
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.inner_pid: int | None = None
+        self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.dead_reason: str | None = None
+        self.decoder = FrameDecoder(MAX_FRAME_FROM_WORKER, WORKER_TYPES)
+        self._wbuf = bytearray()
+        self._fds: dict[str, int] = {}
+        self._pidfd: int | None = None
+        self._lock = threading.Lock()         # guards signalling against reaping
+        self._reaped = False
+        self.killed = False
+        self._dec_out = codecs.getincrementaldecoder("utf-8")("replace")
+        self._dec_err = codecs.getincrementaldecoder("utf-8")("replace")
+        self.stderr_tail = ""
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def spawn(self, init: dict[str, Any]) -> None:
+        h2w_r, h2w_w = os.pipe()
+        w2h_r, w2h_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        child_ends = (h2w_r, w2h_w, out_w, err_w)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", "-c", _BOOT, _PKG_ROOT,
+                 str(h2w_r), str(w2h_w), str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                pass_fds=(h2w_r, w2h_w), close_fds=True, start_new_session=True,
+                env=minimal_environment(self.sb._scratch), cwd=self.sb._scratch,
+            )
+        except OSError as exc:
+            for fd in (h2w_w, w2h_r, out_r, err_r):
+                os.close(fd)
+            raise SandboxError(f"could not start the sandbox worker ({sys.executable}): {exc}. "
+                               "Check that this Python installation is intact.") from None
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        self._fds = {"h2w": h2w_w, "w2h": w2h_r, "out": out_r, "err": err_r}
+        for fd in self._fds.values():
+            os.set_blocking(fd, False)
+        self.loop.add_reader(w2h_r, self._on_frames_readable)
+        self.loop.add_reader(out_r, self._on_raw_readable, "stdout")
+        self.loop.add_reader(err_r, self._on_raw_readable, "stderr")
+        if hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(self.proc.pid)
+                self.loop.add_reader(self._pidfd, self._on_pidfd)
+            except OSError:
+                self._pidfd = None
+        if self._pidfd is None:
+            threading.Thread(target=self._wait_thread, daemon=True, name="rlm-sandbox-wait").start()
+        self.send(init)
+
+    def _wait_thread(self) -> None:
+        assert self.proc is not None
+        self.proc.wait()
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._on_exit)
+
+    def _on_pidfd(self) -> None:
+        self.loop.remove_reader(self._pidfd)
+        self._on_exit()
+
+    def _on_exit(self) -> None:
+        assert self.proc is not None
+        with self._lock:
+            rc = self.proc.wait()
+            self._reaped = True
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._drain_raw()
+        self._die(_exit_reason(rc))
+        if not self.exited.done():
+            self.exited.set_result(rc)
+
+    def _eof_timeout(self) -> None:
+        if self.dead_reason is None:
+            self._drain_raw()
+            self._die("the worker closed its message pipe")
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group; safe from any thread, never hits a stranger:
+        the group id is the worker's pid, which cannot be reused before we reap it."""
+        with self._lock:
+            self.killed = True
+            if self.proc is None or self._reaped:
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> int | None:
+        """Kill and wait for the exit; close every pipe."""
+        self.kill()
+        if self.proc is not None and not self.exited.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exited), 10)
+        self._close_fds()
+        return self.proc.returncode if self.proc else None
+
+    def _close_fds(self) -> None:
+        for name, fd in list(self._fds.items()):
+            if name != "h2w":
+                self.loop.remove_reader(fd)
+            else:
+                self.loop.remove_writer(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def _die(self, reason: str) -> None:
+        if self.dead_reason is None:
+            self.dead_reason = reason
+        if not self.ready.done():
+            self.ready.set_exception(SandboxError(self._startup_failure(reason)))
+        self.sb._worker_died(self, self.dead_reason)
+
+    def _startup_failure(self, reason: str) -> str:
+        tail = self.stderr_tail.strip()
+        return (f"the sandbox worker failed to start: {reason}"
+                + (f"; its last output was: {tail[-800:]}" if tail else "")
+                + ". Check the Python installation; if it persists, report it with this message.")
+
+    def violation(self, what: str) -> None:
+        log.warning("sandbox %s: protocol violation: %s", self.sb.label, what)
+        self._die(f"protocol violation ({what})")
+        self.kill()
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        fd = self._fds.get("h2w")
+        if fd is None or self.dead_reason is not None:
+            return
+        data = encode(msg)
+        if self._wbuf:
+            self._wbuf += data
+            return
+        try:
+            n = os.write(fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._die("the worker closed its input pipe")
+            self.kill()
+            return
+        if n < len(data):
+            self._wbuf += data[n:]
+            self.loop.add_writer(fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        fd = self._fds.get("h2w")
+        if fd is None:
+            return
+        try:
+            n = os.write(fd, self._wbuf)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.loop.remove_writer(fd)
+            self._wbuf.clear()
+            self._die("the worker closed its input pipe")
+            self.kill()
+            return
+        del self._wbuf[:n]
+        if not self._wbuf:
+            self.loop.remove_writer(fd)
+
+    # -- receiving -------------------------------------------------------------------------------
+    def _on_frames_readable(self) -> None:
+        fd = self._fds.get("w2h")
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # Usually the worker is exiting (crash, os._exit): give it a moment so the reason can
+            # come from its exit status; a worker that merely closed the pipe is killed.
+            self.loop.remove_reader(fd)
+            if self.dead_reason is None:
+                self.loop.call_later(EOF_GRACE_S, self._eof_timeout)
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self.loop.remove_reader(fd)
+            self.violation(str(exc))
+            return
+        for msg in frames:
+            if self.dead_reason is not None:
+                return
+            try:
+                self.sb._on_frame(self, msg)
+            except ProtocolError as exc:
+                self.violation(str(exc))
+                return
+
+    def _on_raw_readable(self, stream: str) -> None:
+        fd = self._fds.get("out" if stream == "stdout" else "err")
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(fd)
+            return
+        self._raw(stream, data)
+
+    def _raw(self, stream: str, data: bytes) -> None:
+        dec = self._dec_out if stream == "stdout" else self._dec_err
+        text = dec.decode(data)
+        if stream == "stderr":
+            self.stderr_tail = (self.stderr_tail + text)[-STDERR_TAIL:]
+        self.sb._raw_output(self, stream, text)
+
+    def _drain_raw(self) -> None:
+        """Read what the worker wrote to fd 1/2 before its last frame (already in the pipe)."""
+        for stream, name in (("stdout", "out"), ("stderr", "err")):
+            fd = self._fds.get(name)
+            if fd is None:
+                continue
+            for _ in range(64):
+                try:
+                    data = os.read(fd, 1 << 16)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                self._raw(stream, data)
+
+
+class Sandbox:
+    """A REPL process for one (sub-)run. See the module docstring and rlm_desktop.sandbox.api."""
+
+    def __init__(self, limits: SandboxLimits, *, context: str | dict[str, str], depth: int = 0,
+                 rlm_query_enabled: bool = False, label: str = "") -> None:
+        if isinstance(context, dict):
+            bad = [k for k, v in context.items() if not isinstance(k, str) or not isinstance(v, str)]
+            if bad:
+                raise TypeError(f"context must map str to str; bad entry {bad[0]!r}")
+        elif not isinstance(context, str):
+            raise TypeError(f"context must be a str or a dict of str to str, not {type(context).__name__}")
+        self.limits = limits
+        self.context = context
+        self.depth = depth
+        self.rlm_query_enabled = rlm_query_enabled
+        self.label = label or f"sandbox-{next(_ids)}"
+        self.isolation: IsolationReport | None = None
+        self.pid: int | None = None
+        self._worker: _Worker | None = None
+        self._cell: _Cell | None = None
+        self._cell_ids = itertools.count(1)
+        self._scratch_root: str | None = None
+        self._scratch = ""
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+    async def start(self) -> IsolationReport:
+        if self._closed:
+            raise SandboxError("this sandbox was closed; create a new one")
+        if self._worker is not None:
+            raise SandboxError("this sandbox is already started")
+        if sys.platform == "win32":
+            raise SandboxError("the REPL sandbox needs Linux or macOS; Windows is not supported yet")
+        harden_host_process()
+        self._loop = asyncio.get_running_loop()
+        self._scratch_root = tempfile.mkdtemp(prefix="rlm-sandbox-")
+        self._scratch = os.path.join(self._scratch_root, "scratch")
+        os.mkdir(self._scratch, 0o700)
+        try:
+            report = await self._spawn()
+        except BaseException:
+            self._remove_scratch()
+            raise
+        return report
+
+    async def run_cell(self, code: str, *, timeout_s: float, on_request: RequestHandler,
+                       on_output: OutputHandler | None = None) -> CellResult:
+        if self._closed:
+            raise SandboxError("this sandbox was closed; create a new one")
+        if self._loop is None:
+            raise SandboxError("start() the sandbox before running cells")
+        if self._cell is not None:
+            raise SandboxError("a cell is already running in this sandbox; await it first")
+        if not isinstance(code, str):
+            raise TypeError("code must be a str")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be greater than 0 (got {timeout_s})")
+        if self._worker is None or self._worker.dead_reason is not None or self._worker.killed:
+            await self._restart()          # e.g. after a cancelled cell killed the worker
+        worker = self._worker
+        assert worker is not None
+        loop = self._loop
+        cell = _Cell(id=next(self._cell_ids), on_request=on_request, on_output=on_output,
+                     cap=self.limits.output_cap_bytes, done=loop.create_future())
+        self._cell = cell
+        t0 = time.monotonic()
+        timer = loop.call_later(timeout_s, self._on_timeout, cell, timeout_s)
+        worker.send({"t": "run", "id": cell.id, "code": code})
+        try:
+            kind, detail = await cell.done
+        except asyncio.CancelledError:
+            timer.cancel()
+            self._end_cell(cell)
+            self.kill()
+            raise
+        timer.cancel()
+        duration = time.monotonic() - t0
+        if kind == "done":
+            worker._drain_raw()
+            self._end_cell(cell)
+            final = detail.get("final")
+            return CellResult(
+                ok=detail["ok"], stdout="".join(cell.stdout), stderr="".join(cell.stderr),
+                error=detail["error"], final=final, status="ok" if detail["ok"] else "error",
+                duration_s=duration, output_truncated=cell.truncated or detail["trunc"])
+        # Timeout or crash: kill the group, start a fresh worker, tell the model what was lost.
+        if kind == "timeout":
+            reason = f"timeout after {detail:g} s"
+            status = "timeout"
+        else:
+            reason = f"crashed: {detail}"
+            status = "crashed"
+        await worker.stop()
+        worker._drain_raw()
+        self._end_cell(cell)
+        stdout, stderr = "".join(cell.stdout), "".join(cell.stderr)
+        await self._restart()
+        error = (f"The sandbox was restarted ({reason}); all variables were lost. "
+                 "`context` and the REPL functions are available again.")
+        return CellResult(ok=False, stdout=stdout, stderr=stderr, error=error, status=status,
+                          restarted=True, restart_reason=reason, duration_s=duration,
+                          output_truncated=cell.truncated)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            if worker.dead_reason is None and worker.proc is not None:
+                worker.send({"t": "shutdown"})
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(worker.exited), 1.0)
+            await worker.stop()
+        self._remove_scratch()
+
+    def kill(self) -> None:
+        worker = self._worker
+        if worker is not None:
+            worker.kill()
+
+    # -- internals -------------------------------------------------------------------------------
+    def _init_frame(self) -> dict[str, Any]:
+        lim = self.limits
+        return {
+            "t": "init",
+            "context": self.context,
+            "depth": self.depth,
+            "rlm_query": self.rlm_query_enabled,
+            "output_cap": lim.output_cap_bytes,
+            "scratch": self._scratch,
+            "sys_path": _python_paths(),
+            "limits": {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "scratch_mb": lim.scratch_mb,
+                       "max_file_mb": lim.max_file_mb, "max_open_files": lim.max_open_files,
+                       "max_processes": lim.max_processes, "nproc": False},
+        }
+
+    async def _spawn(self) -> IsolationReport:
+        assert self._loop is not None
+        worker = _Worker(self, self._loop)
+        self._worker = worker
+        worker.spawn(self._init_frame())
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT_S)
+        except TimeoutError:
+            await worker.stop()
+            raise SandboxError(f"the sandbox worker did not become ready within {START_TIMEOUT_S:g} s; "
+                               "the machine may be overloaded. Try again.") from None
+        except BaseException:
+            await worker.stop()
+            raise
+        self.pid = worker.inner_pid or (worker.proc.pid if worker.proc else None)
+        report = self._measure(worker, ready)
+        self.isolation = report
+        return report
+
+    async def _restart(self) -> None:
+        old = self._worker
+        if old is not None:
+            await old.stop()
+        self._worker = None
+        await self._spawn()
+
+    def _measure(self, worker: _Worker, ready: dict[str, Any]) -> IsolationReport:
+        rep = ready.get("report") if isinstance(ready.get("report"), dict) else {}
+        layers: dict[str, Any] = {"rlimits": bool(rep.get("rlimits"))}
+        level = IsolationLevel.NONE
+        summary = ("No isolation layers are in force yet: model code runs in a separate process "
+                   "with resource limits only.")
+        report = IsolationReport(level=level, layers=layers, platform=sys.platform, summary=summary)
+        return report
+
+    def _on_timeout(self, cell: _Cell, timeout_s: float) -> None:
+        if not cell.done.done():
+            cell.done.set_result(("timeout", timeout_s))
+        self.kill()
+
+    def _end_cell(self, cell: _Cell) -> None:
+        if self._cell is cell:
+            self._cell = None
+        for task in cell.tasks:
+            task.cancel()
+
+    def _worker_died(self, worker: _Worker, reason: str) -> None:
+        cell = self._cell
+        if worker is self._worker and cell is not None and not cell.done.done():
+            cell.done.set_result(("crashed", reason))
+
+    def _raw_output(self, worker: _Worker, stream: str, text: str) -> None:
+        cell = self._cell
+        if cell is not None and worker is self._worker:
+            cell.add_output(stream, text)
+
+    def _on_frame(self, worker: _Worker, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        if worker is not self._worker:
+            return
+        cell = self._cell
+        if t == "out":
+            stream = msg.get("s")
+            if stream not in ("stdout", "stderr"):
+                raise ProtocolError("output frame for an unknown stream")
+            text = clean_text(msg.get("d"))
+            if cell is not None and msg.get("cell") == cell.id:
+                cell.add_output(stream, text)
+            return
+        if t == "req":
+            self._on_request(worker, cell, msg)
+            return
+        if t == "done":
+            if cell is None or msg.get("cell") != cell.id or cell.done.done():
+                raise ProtocolError("completion for a cell that is not running")
+            cell.done.set_result(("done", self._parse_done(msg)))
+            return
+        if t == "spawned":
+            if worker.ready.done() or not isinstance(msg.get("pid"), int):
+                raise ProtocolError("unexpected launcher frame")
+            worker.inner_pid = msg["pid"]
+            return
+        if t == "ready":
+            if worker.ready.done():
+                raise ProtocolError("a second ready frame")
+            worker.ready.set_result(msg)
+            return
+        if t == "fatal":
+            if worker.ready.done():
+                raise ProtocolError("unexpected fatal frame")
+            err = clean_text(msg.get("error", ""), 2000)
+            worker.ready.set_exception(SandboxError(
+                f"the sandbox could not put its isolation in force: {err}"))
+            return
+        raise ProtocolError(f"unexpected frame {t!r}")
+
+    @staticmethod
+    def _parse_done(msg: dict[str, Any]) -> dict[str, Any]:
+        ok = msg.get("ok")
+        if not isinstance(ok, bool):
+            raise ProtocolError("completion without a valid ok flag")
+        error = msg.get("error")
+        error = None if error is None else clean_text(error, 64_000)
+        if not ok and error is None:
+            error = "the cell failed"
+        final = None
+        f = msg.get("final")
+        if f is not None:
+            if not isinstance(f, dict) or f.get("via") not in ("FINAL", "FINAL_VAR"):
+                raise ProtocolError("malformed final value")
+            var = f.get("var_name")
+            final = FinalValue(value=clean_text(f.get("value")), via=f["via"],
+                               var_name=None if var is None else clean_text(var, 200))
+        return {"ok": ok, "error": error, "final": final, "trunc": bool(msg.get("trunc"))}
+
+    def _on_request(self, worker: _Worker, cell: _Cell | None, msg: dict[str, Any]) -> None:
+        rid = msg.get("id")
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            raise ProtocolError("request without an integer id")
+        kind = msg.get("kind")
+        payload = msg.get("payload")
+        if not isinstance(payload, dict):
+            raise ProtocolError("request without a payload object")
+        req = self._validate_request(kind, payload)
+        if cell is None or msg.get("cell") != cell.id:
+            worker.send({"t": "resp", "id": rid, "ok": False,
+                         "error": "no cell is running: sub-calls only work while their cell runs"})
+            return
+        if rid in cell.in_flight:
+            raise ProtocolError(f"duplicate request id {rid}")
+        if len(cell.in_flight) >= MAX_REQUESTS_IN_FLIGHT:
+            worker.send({"t": "resp", "id": rid, "ok": False,
+                         "error": f"too many sub-calls in flight (limit {MAX_REQUESTS_IN_FLIGHT}); "
+                                  "wait for some to finish or use llm_query_batched"})
+            return
+        cell.in_flight.add(rid)
+        task = asyncio.ensure_future(self._serve(worker, cell, rid, req))
+        cell.tasks.add(task)
+        task.add_done_callback(cell.tasks.discard)
+
+    def _validate_request(self, kind: Any, p: dict[str, Any]) -> SubRequest:
+        def opt_str(v: Any, what: str) -> str | None:
+            if v is None:
+                return None
+            return clean_text(v, 1000) if isinstance(v, str) else _bad(what)
+
+        def _bad(what: str) -> Any:
+            raise ProtocolError(f"bad {what} in a {kind} request")
+
+        if kind == "llm_query":
+            prompt = p.get("prompt")
+            if not isinstance(prompt, str):
+                _bad("prompt")
+            return SubRequest(kind, {"prompt": clean_text(prompt), "model": opt_str(p.get("model"), "model")})
+        if kind == "llm_query_batched":
+            prompts = p.get("prompts")
+            if not isinstance(prompts, list) or len(prompts) > MAX_BATCH \
+                    or not all(isinstance(x, str) for x in prompts):
+                _bad("prompts")
+            return SubRequest(kind, {"prompts": [clean_text(x) for x in prompts],
+                                     "model": opt_str(p.get("model"), "model")})
+        if kind == "rlm_query" and self.rlm_query_enabled:
+            prompt = p.get("prompt")
+            ctx = p.get("context")
+            if not isinstance(prompt, str):
+                _bad("prompt")
+            if isinstance(ctx, dict):
+                if not all(isinstance(k, str) and isinstance(v, str) for k, v in ctx.items()):
+                    _bad("context")
+                ctx = {clean_text(k): clean_text(v) for k, v in ctx.items()}
+            elif ctx is not None and not isinstance(ctx, str):
+                _bad("context")
+            elif isinstance(ctx, str):
+                ctx = clean_text(ctx)
+            return SubRequest(kind, {"prompt": clean_text(prompt), "context": ctx})
+        raise ProtocolError(f"unknown request kind {str(kind)[:40]!r}")
+
+    async def _serve(self, worker: _Worker, cell: _Cell, rid: int, req: SubRequest) -> None:
+        try:
+            value = await cell.on_request(req)
+            if req.kind == "llm_query_batched":
+                if not isinstance(value, list) or len(value) != len(req.payload["prompts"]):
+                    raise SandboxError("the batched sub-call handler returned the wrong number of answers")
+                value = [v if isinstance(v, str) else str(v) for v in value]
+            elif not isinstance(value, str):
+                value = "" if value is None else str(value)
+            reply: dict[str, Any] = {"t": "resp", "id": rid, "ok": True, "value": value}
+        except asyncio.CancelledError:
+            reply = {"t": "resp", "id": rid, "ok": False,
+                     "error": "cancelled: the cell that made this request has ended"}
+            cell.in_flight.discard(rid)
+            worker.send(reply)
+            raise
+        except Exception as exc:
+            reply = {"t": "resp", "id": rid, "ok": False,
+                     "error": str(exc) or exc.__class__.__name__}
+        cell.in_flight.discard(rid)
+        worker.send(reply)
+
+    def _remove_scratch(self) -> None:
+        root, self._scratch_root = self._scratch_root, None
+        if root:
+            # rmtree uses fd-based, symlink-safe traversal: links the sandbox left are removed,
+            # never followed.
+            shutil.rmtree(root, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        level = self.isolation.level.value if self.isolation else "not started"
+        return f"<Sandbox {self.label} pid={self.pid} isolation={level}>"

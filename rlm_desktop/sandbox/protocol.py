@@ -1,0 +1,90 @@
+"""Host↔worker wire format: length-prefixed JSON frames over pipes, size-capped and validated.
+
+Stdlib only and tiny: the worker imports it before it hardens itself, so it must load fast.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+HEADER = struct.Struct(">I")
+# Worker → host frames: what untrusted code can make the worker (or itself) send. 16 MiB is room
+# for a large llm_query prompt; anything bigger is a protocol violation and the worker is killed.
+MAX_FRAME_FROM_WORKER = 16 * 1024 * 1024
+# Host → worker frames carry the context; the host is trusted, so the cap only guards mistakes.
+MAX_FRAME_FROM_HOST = 1 << 31
+
+# Frame types ("t" field).
+HOST_TYPES = frozenset({"init", "run", "resp", "shutdown"})
+WORKER_TYPES = frozenset({"spawned", "ready", "fatal", "out", "req", "done"})
+
+
+class ProtocolError(ValueError):
+    """A frame was oversized, not JSON, not an object, or of an unknown type."""
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """One frame: 4-byte big-endian length, then UTF-8 JSON (lone surrogates escaped)."""
+    body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, get whole validated frames back."""
+
+    __slots__ = ("_buf", "_max", "_types")
+
+    def __init__(self, max_frame: int, types: frozenset[str]) -> None:
+        self._buf = bytearray()
+        self._max = max_frame
+        self._types = types
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buf += data
+        out: list[dict[str, Any]] = []
+        buf = self._buf
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (size,) = HEADER.unpack_from(buf, pos)
+            if size > self._max:
+                raise ProtocolError(f"frame of {size} bytes exceeds the {self._max}-byte cap")
+            if n - pos - 4 < size:
+                break
+            body = bytes(buf[pos + 4:pos + 4 + size])
+            pos += 4 + size
+            out.append(self._parse(body))
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _parse(self, body: bytes) -> dict[str, Any]:
+        try:
+            msg = json.loads(body.decode("utf-8", "surrogatepass"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError(f"frame is not valid JSON ({exc.__class__.__name__})") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError("frame is not a JSON object")
+        t = msg.get("t")
+        if t not in self._types:
+            raise ProtocolError(f"unknown frame type {str(t)[:40]!r}")
+        return msg
+
+
+def clean_text(value: object, limit: int | None = None) -> str:
+    """A str safe to pass on (valid UTF-8: lone surrogates replaced), optionally cut to ``limit``."""
+    if not isinstance(value, str):
+        raise ProtocolError(f"expected text, got {type(value).__name__}")
+    if limit is not None and len(value) > limit:
+        value = value[:limit]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value

@@ -1,0 +1,431 @@
+"""The REPL worker: a child process that hardens itself, then runs model-written cells.
+
+Started by :mod:`rlm_desktop.sandbox.host` as ``python -I -S -B -c BOOT ROOT RFD WFD HOST_PID``.
+It reads the init frame, applies the isolation layers (:mod:`rlm_desktop.sandbox.harden`) *before*
+any untrusted code exists in the process, then serves ``run`` frames. Stdlib only; imports little.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+import threading
+import time
+from queue import SimpleQueue
+from typing import Any
+
+from rlm_desktop.sandbox.protocol import (
+    HOST_TYPES,
+    MAX_FRAME_FROM_HOST,
+    FrameDecoder,
+    ProtocolError,
+    encode,
+)
+
+# ast.PyCF_ALLOW_TOP_LEVEL_AWAIT and inspect.CO_COROUTINE (stable since 3.8; a test checks them),
+# spelled out so the worker does not import ast/inspect before it is ready.
+PYCF_ALLOW_TOP_LEVEL_AWAIT = 0x2000
+CO_COROUTINE = 0x0080
+FINAL_CAP = 4_000_000          # characters of a FINAL value sent back
+ERROR_CAP = 64_000             # characters of a traceback sent back
+FLUSH_BYTES = 16_384           # send buffered output once this much is pending …
+FLUSH_DELAY_S = 0.03           # … or this long after the first pending write
+
+
+class SubCallError(RuntimeError):
+    """A sub-call (llm_query / rlm_query) failed on the host side; the message says why."""
+
+
+def _read_exact_frame(fd: int, decoder: FrameDecoder) -> dict[str, Any]:
+    while True:
+        data = os.read(fd, 1 << 20)
+        if not data:
+            os._exit(0)
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+class _Stream:
+    """sys.stdout / sys.stderr inside the worker: text goes to the host in coalesced frames."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, worker: Worker, name: str) -> None:
+        self._worker = worker
+        self.name = name
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if s:
+            self._worker.out_write(self.name, s)
+        return len(s)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        import io
+
+        raise io.UnsupportedOperation("the REPL's output is not a file descriptor")
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+class Worker:
+    def __init__(self, rfd: int, wfd: int, init: dict[str, Any], decoder: FrameDecoder) -> None:
+        self.rfd = rfd
+        self.wfd = wfd
+        self.decoder = decoder
+        self.init = init
+        self.cell: int | None = None
+        self.final: dict[str, Any] | None = None
+        self._wlock = threading.Lock()
+        self._waiters: dict[int, Any] = {}
+        self._wait_lock = threading.Lock()
+        self._next_rid = 0
+        self.commands: SimpleQueue[dict[str, Any]] = SimpleQueue()
+        self._out_cond = threading.Condition(threading.Lock())
+        self._pending: list[tuple[str, str]] = []
+        self._pending_chars = 0
+        self._out_sent = 0
+        self._out_cap = int(init.get("output_cap", 1_000_000))
+        self._truncated = False
+        self._loop: Any = None
+        self.ns: dict[str, Any] = {}
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        data = encode(msg)
+        with self._wlock:
+            view = memoryview(data)
+            while view:
+                try:
+                    n = os.write(self.wfd, view)
+                except OSError:
+                    os._exit(3)       # the host is gone or the pipe was closed by model code
+                view = view[n:]
+
+    # -- output ----------------------------------------------------------------------------------
+    def out_write(self, stream: str, s: str) -> None:
+        with self._out_cond:
+            room = self._out_cap - self._out_sent - self._pending_chars
+            if room <= 0:
+                self._truncated = True
+                return
+            if len(s) > room:
+                s = s[:room]
+                self._truncated = True
+            first = not self._pending
+            self._pending.append((stream, s))
+            self._pending_chars += len(s)
+            if self._pending_chars >= FLUSH_BYTES:
+                self._flush_locked()
+            elif first:
+                self._out_cond.notify()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        cell = self.cell
+        groups: list[tuple[str, list[str]]] = []
+        for stream, s in self._pending:
+            if groups and groups[-1][0] == stream:
+                groups[-1][1].append(s)
+            else:
+                groups.append((stream, [s]))
+        self._out_sent += self._pending_chars
+        self._pending = []
+        self._pending_chars = 0
+        for stream, parts in groups:
+            self.send({"t": "out", "cell": cell, "s": stream, "d": "".join(parts)})
+
+    def flush_output(self) -> None:
+        with self._out_cond:
+            self._flush_locked()
+
+    def _flusher(self) -> None:
+        while True:
+            with self._out_cond:
+                while not self._pending:
+                    self._out_cond.wait()
+            time.sleep(FLUSH_DELAY_S)
+            with self._out_cond:
+                self._flush_locked()
+
+    # -- host responses --------------------------------------------------------------------------
+    def _reader(self) -> None:
+        while True:
+            try:
+                data = os.read(self.rfd, 1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                os._exit(0)           # the host went away (or the pipe was closed): die with it
+            try:
+                frames = self.decoder.feed(data)
+            except ProtocolError:
+                os._exit(4)
+            for msg in frames:
+                if msg["t"] == "resp":
+                    with self._wait_lock:
+                        cb = self._waiters.pop(msg.get("id"), None)
+                    if cb is not None:
+                        ok = bool(msg.get("ok"))
+                        cb(ok, msg.get("value") if ok else msg.get("error"))
+                else:
+                    self.commands.put(msg)
+
+    def _register(self, cb: Any) -> int:
+        with self._wait_lock:
+            self._next_rid += 1
+            rid = self._next_rid
+            self._waiters[rid] = cb
+        return rid
+
+    def request(self, kind: str, payload: dict[str, Any]) -> Any:
+        ev = threading.Event()
+        box: list[tuple[bool, Any]] = []
+
+        def done(ok: bool, value: Any) -> None:
+            box.append((ok, value))
+            ev.set()
+
+        rid = self._register(done)
+        self.send({"t": "req", "cell": self.cell, "id": rid, "kind": kind, "payload": payload})
+        ev.wait()
+        ok, value = box[0]
+        if not ok:
+            raise SubCallError(f"{kind} failed: {value}")
+        return value
+
+    async def request_async(self, kind: str, payload: dict[str, Any]) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if fut.done():
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(SubCallError(f"{kind} failed: {value}"))
+
+        def done(ok: bool, value: Any) -> None:
+            loop.call_soon_threadsafe(settle, ok, value)
+
+        rid = self._register(done)
+        self.send({"t": "req", "cell": self.cell, "id": rid, "kind": kind, "payload": payload})
+        return await fut
+
+    # -- the REPL namespace ----------------------------------------------------------------------
+    def build_namespace(self, context: Any, rlm_query_enabled: bool) -> None:
+        w = self
+
+        def _prompt(prompt: Any, what: str = "prompt") -> str:
+            if not isinstance(prompt, str):
+                raise TypeError(f"{what} must be a str, not {type(prompt).__name__}")
+            return prompt
+
+        def _model(model: Any) -> str | None:
+            if model is not None and not isinstance(model, str):
+                raise TypeError(f"model must be a str or None, not {type(model).__name__}")
+            return model
+
+        def _prompts(prompts: Any) -> list[str]:
+            if isinstance(prompts, str | bytes) or not hasattr(prompts, "__iter__"):
+                raise TypeError("prompts must be a list of str")
+            out = list(prompts)
+            for i, p in enumerate(out):
+                _prompt(p, f"prompts[{i}]")
+            return out
+
+        def _context(ctx: Any) -> Any:
+            if ctx is None or isinstance(ctx, str):
+                return ctx
+            if isinstance(ctx, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in ctx.items()):
+                return dict(ctx)
+            raise TypeError("context must be None, a str, or a dict of str to str")
+
+        def llm_query(prompt: str, model: str | None = None) -> str:
+            """Ask a sub-model one question; returns its answer."""
+            return w.request("llm_query", {"prompt": _prompt(prompt), "model": _model(model)})
+
+        def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
+            """Ask several questions concurrently; answers in the same order (errors as text)."""
+            return w.request("llm_query_batched", {"prompts": _prompts(prompts), "model": _model(model)})
+
+        async def llm_query_async(prompt: str, model: str | None = None) -> str:
+            return await w.request_async("llm_query", {"prompt": _prompt(prompt), "model": _model(model)})
+
+        async def llm_query_batched_async(prompts: list[str], model: str | None = None) -> list[str]:
+            return await w.request_async("llm_query_batched",
+                                         {"prompts": _prompts(prompts), "model": _model(model)})
+
+        def rlm_query(prompt: str, context: Any = None) -> str:
+            """Run a nested RLM on ``context`` (default: a fresh run over this prompt alone)."""
+            return w.request("rlm_query", {"prompt": _prompt(prompt), "context": _context(context)})
+
+        async def rlm_query_async(prompt: str, context: Any = None) -> str:
+            return await w.request_async("rlm_query", {"prompt": _prompt(prompt),
+                                                       "context": _context(context)})
+
+        def FINAL(value: Any) -> None:  # noqa: N802 - the name models are told to use
+            """Deliver the final answer."""
+            text = value if isinstance(value, str) else str(value)
+            if len(text) > FINAL_CAP:
+                text = text[:FINAL_CAP] + "\n[final answer truncated]"
+            w.final = {"value": text, "via": "FINAL", "var_name": None}
+
+        def FINAL_VAR(name: Any) -> None:  # noqa: N802
+            """Deliver the value of the variable called ``name`` as the final answer."""
+            if not isinstance(name, str):
+                raise TypeError("FINAL_VAR takes the variable's name as a string, e.g. FINAL_VAR('answer')")
+            key = name.strip().strip("'\"")
+            if key not in w.ns:
+                raise NameError(f"FINAL_VAR: there is no variable named {key!r}; assign it first")
+            FINAL(w.ns[key])
+            assert w.final is not None
+            w.final = {**w.final, "via": "FINAL_VAR", "var_name": key}
+
+        def SHOW_VARS() -> dict[str, str]:  # noqa: N802
+            """List the variables defined so far (name → type)."""
+            hidden = set(reserved) | {"__name__", "__builtins__", "__doc__"}
+            found = {k: type(v).__name__ for k, v in w.ns.items()
+                     if k not in hidden and not k.startswith("_")}
+            found = {"context": type(w.ns.get("context")).__name__, **found}
+            print(", ".join(f"{k}: {v}" for k, v in found.items()))
+            return found
+
+        reserved: dict[str, Any] = {
+            "llm_query": llm_query, "llm_query_batched": llm_query_batched,
+            "llm_query_async": llm_query_async, "llm_query_batched_async": llm_query_batched_async,
+            "FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS,
+        }
+        if rlm_query_enabled:
+            reserved["rlm_query"] = rlm_query
+            reserved["rlm_query_async"] = rlm_query_async
+        self.ns.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None,
+                        "context": context, **reserved})
+
+    # -- running cells ---------------------------------------------------------------------------
+    def run_cell(self, cid: int, code: str) -> None:
+        self.cell = cid
+        self.final = None
+        with self._out_cond:
+            self._out_sent = 0
+            self._truncated = False
+        ok = True
+        error: str | None = None
+        filename = f"<cell {cid}>"
+        try:
+            if not isinstance(code, str):
+                raise TypeError("cell code must be text")
+            _remember_source(filename, code)
+            co = compile(code, filename, "exec", flags=PYCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+            if co.co_flags & CO_COROUTINE:
+                self._event_loop().run_until_complete(eval(co, self.ns))
+            else:
+                exec(co, self.ns)
+        except BaseException as exc:  # noqa: BLE001 - model code may raise anything, SystemExit too
+            ok = False
+            error = _format_exception(exc, filename)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException as exc:  # noqa: BLE001 - model code may have replaced the streams
+            error = (error or "") + f"\n(flushing output failed: {exc!r})"
+        sys.stdout = self.stdout
+        sys.stderr = self.stderr
+        self.flush_output()
+        self.send({"t": "done", "cell": cid, "ok": ok, "error": error[:ERROR_CAP] if error else None,
+                   "final": self.final, "trunc": self._truncated})
+        self.cell = None
+
+    def _event_loop(self) -> Any:
+        import asyncio
+
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def serve(self) -> None:
+        self.stdout = _Stream(self, "stdout")
+        self.stderr = _Stream(self, "stderr")
+        sys.stdout = self.stdout
+        sys.stderr = self.stderr
+        threading.Thread(target=self._reader, name="rlm-reader", daemon=True).start()
+        threading.Thread(target=self._flusher, name="rlm-flusher", daemon=True).start()
+        while True:
+            msg = self.commands.get()
+            t = msg["t"]
+            if t == "run":
+                self.run_cell(int(msg["id"]), msg.get("code"))
+            elif t == "shutdown":
+                self.flush_output()
+                os._exit(0)
+
+
+def _remember_source(filename: str, code: str) -> None:
+    import linecache
+
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+
+
+def _format_exception(exc: BaseException, filename: str) -> str:
+    import traceback
+
+    tb = exc.__traceback__
+    # Drop the worker's own frames: the model only needs its cell's.
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
+def main(argv: list[str]) -> None:
+    rfd, wfd, host_pid = int(argv[0]), int(argv[1]), int(argv[2])
+    from rlm_desktop.sandbox import harden
+
+    harden.die_with_parent(host_pid)
+    import faulthandler
+
+    faulthandler.enable(all_threads=False)   # a crash leaves its reason on fd 2, which the host captures
+    decoder = FrameDecoder(MAX_FRAME_FROM_HOST, HOST_TYPES)
+    init = _read_exact_frame(rfd, decoder)
+    if init.get("t") != "init":
+        os._exit(5)
+    worker = Worker(rfd, wfd, init, decoder)
+    try:
+        report = harden.apply(init, worker.send)
+    except harden.HardeningError as exc:
+        worker.send({"t": "fatal", "error": str(exc)})
+        os._exit(6)
+    # From here on only the hardened process runs. Make the Python packages importable.
+    sys.path[:] = [p for p in init.get("sys_path", []) if isinstance(p, str)]
+    sys.argv = [""]
+    context = init.get("context", "")
+    worker.build_namespace(context, bool(init.get("rlm_query")))
+    del init["context"]
+    worker.send({"t": "ready", "pid": os.getpid(), "report": report})
+    worker.serve()
