@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import errno
 import os
+import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -262,7 +263,8 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool 
         check_cancel()
         try:
             with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                # Real entries before links, so a folder is named by its own path, not an alias's.
+                entries = sorted(it, key=lambda e: (_is_link(e), e.name))
         except OSError as exc:
             errors.append(_error_doc(folder, rel_prefix or folder.name, "folder " + _oserror_text(exc)))
             return
@@ -334,6 +336,13 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool 
     unique.sort(key=lambda item: item[1])
     errors.sort(key=lambda d: d.rel_path)
     return ScanResult(files=unique, errors=errors, total_bytes=total, skipped=sorted(skipped))
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return True
 
 
 def _numbered(rel: str, n: int) -> str:
@@ -433,6 +442,9 @@ def _normalise_newlines(text: str) -> str:
 
 # -- HTML --------------------------------------------------------------------------------------
 
+_WS = re.compile(r"\s+")
+
+
 class _HTMLText(HTMLParser):
     _DROP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
     _KEEP_IN_HEAD = frozenset({"title"})
@@ -445,11 +457,14 @@ class _HTMLText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self._drop_depth = 0
+        self._pre_depth = 0
         self._in_title = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
             self._in_title = True
+        elif tag in ("pre", "textarea"):
+            self._pre_depth += 1
         elif tag in self._DROP:
             self._drop_depth += 1
         if tag in self._BLOCK:
@@ -464,6 +479,8 @@ class _HTMLText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
+        elif tag in ("pre", "textarea") and self._pre_depth:
+            self._pre_depth -= 1
         elif tag in self._DROP and self._drop_depth:
             self._drop_depth -= 1
         if tag in self._BLOCK:
@@ -472,11 +489,17 @@ class _HTMLText(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._drop_depth and not self._in_title:
             return
+        if not self._pre_depth:  # outside <pre>, runs of whitespace (newlines too) are one space
+            data = _WS.sub(" ", data)
+            if not self.parts or self.parts[-1].endswith(("\n", " ", "\t")):
+                data = data.lstrip(" ")
+            if not data:
+                return
         self.parts.append(data)
 
     def text(self) -> str:
         raw = "".join(self.parts)
-        lines = [" ".join(line.split()) for line in raw.split("\n")]
+        lines = [line.rstrip() for line in raw.split("\n")]
         out: list[str] = []
         for line in lines:
             if line or (out and out[-1]):
@@ -498,7 +521,7 @@ def _load_pdf(path: Path, doc: Document, cancel: CancelToken | None) -> None:
     import logging
 
     from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
+    from pypdf.errors import DependencyError, PyPdfError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings on sloppy files are noise here
     try:
@@ -506,7 +529,11 @@ def _load_pdf(path: Path, doc: Document, cancel: CancelToken | None) -> None:
         if reader.is_encrypted:
             try:
                 ok = reader.decrypt("")
-            except (NotImplementedError, FileNotDecryptedError, PdfReadError) as exc:
+            except DependencyError as exc:
+                doc.error = (f"encrypted PDF that needs an extra library to decrypt ({exc}); save an "
+                             f"unprotected copy")
+                return
+            except (NotImplementedError, PyPdfError) as exc:
                 doc.error = f"encrypted PDF that cannot be opened ({exc}); save an unprotected copy"
                 return
             if not ok:
