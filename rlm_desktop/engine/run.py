@@ -327,6 +327,7 @@ class _History:
     def __init__(self, limit_chars: int) -> None:
         self.limit = limit_chars
         self.output_indexes: list[int] = []   # messages that are cell outputs (shortenable)
+        self.dropped_total = 0
 
     @staticmethod
     def size(messages: list[dict[str, Any]]) -> int:
@@ -352,20 +353,24 @@ class _History:
             total -= len(content) - len(new)
             shortened += 1
         dropped = 0
-        # Still too big: drop the oldest (assistant, user) exchanges after the question.
-        while total > self.limit and len(messages) > 5:
-            pair = messages[2:4]
-            del messages[2:4]
+        start = 4 if self.dropped_total else 2   # after the question (and an earlier note)
+        # Still too big: drop the oldest (assistant, user) exchanges, never the newest one.
+        while total > self.limit and len(messages) - start > 2:
+            pair = messages[start:start + 2]
+            del messages[start:start + 2]
             total -= self.size(pair)
             dropped += 1
         if dropped:
-            note = (f"[{dropped} earlier exchange{'s' if dropped != 1 else ''} removed to keep the "
-                    "conversation within the model's context; variables in the REPL are unaffected.]")
-            messages.insert(2, {"role": "assistant", "content": "[earlier replies omitted]"})
-            messages.insert(3, {"role": "user", "content": note})
-            total += len(note) + 25
-        # Re-index outputs after deletions: positions of user messages from index 4 on.
-        self.output_indexes = [i for i in range(4 if dropped else 2, len(messages))
+            self.dropped_total += dropped
+            n = self.dropped_total
+            note = (f"[{n} earlier exchange{'s' if n != 1 else ''} removed to keep the conversation "
+                    "within the model's context; variables in the REPL are unaffected.]")
+            if start == 4:
+                messages[3] = {"role": "user", "content": note}
+            else:
+                messages.insert(2, {"role": "assistant", "content": "[earlier replies omitted]"})
+                messages.insert(3, {"role": "user", "content": note})
+        self.output_indexes = [i for i in range(2, len(messages))
                                if messages[i].get("role") == "user"
                                and str(messages[i].get("content") or "").startswith("[cell")]
         parts = []
@@ -465,8 +470,8 @@ class _RLM:
                 s.end(it_span, SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR,
                       {Attr.ERROR: str(exc)})
                 raise
+            sent = len(messages)   # the next call records the messages from here on (reply included)
             messages.append({"role": "assistant", "content": res.text})
-            sent = len(messages)
             s.check_running()     # the call may have crossed a budget
             parsed = parse_reply(res.text)
             if not parsed.has_code:
