@@ -79,8 +79,9 @@ def _resolve_provider(args: argparse.Namespace) -> tuple[Any, str | None]:
         try:
             from rlm_desktop.ui.settings import Settings
         except ImportError as exc:
-            raise UsageError(f"provider profiles are not available in this installation ({exc}); "
-                             "use --base-url URL instead") from None
+            raise UsageError(f"cannot use provider profile {args.provider!r}: profiles are not "
+                             f"available in this installation ({exc}); use --base-url URL "
+                             "instead") from None
         try:
             cfg = Settings().provider_config(args.provider)
         except (KeyError, LookupError, ValueError, ConfigError) as exc:

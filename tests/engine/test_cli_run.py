@@ -1,0 +1,159 @@
+"""`rlm-desktop run` as a user runs it: a real process, real HTTP, real REPL, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, read_trace
+from tests.engine.conftest import TEST_KEY, is_root, route
+from tests.fakeserver import FakeOpenAI, Reply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(key: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)          # carries the temporary XDG / RLM_DESKTOP_HOME of the test
+    env.pop("OPENAI_API_KEY", None)
+    if key is not None:
+        env["OPENAI_API_KEY"] = key
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _cli(*args: str, key: str | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rlm_desktop", "run", *args], cwd=ROOT, env=_env(key),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _popen(*args: str, key: str | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "rlm_desktop", "run", *args], cwd=ROOT, env=_env(key),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "report.txt").write_text("Quarterly report. The launch date is March 3. Revenue grew.\n")
+    (d / "notes.md").write_text("# Notes\nNothing about launches here.\n")
+    return d
+
+
+def test_demo_without_server_or_key_exits_0_and_says_so(docs: Path) -> None:
+    r = _cli("--docs", str(docs), "--query", "When is the launch date?")
+    assert r.returncode == 0, r.stderr
+    assert "The launch date is March 3." in r.stdout
+    assert "offline demo provider" in r.stderr
+    r2 = _cli("--docs", str(docs), "--query", "When is the launch date?", "--provider", "demo", "--json",
+              "--quiet")
+    assert r2.returncode == 0, r2.stderr
+    out = json.loads(r2.stdout)
+    assert out["status"] == "ok" and out["demo"] is True and out["cost_usd"] == 0.0
+    trace = read_trace(out["trace"])
+    assert Path(out["trace"]).is_relative_to(Path(os.environ["RLM_DESKTOP_HOME"]))
+    assert trace.roots[0].status == SpanStatus.OK and trace.header["isolation"]["level"]
+
+
+def test_scripted_server_multi_iteration_batched_json_and_trace(srv: FakeOpenAI, docs: Path,
+                                                               tmp_path: Path) -> None:
+    srv.handler = route([
+        "```repl\nprint(sorted(context))\n```",
+        "```repl\nparts = llm_query_batched([f'{k}: ' + v for k, v in context.items()])\nprint(parts)\n```",
+        "```repl\nanswer = [p for p in parts if 'March' in p][0]\n```\nFINAL_VAR(answer)",
+    ], sub=lambda r: Reply(text="March 3" if "March" in r.last_user else "nothing",
+                           usage={"prompt_tokens": 50, "completion_tokens": 3, "cached_tokens": 0}))
+    trace_file = tmp_path / "run.jsonl"
+    r = _cli("--docs", str(docs), "--query", "When is the launch?", "--base-url", srv.base_url,
+             "--model", "fake-root", "--sub-model", "fake-sub", "--trace", str(trace_file), "--json",
+             "--allow-weak-sandbox", key=TEST_KEY)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["answer"] == "March 3" and out["status"] == "ok" and out["reason"] is None
+    for k in ("cost_usd", "input_tokens", "output_tokens", "iterations", "sub_calls", "trace", "isolation"):
+        assert k in out
+    assert out["iterations"] == 3 and out["sub_calls"] == 2 and out["trace"] == str(trace_file)
+    assert all(req.authorization == f"Bearer {TEST_KEY}" for req in srv.chat_requests)
+    text = trace_file.read_text()
+    assert TEST_KEY not in text
+    trace = read_trace(trace_file)
+    assert {str(s.kind) for s in trace} >= {"run", "iteration", "llm_call", "code_cell", "sub_call", "final"}
+    calls = [s for s in trace if s.kind == SpanKind.LLM_CALL]
+    assert len(calls) == 5 and all(Attr.INPUT_TOKENS in s.attributes and Attr.COST_USD in s.attributes
+                                   for s in calls)
+
+
+def test_budget_hit_exits_3_naming_the_limit(srv: FakeOpenAI, docs: Path) -> None:
+    srv.handler = route(["```repl\nfor i in range(20):\n    llm_query(f'q{i}')\n```"])
+    r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "fake-root",
+             "--max-sub-calls", "2", "--json", "--allow-weak-sandbox")
+    assert r.returncode == 3, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "limit" and out["stop_reason"] == "max_sub_calls"
+    assert "max sub-calls" in r.stderr and "stopped by a limit" in r.stderr
+    srv.handler = route(["```repl\nprint(1)\n```"] * 3)
+    r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "fake-root",
+             "--max-iterations", "2", "--allow-weak-sandbox")
+    assert r.returncode == 3 and "max iterations reached (2)" in r.stderr
+
+
+def test_usage_and_provider_errors_exit_codes(srv: FakeOpenAI, docs: Path, tmp_path: Path) -> None:
+    r = _cli("--docs", str(tmp_path / "missing"), "--query", "q")
+    assert r.returncode == 2 and "no such file or folder" in r.stderr
+    r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url)
+    assert r.returncode == 2 and "--model is required" in r.stderr
+    r = _cli("--docs", str(docs), "--query", "q", "--max-iterations", "0", "--provider", "demo")
+    assert r.returncode == 2 and "max_iterations must be greater than 0" in r.stderr
+    r = _cli("--docs", str(docs), "--query", "q", "--provider", "no-such-profile")
+    assert r.returncode == 2 and "no-such-profile" in r.stderr
+    srv.script(Reply.error(401, "bad key"))
+    r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "m",
+             "--allow-weak-sandbox", key="sk-wrong-key-123456")
+    assert r.returncode == 5 and "rejected the API key" in r.stderr and "sk-wrong-key-123456" not in r.stderr
+
+
+def test_sigint_cancels_and_closes_the_trace(srv: FakeOpenAI, docs: Path, tmp_path: Path) -> None:
+    srv.handler = route(["```repl\nllm_query_batched(['a', 'b'])\n```"], sub=lambda r: Reply.hanging())
+    trace_file = tmp_path / "int.jsonl"
+    p = _popen("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "fake-root",
+               "--trace", str(trace_file), "--json", "--allow-weak-sandbox")
+    try:
+        assert srv.wait_until(lambda s: s.open_now >= 2, timeout=30), "sub-calls never started"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 4, err
+    assert json.loads(out)["status"] == "cancelled" and "SIGINT" in err
+    assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)
+    trace = read_trace(trace_file)
+    assert not [s for s in trace if s.running]
+    assert trace.roots[0].status == SpanStatus.CANCELLED
+
+
+def test_sigkill_mid_run_leaves_a_readable_trace(srv: FakeOpenAI, docs: Path, tmp_path: Path) -> None:
+    srv.handler = route(["```repl\nprint('working')\nllm_query('slow one')\n```"],
+                        sub=lambda r: Reply.hanging())
+    trace_file = tmp_path / "killed.jsonl"
+    p = _popen("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "fake-root",
+               "--trace", str(trace_file), "--allow-weak-sandbox")
+    try:
+        assert srv.wait_until(lambda s: len([r for r in s.chat_requests if not is_root(r)]) >= 1, timeout=30)
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGKILL
+    trace = read_trace(trace_file)
+    kinds = {str(s.kind) for s in trace}
+    assert {"run", "iteration", "llm_call", "code_cell", "sub_call"} <= kinds
+    assert trace.roots[0].running                      # never ended: shown as incomplete
+    assert srv.wait_until(lambda s: s.open_now == 0, timeout=10)
