@@ -251,6 +251,11 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
             return
 
+        def setup(self) -> None:
+            super().setup()
+            # Zero added latency: no Nagle delay between the header, body and SSE event writes.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         # -- helpers ----------------------------------------------------------------------------
         def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(obj).encode()
