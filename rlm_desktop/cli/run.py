@@ -236,6 +236,11 @@ def _handle(args: argparse.Namespace) -> int:
                            limits=limits, sandbox=sandbox, memo_cache=not args.no_memo)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    from rlm_desktop.engine.run import price_warning
+
+    warning = price_warning(config, provider)
+    if warning and not args.quiet:
+        _err(f"warning: {warning}")
     trace_path = Path(args.trace) if args.trace else _default_trace_path(args.query)
     return asyncio.run(_run(args, config, docs, provider, trace_path))
 

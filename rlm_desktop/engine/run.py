@@ -88,9 +88,10 @@ class _Appender:
         self._buf: list[str] = []
         self._handle: asyncio.TimerHandle | None = None
         self.total = 0
+        self.closed = False
 
     def add(self, text: str) -> None:
-        if not text:
+        if not text or self.closed:
             return
         self._buf.append(text)
         self.total += len(text)
@@ -105,6 +106,11 @@ class _Appender:
             text = "".join(self._buf)
             self._buf.clear()
             self._trace.update_span(self._sid, append={self._key: text})
+
+    def close(self) -> None:
+        """Flush what is left; later text (after the span ended) is ignored."""
+        self.flush()
+        self.closed = True
 
 
 class _Shared:
@@ -296,15 +302,15 @@ class _Shared:
                 res = await chat(provider, model, messages, timeout_s=timeout,
                                  on_delta=response.add, on_retry=on_retry)
             except ProviderError as exc:
-                response.flush()
+                response.close()
                 status = SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR
                 self.end(sid, status, {Attr.ERROR: str(exc), Attr.ATTEMPTS: exc.attempts})
                 raise
             except asyncio.CancelledError:
-                response.flush()
+                response.close()
                 self.end(sid, self.interrupted, {Attr.ERROR: "interrupted: " + self._why()})
                 raise
-            response.flush()
+            response.close()
             if response.total != len(res.text):   # a server that does not stream deltas
                 self.trace.update_span(sid, {Attr.RESPONSE: res.text})
             self.end(sid, SpanStatus.OK, {
@@ -316,7 +322,7 @@ class _Shared:
         return res, sid
 
     def _why(self) -> str:
-        return self.stop.reason if self.stop else "the run was cancelled"
+        return self.stop.reason if self.stop else "its code cell ended before the answer arrived"
 
 
 class _History:
@@ -574,14 +580,14 @@ class _RLM:
             cell = await self.sandbox.run_cell(code, timeout_s=s.limits.cell_timeout_s,
                                                on_request=on_request, on_output=on_output)
         except asyncio.CancelledError:
-            out.flush()
-            err.flush()
+            out.close()
+            err.close()
             self._cancel_cell_tasks()
             s.end(sid, s.interrupted, {Attr.ERROR: "interrupted: " + s._why()})
             raise
         self._cancel_cell_tasks()
-        out.flush()
-        err.flush()
+        out.close()
+        err.close()
         attrs: dict[str, Any] = {}
         if out.total != len(cell.stdout):
             attrs[Attr.STDOUT] = cell.stdout
@@ -763,7 +769,10 @@ async def _close_quietly(box: Any) -> None:
         raise
 
 
-def _price_warning(config: RunConfig, provider: ProviderConfig, sub_provider: ProviderConfig) -> str | None:
+def price_warning(config: RunConfig, provider: ProviderConfig,
+                  sub_provider: ProviderConfig | None = None) -> str | None:
+    """A plain-language warning when the USD budget cannot bound spend (a model's price is unknown)."""
+    sub_provider = sub_provider or provider
     if config.limits.budget_usd is None:
         return None
     unknown = [m for p, m in ((provider, config.root_model), (sub_provider, config.sub_model))
@@ -789,14 +798,15 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     run_attrs: dict[str, Any] = {
         Attr.QUERY: config.query, Attr.DEPTH: 0,
         Attr.MODELS: {"root": config.root_model, "sub": config.sub_model},
-        Attr.PROVIDER: provider.name if sub_provider is provider else
-        {"root": provider.name, "sub": sub_provider.name},
+        Attr.PROVIDER: provider.name,
         Attr.LIMITS: dataclasses.asdict(lim), Attr.CONTEXT: info.to_dict(),
         "memo_cache": config.memo_cache,
     }
+    if sub_provider is not provider:
+        run_attrs["sub_provider"] = sub_provider.name
     if provider.is_demo or sub_provider.is_demo:
         run_attrs[Attr.DEMO] = True
-    warning = _price_warning(config, provider, sub_provider)
+    warning = price_warning(config, provider, sub_provider)
     if warning:
         run_attrs[Attr.WARNING] = warning
     run_span = state.start(SpanKind.RUN, "run", None, run_attrs)

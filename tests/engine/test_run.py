@@ -326,3 +326,28 @@ def test_demo_provider_runs_the_whole_machine() -> None:
     assert {"run", "iteration", "llm_call", "code_cell", "sub_call", "final"} <= _kinds(trace)
     res2, _ = run(cfg, ctx, DEMO_PROVIDER)
     assert res2.answer == res.answer                      # deterministic
+
+
+def test_response_and_cell_output_stream_live_as_coalesced_updates(srv: FakeOpenAI) -> None:
+    code = ("```repl\nimport time\nfor i in range(5):\n    print('tick', i, flush=True)\n"
+            "    time.sleep(0.2)\n```")
+    srv.handler = route([Reply(text=code, chunk_size=2, chunk_delay=0.02), "FINAL(done)"])
+    trace = Trace({})
+    appends: dict[str, list[str]] = {"response": [], "stdout": []}
+    ended: set[str] = set()
+
+    def listen(ev, span) -> None:  # noqa: ANN001 - trace listener signature
+        if ev.append and span.id not in ended:
+            for key in appends:
+                if key in ev.append:
+                    appends[key].append(ev.append[key])
+        if ev.status is not None:
+            ended.add(span.id)
+    trace.subscribe(listen)
+    res, _ = run(make_config(), "ctx", make_provider(srv), trace=trace)
+    assert res.answer == "done"
+    chunks = len(code) // 2
+    assert 2 <= len(appends["response"]) < chunks / 2      # live, yet far fewer updates than chunks
+    assert "".join(appends["response"]).startswith(code[:20])
+    assert len(appends["stdout"]) >= 2                      # output seen while the cell still ran
+    assert "".join(appends["stdout"]) == "".join(f"tick {i}\n" for i in range(5))
