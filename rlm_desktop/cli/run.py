@@ -69,7 +69,7 @@ def _err(msg: str) -> None:
 
 def _resolve_provider(args: argparse.Namespace) -> tuple[Any, str | None]:
     """(ProviderConfig, note for stderr or None)."""
-    from rlm_desktop.core.config import ConfigError, ProviderConfig
+    from rlm_desktop.core.config import ProviderConfig
     from rlm_desktop.engine.demo import DEMO_LABEL, DEMO_PROVIDER
 
     key = os.environ.get("OPENAI_API_KEY") or None
@@ -84,9 +84,11 @@ def _resolve_provider(args: argparse.Namespace) -> tuple[Any, str | None]:
                              "instead") from None
         try:
             cfg = Settings().provider_config(args.provider)
-        except (KeyError, LookupError, ValueError, ConfigError) as exc:
+        except Exception as exc:   # unknown id, unreadable settings, keyring trouble: all usage
             msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise UsageError(msg or f"unknown provider {args.provider!r}") from None
+            if args.provider not in msg:
+                msg = f"provider {args.provider!r}: {msg or type(exc).__name__}"
+            raise UsageError(msg) from None
         return cfg, None
     prices: dict[str, Any] = {}
     windows: dict[str, int] = {}

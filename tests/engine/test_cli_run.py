@@ -118,20 +118,22 @@ def test_usage_and_provider_errors_exit_codes(srv: FakeOpenAI, docs: Path, tmp_p
     assert r.returncode == 5 and "rejected the API key" in r.stderr and "sk-wrong-key-123456" not in r.stderr
 
 
-def test_sigint_cancels_and_closes_the_trace(srv: FakeOpenAI, docs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_cancels_and_closes_the_trace(srv: FakeOpenAI, docs: Path, tmp_path: Path,
+                                            sig: signal.Signals) -> None:
     srv.handler = route(["```repl\nllm_query_batched(['a', 'b'])\n```"], sub=lambda r: Reply.hanging())
     trace_file = tmp_path / "int.jsonl"
     p = _popen("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "fake-root",
                "--trace", str(trace_file), "--json", "--allow-weak-sandbox")
     try:
         assert srv.wait_until(lambda s: s.open_now >= 2, timeout=30), "sub-calls never started"
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         out, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == 4, err
-    assert json.loads(out)["status"] == "cancelled" and "SIGINT" in err
+    assert json.loads(out)["status"] == "cancelled" and sig.name in err
     assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)
     trace = read_trace(trace_file)
     assert not [s for s in trace if s.running]
@@ -157,3 +159,31 @@ def test_sigkill_mid_run_leaves_a_readable_trace(srv: FakeOpenAI, docs: Path, tm
     assert {"run", "iteration", "llm_call", "code_cell", "sub_call"} <= kinds
     assert trace.roots[0].running                      # never ended: shown as incomplete
     assert srv.wait_until(lambda s: s.open_now == 0, timeout=10)
+
+
+def test_progress_line_on_a_terminal_and_quiet_silences_it(docs: Path) -> None:
+    import pty
+
+    def stderr_via_tty(*extra: str) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        p = subprocess.Popen([sys.executable, "-m", "rlm_desktop", "run", "--docs", str(docs), "--query",
+                              "When is the launch date?", "--provider", "demo", *extra],
+                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:        # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(master)
+        p.communicate(timeout=60)
+        return p.returncode, b"".join(chunks).decode(errors="replace")
+
+    code, err = stderr_via_tty()
+    assert code == 0 and "\riteration" in err.replace("\x1b[2K", "") and "sub-calls" in err
+    code, err = stderr_via_tty("--quiet")
+    assert code == 0 and "iteration" not in err
