@@ -670,7 +670,11 @@ class _RLM:
             if s.config.memo_cache:
                 existing = s.memo.get(key)
                 if existing is not None:
-                    text = await asyncio.shield(existing)
+                    try:
+                        text = await asyncio.shield(existing)
+                    except (ProviderError, RuntimeError) as exc:   # the first identical call failed
+                        s.end(sid, SpanStatus.ERROR, {Attr.CACHE_HIT: True, Attr.ERROR: str(exc)})
+                        raise RuntimeError(str(exc)) from None
                     s.end(sid, SpanStatus.OK, {Attr.CACHE_HIT: True, Attr.RESPONSE: text,
                                                Attr.COST_USD: 0.0, Attr.COST_KNOWN: True,
                                                Attr.INPUT_TOKENS: 0, Attr.OUTPUT_TOKENS: 0})

@@ -351,3 +351,37 @@ def test_response_and_cell_output_stream_live_as_coalesced_updates(srv: FakeOpen
     assert "".join(appends["response"]).startswith(code[:20])
     assert len(appends["stdout"]) >= 2                      # output seen while the cell still ran
     assert "".join(appends["stdout"]) == "".join(f"tick {i}\n" for i in range(5))
+
+
+def test_cancelling_the_task_or_a_cancelled_token_ends_every_span(srv: FakeOpenAI) -> None:
+    import asyncio
+
+    from rlm_desktop.engine.providers import aclose_clients
+    from rlm_desktop.engine.run import run_rlm
+
+    srv.handler = route(["```repl\nllm_query('x')\n```"], sub=lambda r: Reply.hanging())
+    trace = Trace({})
+
+    async def cancel_the_task() -> bool:
+        task = asyncio.ensure_future(run_rlm(make_config(), "ctx", provider=make_provider(srv), trace=trace))
+        while srv.open_now == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        finally:
+            await aclose_clients()
+        return False
+    assert asyncio.run(cancel_the_task()), "an outside task cancel must propagate"
+    assert_all_ended(trace)
+    assert trace.roots[0].status == SpanStatus.CANCELLED
+    assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)
+    token = CancelToken()
+    token.cancel("stopped before it started")
+    n = len(srv.chat_requests)
+    res, trace2 = run(make_config(), "ctx", make_provider(srv), cancel=token)
+    assert (res.status, res.reason) == ("cancelled", "stopped before it started")
+    assert len(srv.chat_requests) == n
+    assert_all_ended(trace2)
