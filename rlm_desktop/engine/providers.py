@@ -158,7 +158,8 @@ def _classify(exc: BaseException, provider: ProviderConfig, model: str,
             return ("server", status, True, f"{where} had a server error ({status}): {detail}", ra)
         return ("bad_request", status, False, f"{where} refused the request ({status}): {detail}", None)
     if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
-        return ("timeout", None, True, f"{where} did not answer within {timeout_s:g} s", None)
+        return ("timeout", None, True, f"{where} did not answer within {timeout_s:g} s (per-call "
+                "timeout)", None)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         reason = scrub(str(cause) if cause else str(exc), provider)

@@ -35,6 +35,8 @@ HISTORY_WINDOW_SHARE = 0.6
 # What an old cell output is shortened to when the history policy kicks in.
 SHRUNK_HEAD = 400
 SHRUNK_TAIL = 200
+# A sub_call span shows this much of its prompt; the full prompt is recorded once, in its llm_call.
+PROMPT_PREVIEW_CHARS = 2000
 
 
 @dataclass
@@ -387,6 +389,12 @@ class _History:
         return ("history over " f"{self.limit:,} characters: " + ", ".join(parts)) if parts else None
 
 
+def _preview(text: str) -> str:
+    if len(text) <= PROMPT_PREVIEW_CHARS:
+        return text
+    return text[:PROMPT_PREVIEW_CHARS] + f"… [{len(text) - PROMPT_PREVIEW_CHARS:,} more characters]"
+
+
 def _final_value(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
@@ -660,7 +668,10 @@ class _RLM:
     async def _sub_llm(self, prompt: str, model: Any, parent: str, batch_index: int | None) -> str:
         s = self.s
         model_name = str(model) if model else (s.config.sub_model or s.sub_provider.sub_model)
-        attrs: dict[str, Any] = {Attr.PROMPT: prompt, Attr.MODEL: model_name, Attr.DEPTH: self.depth + 1}
+        attrs: dict[str, Any] = {Attr.PROMPT: _preview(prompt), Attr.MODEL: model_name,
+                                 Attr.DEPTH: self.depth + 1}
+        if len(prompt) > PROMPT_PREVIEW_CHARS:
+            attrs["prompt_chars"] = len(prompt)   # the whole prompt is in the child llm_call
         if batch_index is not None:
             attrs[Attr.BATCH_INDEX] = batch_index
         sid = s.start(SpanKind.SUB_CALL, "llm_query", parent, attrs)

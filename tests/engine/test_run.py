@@ -385,3 +385,22 @@ def test_cancelling_the_task_or_a_cancelled_token_ends_every_span(srv: FakeOpenA
     assert (res.status, res.reason) == ("cancelled", "stopped before it started")
     assert len(srv.chat_requests) == n
     assert_all_ended(trace2)
+
+
+def test_async_variants_and_threads_in_a_cell_run_sub_calls_concurrently(srv: FakeOpenAI) -> None:
+    srv.handler = route([
+        "```repl\nimport asyncio\nr = await asyncio.gather(llm_query_async('a'), llm_query_async('b'))\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(3) as ex:\n    t = list(ex.map(llm_query, ['c', 'd', 'e']))\n"
+        "FINAL(' '.join(r + t))\n```"],
+        sub=lambda r: Reply(text=r.last_user.upper(), delay=0.3))
+    res, trace = run(make_config(), "ctx", make_provider(srv))
+    assert res.answer == "A B C D E" and res.sub_calls == 5
+    assert srv.max_open == 3
+    long_prompt = "p" * 5000
+    srv.handler = route([f"```repl\nFINAL(llm_query('{long_prompt}'))\n```"])
+    res, trace = run(make_config(), "ctx", make_provider(srv))
+    sub = next(s for s in trace if s.kind == SpanKind.SUB_CALL)
+    assert sub.attributes["prompt_chars"] == 5000 and len(sub.attributes[Attr.PROMPT]) < 2100
+    call = next(c for c in sub.children if c.kind == SpanKind.LLM_CALL)
+    assert call.attributes[Attr.MESSAGES][0]["content"] == long_prompt
