@@ -18,7 +18,7 @@ A reply is a ``str`` (the assistant text) or a :class:`Reply`. The queue is used
 empty ``handler`` is asked; when there is neither, the server answers 400 "script exhausted" (and
 counts it in ``unscripted``) so a test notices. Streaming (``"stream": true``) is answered as SSE
 chunks, with a final usage chunk when ``stream_options.include_usage`` is set. ``/v1/models`` lists
-``models`` (or answers ``models_reply`` when set). When ``api_key`` is set, requests without
+``models`` (or answers ``models_reply`` when set); so does Ollama's ``/api/tags``. When ``api_key`` is set, requests without
 ``Authorization: Bearer <api_key>`` get 401. ``latency`` delays every chat reply.
 """
 
@@ -337,6 +337,9 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     return
                 self._send_json(200, {"object": "list", "data": [
                     {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in srv.models]})
+                return
+            if path == "/api/tags":          # Ollama's native model list
+                self._send_json(200, {"models": [{"name": m, "model": m} for m in srv.models]})
                 return
             self._error(404, f"unknown path {path} (fake server)")
 

@@ -79,3 +79,12 @@ def test_models_auth_and_exhausted_script() -> None:
 
         assert asyncio.run(go()) == ["a", "b"]
         assert srv.unscripted == 1
+
+
+def test_ollama_native_model_list(fake_openai: FakeOpenAI) -> None:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{fake_openai.port}/api/tags", timeout=5) as r:
+        names = [m["name"] for m in json.load(r)["models"]]
+    assert names == fake_openai.models and fake_openai.requests[-1].path == "/api/tags"
