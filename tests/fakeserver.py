@@ -18,8 +18,9 @@ A reply is a ``str`` (the assistant text) or a :class:`Reply`. The queue is used
 empty ``handler`` is asked; when there is neither, the server answers 400 "script exhausted" (and
 counts it in ``unscripted``) so a test notices. Streaming (``"stream": true``) is answered as SSE
 chunks, with a final usage chunk when ``stream_options.include_usage`` is set. ``/v1/models`` lists
-``models`` (or answers ``models_reply`` when set); so does Ollama's ``/api/tags``. When ``api_key`` is set, requests without
-``Authorization: Bearer <api_key>`` get 401. ``latency`` delays every chat reply.
+``models`` (or answers ``models_reply`` when set); so does Ollama's ``/api/tags``. When
+``api_key`` is set, requests without ``Authorization: Bearer <api_key>`` get 401. ``latency``
+delays every chat reply.
 """
 
 from __future__ import annotations
