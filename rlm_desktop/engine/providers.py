@@ -216,16 +216,21 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
     extra_headers = None if provider.api_key else {"Authorization": omit}
     attempts_allowed = max(1, provider.max_retries + 1)
     attempt = 0
+    include_usage = True
     while True:
         attempt += 1
         try:
             async with asyncio.timeout(timeout_s):
                 return await _attempt(client, provider, model, messages, extra_headers, timeout_s,
-                                      on_delta, stream, attempt)
+                                      on_delta, stream, attempt, include_usage)
         except asyncio.CancelledError:
             raise
         except (openai.APIError, TimeoutError) as exc:
             kind, status, retryable, message, retry_after = _classify(exc, provider, model, timeout_s)
+            if kind == "bad_request" and include_usage and "stream_options" in message:
+                include_usage = False    # an older server: stream without the usage chunk
+                attempts_allowed += 1
+                continue
             if not retryable or attempt >= attempts_allowed:
                 suffix = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
                 raise ProviderError(message + suffix, kind=kind, status=status,
@@ -239,7 +244,7 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
 async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
                    messages: list[dict[str, Any]], extra_headers: dict[str, Any] | None,
                    timeout_s: float, on_delta: DeltaHandler | None, stream: bool,
-                   attempt: int) -> ChatResult:
+                   attempt: int, include_usage: bool = True) -> ChatResult:
     if not stream:
         resp = await client.chat.completions.create(
             model=model, messages=messages, timeout=timeout_s,  # type: ignore[arg-type]
@@ -256,7 +261,8 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
     served_model = None
     s = await client.chat.completions.create(
         model=model, messages=messages, stream=True,  # type: ignore[arg-type]
-        stream_options={"include_usage": True}, timeout=timeout_s, extra_headers=extra_headers)
+        stream_options={"include_usage": True} if include_usage else omit, timeout=timeout_s,
+        extra_headers=extra_headers)
     try:
         async for chunk in s:
             served_model = served_model or chunk.model

@@ -96,3 +96,15 @@ def test_one_pooled_client_per_provider_per_loop(srv: FakeOpenAI) -> None:
         return a is b, a is other
     same, shared_with_other_key = asyncio.run(go())
     assert same and not shared_with_other_key
+
+
+def test_server_without_stream_options_gets_estimated_usage(srv: FakeOpenAI) -> None:
+    def handler(req: Any) -> Reply | str:
+        if "stream_options" in req.body:
+            return Reply.error(400, "Unrecognized request argument supplied: stream_options")
+        return "answer without usage"
+    srv.handler = handler
+    res = _call(make_provider(srv))
+    assert res.text == "answer without usage" and res.tokens_estimated
+    assert res.output_tokens == len("answer without usage") // 4
+    assert [("stream_options" in r.body) for r in srv.chat_requests] == [True, False]
