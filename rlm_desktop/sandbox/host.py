@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -33,8 +34,10 @@ from rlm_desktop.sandbox.api import (
     OutputHandler,
     RequestHandler,
     SandboxError,
+    SandboxRefused,
     SubRequest,
 )
+from rlm_desktop.sandbox.measure import measure_isolation, refusal_message
 from rlm_desktop.sandbox.protocol import (
     MAX_FRAME_FROM_WORKER,
     WORKER_TYPES,
@@ -90,15 +93,40 @@ def minimal_environment(scratch: str) -> dict[str, str]:
 
 
 def _python_paths() -> list[str]:
-    """Import path for model code: the interpreter's stdlib and installed packages, not the CWD."""
+    """Import path for model code: the interpreter's stdlib and installed packages only (never the
+    app's source checkout, the CWD or arbitrary PYTHONPATH entries, which Landlock would expose)."""
+    prefixes = {os.path.realpath(p) + os.sep for p in
+                (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
     out = []
     for p in sys.path:
-        if not p or not os.path.isabs(p) or not os.path.isdir(p):
+        if not p or not os.path.isabs(p) or not os.path.exists(p):
             continue
-        if p == _PKG_ROOT and not p.endswith(("site-packages", "dist-packages")):
-            continue            # a source checkout: model code has no business importing the app
-        out.append(p)
+        real = os.path.realpath(p)
+        if real == os.path.realpath(_PKG_ROOT) and not real.endswith(("site-packages", "dist-packages")):
+            continue
+        if real.endswith(("site-packages", "dist-packages")) or any(
+                (real + os.sep).startswith(pre) for pre in prefixes):
+            out.append(p)
     return out
+
+
+def _read_paths() -> list[str]:
+    """What the worker may read (Landlock): the Python installation, packages, the worker's own
+    code, system libraries. Not the user's home, not /etc (except the loader cache), not /proc."""
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *_python_paths(),
+             os.path.dirname(os.path.realpath(__file__)), "/usr", "/etc/ld.so.cache",
+             "/sys/devices/system/cpu"]
+    seen: dict[str, None] = {}
+    for p in paths:
+        if os.path.exists(p):
+            seen.setdefault(os.path.realpath(p), None)
+    return list(seen)
+
+
+DEV_PATHS = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
+# Layers a test can switch off (module attribute, not an environment variable: nothing outside
+# the process can weaken the sandbox).
+_DISABLED_LAYERS: frozenset[str] = frozenset()
 
 
 def _exit_reason(returncode: int | None) -> str:
@@ -163,6 +191,7 @@ class _Worker:
         self.inner_pid: int | None = None
         self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.exited: asyncio.Future[int] = loop.create_future()
+        self.spawned: asyncio.Future[int] = loop.create_future()   # the namespace launcher's child
         self.dead_reason: str | None = None
         self.decoder = FrameDecoder(MAX_FRAME_FROM_WORKER, WORKER_TYPES)
         self._wbuf = bytearray()
@@ -277,8 +306,10 @@ class _Worker:
     def _die(self, reason: str) -> None:
         if self.dead_reason is None:
             self.dead_reason = reason
-        if not self.ready.done():
-            self.ready.set_exception(SandboxError(self._startup_failure(reason)))
+        for fut in (self.ready, self.spawned):
+            if not fut.done():
+                fut.set_exception(SandboxError(self._startup_failure(self.dead_reason)))
+                fut.exception()       # mark retrieved: nobody may be waiting for this one
         self.sb._worker_died(self, self.dead_reason)
 
     def _startup_failure(self, reason: str) -> str:
@@ -425,6 +456,8 @@ class Sandbox:
         self._cell_ids = itertools.count(1)
         self._scratch_root: str | None = None
         self._scratch = ""
+        self._probe = ""
+        self._probe_token = ""
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -441,6 +474,11 @@ class Sandbox:
         self._scratch_root = tempfile.mkdtemp(prefix="rlm-sandbox-")
         self._scratch = os.path.join(self._scratch_root, "scratch")
         os.mkdir(self._scratch, 0o700)
+        # A file no Landlock rule covers: the worker must fail to read it (checked in _measure).
+        self._probe_token = secrets.token_hex(16)
+        self._probe = os.path.join(self._scratch_root, "landlock-probe")
+        with open(self._probe, "w", encoding="utf-8") as f:
+            f.write(self._probe_token)
         try:
             report = await self._spawn()
         except BaseException:
@@ -535,6 +573,11 @@ class Sandbox:
             "output_cap": lim.output_cap_bytes,
             "scratch": self._scratch,
             "sys_path": _python_paths(),
+            "read_paths": _read_paths(),
+            "dev_paths": DEV_PATHS,
+            "probe": self._probe,
+            "layers": {name: sys.platform.startswith("linux") and name not in _DISABLED_LAYERS
+                       for name in ("namespaces", "landlock", "seccomp")},
             "limits": {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "scratch_mb": lim.scratch_mb,
                        "max_file_mb": lim.max_file_mb, "max_open_files": lim.max_open_files,
                        "max_processes": lim.max_processes, "nproc": False},
@@ -547,6 +590,11 @@ class Sandbox:
         worker.spawn(self._init_frame())
         try:
             ready = await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT_S)
+            rep = ready.get("report")
+            ns = rep.get("namespaces") if isinstance(rep, dict) else None
+            if isinstance(ns, dict) and ns.get("pid"):
+                # The launcher's frame (child pid) and the child's ready frame may come in any order.
+                await asyncio.wait_for(asyncio.shield(worker.spawned), START_TIMEOUT_S)
         except TimeoutError:
             await worker.stop()
             raise SandboxError(f"the sandbox worker did not become ready within {START_TIMEOUT_S:g} s; "
@@ -555,7 +603,12 @@ class Sandbox:
             await worker.stop()
             raise
         self.pid = worker.inner_pid or (worker.proc.pid if worker.proc else None)
-        report = self._measure(worker, ready)
+        try:
+            report = self._measure(worker, ready)
+        except SandboxRefused:
+            await worker.stop()
+            self._worker = None
+            raise
         self.isolation = report
         return report
 
@@ -567,12 +620,11 @@ class Sandbox:
         await self._spawn()
 
     def _measure(self, worker: _Worker, ready: dict[str, Any]) -> IsolationReport:
-        rep = ready.get("report") if isinstance(ready.get("report"), dict) else {}
-        layers: dict[str, Any] = {"rlimits": bool(rep.get("rlimits"))}
-        level = IsolationLevel.NONE
-        summary = ("No isolation layers are in force yet: model code runs in a separate process "
-                   "with resource limits only.")
-        report = IsolationReport(level=level, layers=layers, platform=sys.platform, summary=summary)
+        launcher = worker.proc.pid if worker.proc else None
+        report = measure_isolation(launcher, worker.inner_pid, ready, scratch=self._scratch,
+                                   probe_token=self._probe_token)
+        if report.level.rank < IsolationLevel.GOOD.rank and not self.limits.allow_weak:
+            raise SandboxRefused(refusal_message(report))
         return report
 
     def _on_timeout(self, cell: _Cell, timeout_s: float) -> None:
@@ -618,9 +670,11 @@ class Sandbox:
             cell.done.set_result(("done", self._parse_done(msg)))
             return
         if t == "spawned":
-            if worker.ready.done() or not isinstance(msg.get("pid"), int):
+            pid = msg.get("pid")
+            if worker.spawned.done() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
                 raise ProtocolError("unexpected launcher frame")
-            worker.inner_pid = msg["pid"]
+            worker.inner_pid = pid
+            worker.spawned.set_result(pid)
             return
         if t == "ready":
             if worker.ready.done():
