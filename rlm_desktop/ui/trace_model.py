@@ -1,0 +1,341 @@
+"""The Qt adapter over a core :class:`Trace`: a thin ``QAbstractItemModel`` for the trace tree view.
+
+The GUI thread owns a mirror ``Trace``; events from the engine are buffered (:meth:`enqueue`) and
+applied on a short timer as one ``beginInsertRows``/``endInsertRows`` per parent per batch and one
+``dataChanged`` per changed node. Indexes carry the ``Span`` objects the Trace keeps alive (never
+Python ints as internal pointers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractItemModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+)
+
+from rlm_desktop.core.trace import EventType, Span, Trace, TraceEvent
+from rlm_desktop.ui import fmt
+from rlm_desktop.ui.icons import status_icon
+
+COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST = range(5)
+HEADERS = ("Step", "Status", "Duration", "Tokens in / out", "Cost")
+HEADER_TIPS = (
+    "Run → iterations → model call, code cells, sub-calls (nested runs under their sub-call), final",
+    "running, ok, error, timeout, cancelled, limit (budget), incomplete (never ended in the file)",
+    "Wall-clock time of the step (… while it runs)",
+    "Input / output tokens reported by the provider (~ marks estimates)",
+    "USD cost; 'unknown' when the model's price is not configured (never shown as 0)",
+)
+SpanRole = Qt.ItemDataRole.UserRole + 1
+StatusRole = Qt.ItemDataRole.UserRole + 2
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+FLUSH_INTERVAL_MS = 75
+
+
+class TraceModel(QAbstractItemModel):
+    """Tree model over a mirror Trace. Only the GUI thread calls it."""
+
+    batch_applied = Signal(list)        # list[TraceEvent] applied in this batch
+    header_changed = Signal(dict)       # header attributes updated (e.g. isolation)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._trace = Trace()
+        self._live = False
+        self._pending: list[TraceEvent | dict[str, Any]] = []
+        self._shown: dict[str | None, int] = {}   # announced child counts of touched parents
+        self._new: set[str] = set()               # spans created after the last reset
+        self._running: dict[str, Span] = {}       # live spans still running (duration ticks)
+        self.dropped_events = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(FLUSH_INTERVAL_MS)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.flush)
+        self._tick = QTimer(self)
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._on_tick)
+
+    # -- the trace -------------------------------------------------------------------------------
+    @property
+    def trace(self) -> Trace:
+        return self._trace
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    def set_trace(self, trace: Trace, *, live: bool) -> None:
+        """Show ``trace`` (a live mirror fed by :meth:`enqueue`, or one read from a file)."""
+        old = self._trace
+        self.beginResetModel()
+        self._pending.clear()
+        self._timer.stop()
+        self._trace = trace
+        self._live = live
+        self._shown = {}
+        self._new = set()
+        self._running = {s.id: s for s in trace.spans.values() if s.end is None} if live else {}
+        self.endResetModel()
+        del old  # released only after the views dropped every index into it
+        self._update_tick()
+
+    def set_live(self, live: bool) -> None:
+        """A live run ended: spans still open now read as incomplete instead of running."""
+        if live == self._live:
+            return
+        self.flush()
+        self._live = live
+        if not live and self._running:
+            for span in list(self._running.values()):
+                self._emit_changed(span)
+            self._running.clear()
+        self._update_tick()
+
+    # -- streaming -------------------------------------------------------------------------------
+    def enqueue(self, events: Iterable[TraceEvent | dict[str, Any]]) -> None:
+        """Buffer events (a dict is a header update); they are applied on the next flush."""
+        self._pending.extend(events)
+        if self._pending and not self._timer.isActive():
+            self._timer.start()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Apply the buffered events: one insert per parent, one dataChanged per changed node."""
+        self._timer.stop()
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
+        trace = self._trace
+        grown: dict[str | None, Span | None] = {}
+        changed: dict[str, Span] = {}
+        created: set[str] = set()
+        applied: list[TraceEvent] = []
+        header: dict[str, Any] = {}
+        for ev in events:
+            if isinstance(ev, dict):
+                trace.header.update(ev)
+                header.update(ev)
+                continue
+            if ev.type is EventType.STARTED:
+                parent = trace.spans.get(ev.parent_id) if ev.parent_id else None
+                key = parent.id if parent is not None else None
+                if key not in self._shown:
+                    if key is not None and key in self._new:
+                        self._shown[key] = 0
+                    else:
+                        self._shown[key] = len(parent.children if parent is not None else trace.roots)
+            try:
+                span = trace.apply(ev)
+            except (KeyError, ValueError):
+                self.dropped_events += 1   # an event for a span this mirror never saw start
+                continue
+            applied.append(ev)
+            if ev.type is EventType.STARTED:
+                self._new.add(span.id)
+                created.add(span.id)
+                grown.setdefault(span.parent.id if span.parent is not None else None, span.parent)
+                if self._live and span.end is None:
+                    self._running[span.id] = span
+            else:
+                if span.end is not None:
+                    self._running.pop(span.id, None)
+                if span.id not in created:
+                    changed[span.id] = span
+        for key, parent in grown.items():
+            children = parent.children if parent is not None else trace.roots
+            old = self._shown.get(key, 0)
+            new = len(children)
+            if new > old:
+                self.beginInsertRows(self.index_for_span(parent), old, new - 1)
+                self._shown[key] = new
+                self.endInsertRows()
+        for span in changed.values():
+            self._emit_changed(span)
+        self._update_tick()
+        if header:
+            self.header_changed.emit(header)
+        if applied:
+            self.batch_applied.emit(applied)
+
+    def _emit_changed(self, span: Span) -> None:
+        left = self.createIndex(span.index, 0, span)
+        right = self.createIndex(span.index, len(HEADERS) - 1, span)
+        self.dataChanged.emit(left, right)
+
+    def _update_tick(self) -> None:
+        if self._live and self._running:
+            if not self._tick.isActive():
+                self._tick.start()
+        else:
+            self._tick.stop()
+
+    def _on_tick(self) -> None:
+        for span in self._running.values():
+            if self._is_shown(span):
+                idx = self.createIndex(span.index, COL_DURATION, span)
+                self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole])
+
+    def _is_shown(self, span: Span) -> bool:
+        key = span.parent.id if span.parent is not None else None
+        return span.index < self._child_count(key, span.parent)
+
+    # -- lookup ----------------------------------------------------------------------------------
+    def span_for_index(self, index: AnyIndex) -> Span | None:
+        if not index.isValid():
+            return None
+        span = index.internalPointer()
+        return span if isinstance(span, Span) else None
+
+    def index_for_span(self, span: Span | None, column: int = 0) -> QModelIndex:
+        if span is None:
+            return QModelIndex()
+        return self.createIndex(span.index, column, span)
+
+    def _child_count(self, key: str | None, span: Span | None) -> int:
+        n = self._shown.get(key)
+        if n is not None:
+            return n
+        if key is not None and key in self._new:
+            return 0
+        return len(span.children) if span is not None else len(self._trace.roots)
+
+    # -- QAbstractItemModel ----------------------------------------------------------------------
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default
+        if not parent.isValid():
+            return self._child_count(None, None)
+        if parent.column() != 0:
+            return 0
+        span = self.span_for_index(parent)
+        return 0 if span is None else self._child_count(span.id, span)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default
+        return len(HEADERS)
+
+    def index(self, row: int, column: int, parent: AnyIndex = QModelIndex()) -> QModelIndex:  # noqa: B008
+        if row < 0 or column < 0 or column >= len(HEADERS):
+            return QModelIndex()
+        if parent.isValid():
+            if parent.column() != 0:
+                return QModelIndex()
+            pspan = self.span_for_index(parent)
+            if pspan is None or row >= self._child_count(pspan.id, pspan):
+                return QModelIndex()
+            return self.createIndex(row, column, pspan.children[row])
+        if row >= self._child_count(None, None):
+            return QModelIndex()
+        return self.createIndex(row, column, self._trace.roots[row])
+
+    def parent(self, index: AnyIndex | None = None) -> Any:  # type: ignore[override]
+        if index is None:
+            return super().parent()   # QObject.parent()
+        span = self.span_for_index(index)
+        if span is None or span.parent is None:
+            return QModelIndex()
+        p = span.parent
+        return self.createIndex(p.index, 0, p)
+
+    def hasChildren(self, parent: AnyIndex = QModelIndex()) -> bool:  # noqa: B008
+        return self.rowCount(parent) > 0
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(HEADERS):
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return HEADERS[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_TIPS[section]
+        return None
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        span = self.span_for_index(index)
+        if span is None:
+            return None
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == COL_NAME:
+                return fmt.span_label(span)
+            if col == COL_STATUS:
+                return fmt.STATUS_LABELS.get(fmt.span_status(span, self._live), "?")
+            if col == COL_DURATION:
+                return fmt.span_duration(span, self._live)
+            if col == COL_TOKENS:
+                return fmt.fmt_tokens(span.attributes)
+            if col == COL_COST:
+                return fmt.fmt_cost(span.attributes)
+            return None
+        if role == Qt.ItemDataRole.DecorationRole and col == COL_STATUS:
+            return status_icon(fmt.span_status(span, self._live))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_STATUS:
+                return fmt.STATUS_EXPLANATIONS.get(fmt.span_status(span, self._live))
+            if col == COL_NAME:
+                return f"{span.kind}: {fmt.one_line(fmt.span_label(span), 300)}"
+            return None
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_DURATION, COL_TOKENS, COL_COST):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == SpanRole:
+            return span
+        if role == StatusRole:
+            return fmt.span_status(span, self._live)
+        return None
+
+
+ERROR_STATUSES = frozenset({"error", "timeout", "budget", "incomplete"})
+
+
+class TraceFilterProxy(QSortFilterProxyModel):
+    """Filters the trace by text (names and contents) and/or "errors only"; ancestors stay visible."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setRecursiveFilteringEnabled(True)
+        self.setDynamicSortFilter(True)
+        self._text = ""
+        self._errors_only = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self._text) or self._errors_only
+
+    def set_text(self, text: str) -> None:
+        text = text.strip().lower()
+        if text != self._text:
+            self.beginFilterChange()
+            self._text = text
+            self.endFilterChange()
+
+    def set_errors_only(self, on: bool) -> None:
+        if on != self._errors_only:
+            self.beginFilterChange()
+            self._errors_only = on
+            self.endFilterChange()
+
+    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
+        model = self.sourceModel()
+        if not isinstance(model, TraceModel):
+            return True
+        span = model.span_for_index(model.index(source_row, 0, source_parent))
+        if span is None:
+            return False
+        if self._errors_only and fmt.span_status(span, model.live) not in ERROR_STATUSES:
+            return False
+        return not self._text or self._text in fmt.span_search_text(span)
