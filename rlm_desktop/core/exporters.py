@@ -1,0 +1,665 @@
+"""Exports of a trace: one JSON document, a Markdown report, a self-contained HTML report, OTLP JSON.
+
+Exports hold only trace content (traces never hold API keys). Spans that never ended are marked
+*incomplete* in every format. The HTML report needs no network: inline CSS, no scripts, escaped text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlm_desktop import __version__
+from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
+
+FORMATS = ("json", "markdown", "html", "otlp")
+_SUFFIXES = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html",
+             ".htm": "html", ".otlp": "otlp"}
+INCOMPLETE = "incomplete"
+
+
+class ExportError(ValueError):
+    """An export was asked for in a format we do not have, or the target cannot be written."""
+
+
+def export_trace(trace: Trace, fmt: str) -> str:
+    """The trace as text in ``fmt`` ("json", "markdown", "html" or "otlp")."""
+    fmt = fmt.lower()
+    if fmt == "md":
+        fmt = "markdown"
+    if fmt == "json":
+        return to_json(trace)
+    if fmt == "markdown":
+        return to_markdown(trace)
+    if fmt == "html":
+        return to_html(trace)
+    if fmt == "otlp":
+        return to_otlp(trace)
+    raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def format_for_path(path: Path) -> str:
+    """The export format a file name asks for (``.otlp.json`` is OTLP; ``.json`` is plain JSON)."""
+    name = path.name.lower()
+    if name.endswith((".otlp.json", ".otel.json")):
+        return "otlp"
+    fmt = _SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ExportError(f"cannot tell the export format from '{path.name}': use a name ending in "
+                          f".json, .md, .html or .otlp.json, or give the format explicitly")
+    return fmt
+
+
+def write_export(trace: Trace, path: Path, fmt: str | None = None) -> Path:
+    """Write an export next to its final name, then move it into place (never a half-written file)."""
+    path = Path(path)
+    text = export_trace(trace, fmt or format_for_path(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- facts shared by every format ---------------------------------------------------------------
+
+@dataclass(slots=True)
+class Totals:
+    llm_calls: int = 0
+    code_cells: int = 0
+    sub_calls: int = 0
+    iterations: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_unknown_calls: int = 0
+    incomplete_spans: int = 0
+    errors: int = 0
+
+    @property
+    def cost_known(self) -> bool:
+        return self.cost_unknown_calls == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"llm_calls": self.llm_calls, "code_cells": self.code_cells, "sub_calls": self.sub_calls,
+                "iterations": self.iterations, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "cached_tokens": self.cached_tokens,
+                "cost_usd": round(self.cost_usd, 6) if self.llm_calls > self.cost_unknown_calls else None,
+                "cost_known": self.cost_known, "incomplete_spans": self.incomplete_spans,
+                "errors": self.errors}
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def totals(trace: Trace) -> Totals:
+    """Counts, tokens and cost summed over model calls (each call counted once, at any depth)."""
+    t = Totals()
+    for s in trace.spans.values():
+        if s.running:
+            t.incomplete_spans += 1
+        elif s.status in (SpanStatus.ERROR, SpanStatus.TIMEOUT):
+            t.errors += 1
+        if s.kind == SpanKind.LLM_CALL:
+            t.llm_calls += 1
+            a = s.attributes
+            t.input_tokens += _int(a.get(Attr.INPUT_TOKENS))
+            t.output_tokens += _int(a.get(Attr.OUTPUT_TOKENS))
+            t.cached_tokens += _int(a.get(Attr.CACHED_TOKENS))
+            cost = a.get(Attr.COST_USD)
+            if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+                t.cost_usd += float(cost)
+            elif not s.running:
+                t.cost_unknown_calls += 1
+        elif s.kind == SpanKind.CODE_CELL:
+            t.code_cells += 1
+        elif s.kind == SpanKind.SUB_CALL:
+            t.sub_calls += 1
+    for root in trace.roots:
+        t.iterations += sum(1 for c in root.children if c.kind == SpanKind.ITERATION)
+    return t
+
+
+def status_label(span: Span) -> str:
+    """"ok" / "error" / … for an ended span, "incomplete" for one that never ended."""
+    return INCOMPLETE if span.running else str(span.status or SpanStatus.OK)
+
+
+def _root_run(trace: Trace) -> Span | None:
+    for r in trace.roots:
+        if r.kind == SpanKind.RUN:
+            return r
+    return trace.roots[0] if trace.roots else None
+
+
+def run_query(trace: Trace) -> str:
+    root = _root_run(trace)
+    q = root.attributes.get(Attr.QUERY) if root else None
+    return str(q if q is not None else trace.header.get("query", ""))
+
+
+def run_answer(trace: Trace) -> str | None:
+    """The final answer of the top-level run: its own ANSWER, else its last depth-0 final span."""
+    root = _root_run(trace)
+    if root is None:
+        return None
+    if root.attributes.get(Attr.ANSWER) is not None:
+        return str(root.attributes[Attr.ANSWER])
+    answer = None
+    stack = list(root.children)
+    while stack:
+        s = stack.pop(0)
+        if s.kind == SpanKind.FINAL and s.attributes.get(Attr.ANSWER) is not None:
+            answer = str(s.attributes[Attr.ANSWER])
+        elif s.kind == SpanKind.ITERATION:
+            stack.extend(s.children)
+    return answer
+
+
+def _fmt_duration(span: Span) -> str:
+    d = span.duration
+    if d is None:
+        return "—"
+    return f"{d * 1000:.0f} ms" if d < 1 else f"{d:.2f} s"
+
+
+def _fmt_cost(v: Any) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"${v:.4f}" if v < 1 else f"${v:.2f}"
+    return "unknown"
+
+
+def _walk(span: Span, depth: int = 0) -> Iterator[tuple[Span, int]]:
+    stack = [(span, depth)]
+    while stack:
+        s, d = stack.pop()
+        yield s, d
+        stack.extend((c, d + 1) for c in reversed(s.children))
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+def _span_tree(span: Span) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "id": span.id, "kind": str(span.kind), "name": span.name, "status": status_label(span),
+        "incomplete": span.running, "start": span.start, "end": span.end,
+        "duration_s": None if span.duration is None else round(span.duration, 6),
+        "attributes": span.attributes, "children": [],
+    }
+    return node
+
+
+def to_json(trace: Trace) -> str:
+    """One JSON document: header, totals and the nested span tree (children in order)."""
+    built: dict[str, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    for root in trace.roots:
+        for s, _ in _walk(root):
+            node = _span_tree(s)
+            built[s.id] = node
+            (built[s.parent.id]["children"] if s.parent is not None else roots).append(node)
+    doc = {
+        "format": "rlm-trace-export", "version": 1, "exported_by": f"rlm-desktop {__version__}",
+        "header": trace.header,
+        "query": run_query(trace), "answer": run_answer(trace),
+        "status": status_label(_root_run(trace)) if trace.roots else INCOMPLETE,
+        "totals": totals(trace).as_dict(),
+        "truncated": trace.truncated, "skipped_lines": trace.skipped_lines,
+        "notes": {"messages": "an llm_call's messages are those new since the call named in "
+                              "history_from; follow that chain for the full conversation",
+                  "incomplete": "spans with incomplete=true never ended (the run was cut short)"},
+        "spans": roots,
+    }
+    return json.dumps(doc, ensure_ascii=False, indent=1, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+def _fence(text: str, lang: str = "") -> str:
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{text.rstrip(chr(10))}\n{ticks}"
+
+
+def _md_inline(text: Any) -> str:
+    s = " ".join(str(text).split())
+    for ch in "\\`*_[]<>|#":
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def _usage(a: dict[str, Any]) -> str:
+    parts = []
+    if a.get(Attr.INPUT_TOKENS) is not None or a.get(Attr.OUTPUT_TOKENS) is not None:
+        t = f"{_int(a.get(Attr.INPUT_TOKENS)):,} in / {_int(a.get(Attr.OUTPUT_TOKENS)):,} out tokens"
+        if _int(a.get(Attr.CACHED_TOKENS)):
+            t += f" ({_int(a.get(Attr.CACHED_TOKENS)):,} cached)"
+        if a.get(Attr.TOKENS_ESTIMATED):
+            t += " (estimated)"
+        parts.append(t)
+    if Attr.COST_USD in a:
+        parts.append("cost " + _fmt_cost(a.get(Attr.COST_USD)))
+    if a.get(Attr.CACHE_HIT):
+        parts.append("memo cache hit")
+    return ", ".join(parts)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return "\n".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+    return json.dumps(content, ensure_ascii=False, default=_json_default)
+
+
+def to_markdown(trace: Trace) -> str:
+    """A readable report: query, answer, status, totals, then every iteration's calls and cells."""
+    t = totals(trace)
+    root = _root_run(trace)
+    out: list[str] = ["# RLM Desktop run report", ""]
+    out.append(f"**Query:** {_md_inline(run_query(trace))}")
+    out.append("")
+    if root is not None:
+        st = status_label(root)
+        line = f"**Status:** {st}"
+        if root.attributes.get(Attr.STOP_REASON):
+            line += f" — stopped by `{root.attributes[Attr.STOP_REASON]}`"
+        if root.running:
+            line += " — ⚠ the run never ended (the trace was cut short); incomplete steps are marked"
+        out += [line, ""]
+    answer = run_answer(trace)
+    out += ["## Answer", "", _fence(answer, "text") if answer is not None else "_No final answer._", ""]
+    out += ["## Totals", "", "| | |", "|---|---|",
+            f"| Iterations | {t.iterations} |", f"| Model calls | {t.llm_calls} |",
+            f"| Code cells | {t.code_cells} |", f"| Sub-calls | {t.sub_calls} |",
+            f"| Input tokens | {t.input_tokens:,} ({t.cached_tokens:,} cached) |",
+            f"| Output tokens | {t.output_tokens:,} |",
+            f"| Cost | {_fmt_cost(t.cost_usd) if t.llm_calls > t.cost_unknown_calls else 'unknown'}"
+            f"{'' if t.cost_known else f' (price unknown for {t.cost_unknown_calls} calls)'} |",
+            f"| Errors / timeouts | {t.errors} |", f"| Incomplete steps | {t.incomplete_spans} |", ""]
+    iso = trace.header.get("isolation")
+    if iso:
+        level = iso.get("level") if isinstance(iso, dict) else iso
+        out += [f"Sandbox isolation: **{_md_inline(level)}**", ""]
+    if trace.truncated or trace.skipped_lines:
+        out += [f"> ⚠ The trace file was cut short or damaged ({trace.skipped_lines} unreadable lines); "
+                "what follows is what could be recovered.", ""]
+    out += ["## Steps", ""]
+    for r in trace.roots:
+        for s, depth in _walk(r):
+            out += _md_span(trace, s, depth)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md_span(trace: Trace, s: Span, depth: int) -> list[str]:
+    a = s.attributes
+    level = min(6, 3 + max(0, depth - 1))
+    head = "#" * level
+    mark = " ⚠ INCOMPLETE" if s.running else ("" if s.status is SpanStatus.OK else f" — {status_label(s)}")
+    out: list[str] = []
+    label = {SpanKind.RUN: "Run", SpanKind.ITERATION: "Iteration", SpanKind.LLM_CALL: "Model call",
+             SpanKind.CODE_CELL: "Code cell", SpanKind.SUB_CALL: "Sub-call",
+             SpanKind.FINAL: "Final answer"}.get(s.kind, f"Step ({s.kind})")  # type: ignore[call-overload]
+    if s.kind == SpanKind.RUN and depth == 0:
+        if s.running:
+            out += ["_⚠ The run itself is incomplete: it never ended._", ""]
+        if a.get(Attr.ERROR):
+            out += [f"**Error:** {_md_inline(a[Attr.ERROR])}", ""]
+        return out
+    out += [f"{head} {label}: {_md_inline(s.name)}{mark}", ""]
+    facts = [f"duration {_fmt_duration(s)}"]
+    if a.get(Attr.MODEL):
+        facts.append(f"model `{_md_inline(a[Attr.MODEL])}`")
+    if a.get(Attr.DEPTH):
+        facts.append(f"depth {a[Attr.DEPTH]}")
+    usage = _usage(a)
+    if usage:
+        facts.append(usage)
+    out += ["_" + "; ".join(facts) + "_", ""]
+    if s.running:
+        out += ["> ⚠ This step never ended (the run was stopped or crashed before it finished).", ""]
+    if s.kind == SpanKind.LLM_CALL:
+        msgs = a.get(Attr.MESSAGES) or []
+        if a.get(Attr.HISTORY_FROM):
+            out += [f"Continues the conversation of call `{a[Attr.HISTORY_FROM]}`; "
+                    f"new messages ({len(msgs)} of {a.get(Attr.MESSAGE_COUNT, '?')}):", ""]
+        elif msgs:
+            out += ["Messages sent:", ""]
+        for m in msgs:
+            role = m.get("role", "?") if isinstance(m, dict) else "?"
+            content = _content_text(m.get("content", "")) if isinstance(m, dict) else str(m)
+            out += [f"**{_md_inline(role)}:**", "", _fence(content, "text"), ""]
+        if a.get(Attr.RESPONSE) is not None:
+            out += ["**Response:**", "", _fence(str(a[Attr.RESPONSE]), "text"), ""]
+    elif s.kind == SpanKind.CODE_CELL:
+        if a.get(Attr.CODE) is not None:
+            out += [_fence(str(a[Attr.CODE]), "python"), ""]
+        if a.get(Attr.STDOUT):
+            out += ["Output:", "", _fence(str(a[Attr.STDOUT]), "text"), ""]
+        if a.get(Attr.STDERR):
+            out += ["Errors (stderr):", "", _fence(str(a[Attr.STDERR]), "text"), ""]
+        if a.get(Attr.SANDBOX_RESTARTED):
+            out += ["_The sandbox was restarted after this cell (variables lost)._", ""]
+    elif s.kind == SpanKind.SUB_CALL:
+        if a.get(Attr.PROMPT) is not None:
+            out += ["Prompt:", "", _fence(str(a[Attr.PROMPT]), "text"), ""]
+        if a.get(Attr.RESPONSE) is not None:
+            out += ["Response:", "", _fence(str(a[Attr.RESPONSE]), "text"), ""]
+    elif s.kind == SpanKind.FINAL:
+        if a.get(Attr.ANSWER) is not None:
+            out += [_fence(str(a[Attr.ANSWER]), "text"), ""]
+    elif s.kind == SpanKind.RUN:
+        if a.get(Attr.QUERY):
+            out += [f"Nested query: {_md_inline(a[Attr.QUERY])}", ""]
+    if a.get(Attr.ERROR):
+        out += ["**Error:**", "", _fence(str(a[Attr.ERROR]), "text"), ""]
+    if a.get(Attr.STOP_REASON) and s.kind != SpanKind.RUN:
+        out += [f"Stop reason: `{_md_inline(a[Attr.STOP_REASON])}`", ""]
+    return out
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+_CSS = """
+:root { color-scheme: light dark; --fg:#1d232a; --bg:#ffffff; --muted:#5d6b78; --line:#d9dee3;
+  --panel:#f5f7f9; --ok:#1a7f37; --err:#c62828; --warn:#b26a00; --run:#0b62c4; }
+@media (prefers-color-scheme: dark) { :root { --fg:#e6e9ec; --bg:#16191d; --muted:#9aa6b2;
+  --line:#2e353d; --panel:#1e2328; --ok:#4cc36b; --err:#ff6b6b; --warn:#ffb74d; --run:#6cb2ff; } }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+  background: var(--bg); max-width: 1100px; margin: 2em auto; padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+.muted { color: var(--muted); }
+.query, .answer { background: var(--panel); border: 1px solid var(--line); border-radius: 6px;
+  padding: .6em .9em; white-space: pre-wrap; overflow-wrap: anywhere; }
+table.totals { border-collapse: collapse; } table.totals td { padding: .15em 1.2em .15em 0; }
+details { border-left: 2px solid var(--line); margin: .25em 0 .25em .6em; padding-left: .7em; }
+summary { cursor: pointer; list-style-position: outside; }
+summary .kind { font-weight: 600; } summary .meta { color: var(--muted); font-size: .9em; }
+.badge { display: inline-block; font-size: .78em; padding: 0 .5em; border-radius: 9px;
+  border: 1px solid currentColor; margin-left: .4em; }
+.st-ok { color: var(--ok); } .st-error, .st-timeout { color: var(--err); }
+.st-cancelled, .st-budget { color: var(--warn); } .st-incomplete { color: var(--run); }
+.label { font-size: .85em; color: var(--muted); margin: .5em 0 .1em; }
+pre.text { background: var(--panel); border: 1px solid var(--line); border-radius: 4px;
+  padding: .5em .7em; white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; max-height: 40em;
+  overflow: auto; font: 13px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+.code { border: 1px solid var(--line); border-radius: 4px; overflow: auto; max-height: 40em; }
+.code pre { margin: 0; padding: .5em .7em; font: 13px/1.4 ui-monospace, Menlo, Consolas, monospace; }
+.msg-role { font-weight: 600; font-size: .85em; }
+.warnbox { border: 1px solid var(--warn); color: var(--warn); border-radius: 6px; padding: .4em .8em; }
+"""
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _pre(text: Any) -> str:
+    return f'<pre class="text">{_esc(text)}</pre>'
+
+
+def _highlight(code: str) -> str:
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    formatter = HtmlFormatter(noclasses=True, nowrap=False, style="default")
+    return f'<div class="code">{highlight(code, PythonLexer(), formatter)}</div>'
+
+
+def to_html(trace: Trace) -> str:
+    """A self-contained report: inline CSS, pygments colours inline, a collapsible tree, no scripts."""
+    t = totals(trace)
+    root = _root_run(trace)
+    answer = run_answer(trace)
+    title = run_query(trace) or "RLM run"
+    parts: list[str] = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        # Defence in depth: even if something slipped through escaping, nothing may load or run.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'; img-src data:\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>RLM Desktop report: {_esc(title[:120])}</title>", f"<style>{_CSS}</style>",
+        "</head><body>", "<h1>RLM Desktop run report</h1>",
+        f'<p class="muted">Exported by rlm-desktop {_esc(__version__)}</p>',
+        "<h2>Query</h2>", f'<div class="query">{_esc(run_query(trace))}</div>',
+    ]
+    if root is not None:
+        st = status_label(root)
+        reason = root.attributes.get(Attr.STOP_REASON)
+        parts.append(f'<p>Status: <span class="badge st-{_esc(st)}">{_esc(st)}</span>'
+                     + (f" — stopped by <code>{_esc(reason)}</code>" if reason else "") + "</p>")
+        if root.running:
+            parts.append('<p class="warnbox">⚠ The run never ended (the trace was cut short). '
+                         "Steps that never finished are marked <strong>incomplete</strong>.</p>")
+    if trace.truncated or trace.skipped_lines:
+        parts.append(f'<p class="warnbox">⚠ The trace file was cut short or damaged '
+                     f"({trace.skipped_lines} unreadable lines); this is what could be recovered.</p>")
+    parts.append("<h2>Answer</h2>")
+    parts.append(f'<div class="answer">{_esc(answer)}</div>' if answer is not None
+                 else '<p class="muted">No final answer.</p>')
+    cost = (_fmt_cost(t.cost_usd) if t.llm_calls > t.cost_unknown_calls else "unknown") + (
+        "" if t.cost_known else f" (price unknown for {t.cost_unknown_calls} calls)")
+    rows = [("Iterations", t.iterations), ("Model calls", t.llm_calls), ("Code cells", t.code_cells),
+            ("Sub-calls", t.sub_calls), ("Input tokens", f"{t.input_tokens:,} ({t.cached_tokens:,} cached)"),
+            ("Output tokens", f"{t.output_tokens:,}"), ("Cost", cost), ("Errors / timeouts", t.errors),
+            ("Incomplete steps", t.incomplete_spans)]
+    iso = trace.header.get("isolation")
+    if iso:
+        rows.append(("Sandbox isolation", iso.get("level") if isinstance(iso, dict) else iso))
+    parts.append("<h2>Totals</h2><table class=\"totals\">" + "".join(
+        f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>")
+    parts.append("<h2>Trace</h2>")
+    for r in trace.roots:
+        _html_span(trace, r, parts, open_=True)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _html_span(trace: Trace, s: Span, out: list[str], open_: bool = False) -> None:
+    a = s.attributes
+    st = status_label(s)
+    meta = [_fmt_duration(s)]
+    if a.get(Attr.MODEL):
+        meta.append(str(a[Attr.MODEL]))
+    usage = _usage(a)
+    if usage:
+        meta.append(usage)
+    opened = " open" if open_ or s.kind in (SpanKind.RUN, SpanKind.ITERATION) and s.parent is None else ""
+    out.append(f'<details id="{_esc(s.id)}"{opened}><summary><span class="kind">{_esc(s.kind)}</span> '
+               f"{_esc(s.name)} <span class=\"badge st-{_esc(st)}\">{_esc(st)}</span> "
+               f'<span class="meta">{_esc(" · ".join(meta))}</span></summary>')
+    if s.running:
+        out.append('<p class="warnbox">⚠ Incomplete: this step never ended.</p>')
+    if s.kind == SpanKind.LLM_CALL:
+        msgs = a.get(Attr.MESSAGES) or []
+        if a.get(Attr.HISTORY_FROM):
+            hf = str(a[Attr.HISTORY_FROM])
+            out.append(f'<p class="label">Continues the conversation of <a href="#{_esc(hf)}">{_esc(hf)}</a>; '
+                       f"new messages ({len(msgs)} of {_esc(a.get(Attr.MESSAGE_COUNT, '?'))}):</p>")
+        elif msgs:
+            out.append('<p class="label">Messages sent:</p>')
+        for m in msgs:
+            role = m.get("role", "?") if isinstance(m, dict) else "?"
+            content = _content_text(m.get("content", "")) if isinstance(m, dict) else str(m)
+            out.append(f'<div class="msg-role">{_esc(role)}</div>{_pre(content)}')
+        if a.get(Attr.RESPONSE) is not None:
+            out.append(f'<p class="label">Response</p>{_pre(a[Attr.RESPONSE])}')
+    elif s.kind == SpanKind.CODE_CELL:
+        if a.get(Attr.CODE) is not None:
+            out.append('<p class="label">Code</p>' + _highlight(str(a[Attr.CODE])))
+        if a.get(Attr.STDOUT):
+            out.append(f'<p class="label">Output</p>{_pre(a[Attr.STDOUT])}')
+        if a.get(Attr.STDERR):
+            out.append(f'<p class="label">stderr</p>{_pre(a[Attr.STDERR])}')
+        if a.get(Attr.SANDBOX_RESTARTED):
+            out.append('<p class="label">The sandbox was restarted after this cell (variables lost).</p>')
+    elif s.kind == SpanKind.SUB_CALL:
+        if a.get(Attr.PROMPT) is not None:
+            out.append(f'<p class="label">Prompt</p>{_pre(a[Attr.PROMPT])}')
+        if a.get(Attr.RESPONSE) is not None:
+            out.append(f'<p class="label">Response</p>{_pre(a[Attr.RESPONSE])}')
+    elif s.kind == SpanKind.FINAL:
+        if a.get(Attr.ANSWER) is not None:
+            out.append(f'<p class="label">Answer</p>{_pre(a[Attr.ANSWER])}')
+    elif s.kind == SpanKind.RUN and a.get(Attr.QUERY) is not None and s.parent is not None:
+        out.append(f'<p class="label">Query</p>{_pre(a[Attr.QUERY])}')
+    if a.get(Attr.ERROR):
+        out.append(f'<p class="label">Error</p>{_pre(a[Attr.ERROR])}')
+    if a.get(Attr.STOP_REASON):
+        out.append(f'<p class="label">Stop reason: {_esc(a[Attr.STOP_REASON])}</p>')
+    for c in s.children:
+        _html_span(trace, c, out)
+    out.append("</details>")
+
+
+# -- OTLP JSON (OpenTelemetry GenAI semantic conventions) ---------------------------------------
+
+_SPAN_KIND_INTERNAL = 1
+_SPAN_KIND_CLIENT = 3
+_STATUS_UNSET, _STATUS_OK, _STATUS_ERROR = 0, 1, 2
+
+
+def _any_value(v: Any) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}  # int64 is a decimal string in the protobuf JSON mapping
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, str):
+        return {"stringValue": v}
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (str, bool, int, float)) for x in v):
+        return {"arrayValue": {"values": [_any_value(x) for x in v]}}
+    return {"stringValue": json.dumps(v, ensure_ascii=False, default=_json_default)}
+
+
+def _kv(key: str, v: Any) -> dict[str, Any] | None:
+    val = _any_value(v)
+    return None if val is None else {"key": key, "value": val}
+
+
+def _hex_id(seed: str, nbytes: int) -> str:
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[: 2 * nbytes]
+
+
+def _nanos(t: float) -> str:
+    return str(int(round(t * 1_000_000_000)))
+
+
+_MAPPED = {Attr.MODEL, Attr.INPUT_TOKENS, Attr.OUTPUT_TOKENS, Attr.CACHED_TOKENS, Attr.COST_USD,
+           Attr.FINISH_REASON, Attr.MESSAGES, Attr.RESPONSE, Attr.CODE, Attr.STDOUT, Attr.ERROR}
+
+
+def _otlp_span(s: Span, trace_id: str, span_ids: dict[str, str], last_time: float) -> dict[str, Any]:
+    a = s.attributes
+    attrs: list[dict[str, Any] | None] = []
+    kind = _SPAN_KIND_INTERNAL
+    if s.kind == SpanKind.RUN:
+        name = "invoke_agent rlm"
+        attrs += [_kv("gen_ai.operation.name", "invoke_agent"), _kv("gen_ai.agent.name", "rlm"),
+                  _kv("gen_ai.request.model", (a.get(Attr.MODELS) or {}).get("root")
+                      if isinstance(a.get(Attr.MODELS), dict) else None)]
+    elif s.kind == SpanKind.LLM_CALL:
+        model = str(a.get(Attr.MODEL) or "unknown")
+        name = f"chat {model}"
+        kind = _SPAN_KIND_CLIENT
+        attrs += [_kv("gen_ai.operation.name", "chat"), _kv("gen_ai.request.model", model)]
+        if a.get(Attr.MESSAGES) is not None:
+            attrs.append(_kv("gen_ai.input.messages", a[Attr.MESSAGES]))
+        if a.get(Attr.RESPONSE) is not None:
+            attrs.append(_kv("gen_ai.output.messages",
+                             [{"role": "assistant", "content": str(a[Attr.RESPONSE])}]))
+        if a.get(Attr.FINISH_REASON):
+            attrs.append(_kv("gen_ai.response.finish_reasons", [str(a[Attr.FINISH_REASON])]))
+    elif s.kind == SpanKind.CODE_CELL:
+        name = "execute_tool repl"
+        attrs += [_kv("gen_ai.operation.name", "execute_tool"), _kv("gen_ai.tool.name", "repl"),
+                  _kv("gen_ai.tool.type", "function"), _kv("gen_ai.tool.call.arguments", a.get(Attr.CODE)),
+                  _kv("gen_ai.tool.call.result", a.get(Attr.STDOUT))]
+    elif s.kind == SpanKind.SUB_CALL:
+        tool = s.name or "llm_query"
+        name = f"execute_tool {tool}"
+        attrs += [_kv("gen_ai.operation.name", "execute_tool"), _kv("gen_ai.tool.name", tool),
+                  _kv("gen_ai.tool.type", "function"), _kv("gen_ai.request.model", a.get(Attr.MODEL))]
+    else:
+        name = s.name or str(s.kind)
+    if s.kind in (SpanKind.LLM_CALL, SpanKind.RUN):
+        for key, attr in (("gen_ai.usage.input_tokens", Attr.INPUT_TOKENS),
+                          ("gen_ai.usage.output_tokens", Attr.OUTPUT_TOKENS),
+                          ("gen_ai.usage.cache_read.input_tokens", Attr.CACHED_TOKENS)):
+            if isinstance(a.get(attr), int):
+                attrs.append(_kv(key, a[attr]))
+        cost = a.get(Attr.COST_USD)
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            attrs += [_kv("gen_ai.usage.cost", float(cost)), _kv("rlm.cost_usd", float(cost))]
+    attrs += [_kv("rlm.span.kind", str(s.kind)), _kv("rlm.span.id", s.id), _kv("rlm.span.name", s.name)]
+    for k, v in a.items():
+        if k not in _MAPPED or s.kind not in (SpanKind.LLM_CALL, SpanKind.CODE_CELL):
+            attrs.append(_kv(f"rlm.{k}", v))
+    if s.running:
+        attrs.append(_kv("rlm.incomplete", True))
+        status = {"code": _STATUS_ERROR,
+                  "message": "incomplete: the span never ended (the run was cut short)"}
+    elif s.status is SpanStatus.OK or s.status is None:
+        status = {"code": _STATUS_OK}
+    else:
+        attrs.append(_kv("error.type", str(s.status)))
+        msg = str(s.status)
+        if a.get(Attr.ERROR):
+            msg += ": " + str(a[Attr.ERROR])[:500]
+        status = {"code": _STATUS_ERROR, "message": msg}
+    span: dict[str, Any] = {
+        "traceId": trace_id, "spanId": span_ids[s.id], "name": name, "kind": kind,
+        "startTimeUnixNano": _nanos(s.start),
+        "endTimeUnixNano": _nanos(s.end if s.end is not None else max(last_time, s.start)),
+        "attributes": [x for x in attrs if x is not None], "status": status,
+    }
+    if s.parent is not None:
+        span["parentSpanId"] = span_ids[s.parent.id]
+    return span
+
+
+def to_otlp(trace: Trace) -> str:
+    """OTLP/JSON (``ExportTraceServiceRequest``) with GenAI attributes, ready for any OTLP collector."""
+    first = min((s.start for s in trace.spans.values()), default=0.0)
+    seed = json.dumps(trace.header, sort_keys=True, ensure_ascii=False, default=_json_default)
+    trace_id = _hex_id(f"{seed}|{first!r}", 16)
+    span_ids = {sid: _hex_id(f"{trace_id}|{sid}", 8) for sid in trace.spans}
+    last_time = max((max(s.start, s.end or 0.0) for s in trace.spans.values()), default=0.0)
+    spans = [_otlp_span(s, trace_id, span_ids, last_time) for r in trace.roots for s, _ in _walk(r)]
+    resource_attrs = [_kv("service.name", "rlm-desktop"), _kv("service.version", __version__),
+                      _kv("rlm.query", run_query(trace))]
+    iso = trace.header.get("isolation")
+    if iso is not None:
+        resource_attrs.append(_kv("rlm.isolation.level", iso.get("level") if isinstance(iso, dict) else iso))
+    doc = {"resourceSpans": [{
+        "resource": {"attributes": [x for x in resource_attrs if x is not None]},
+        "scopeSpans": [{"scope": {"name": "rlm_desktop", "version": __version__}, "spans": spans}],
+    }]}
+    return json.dumps(doc, ensure_ascii=False, indent=1)
