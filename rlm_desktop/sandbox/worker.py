@@ -120,6 +120,9 @@ class Worker:
             while view:
                 try:
                     n = os.write(self.wfd, view)
+                except BlockingIOError:       # model code made the pipe non-blocking: wait
+                    _wait_fd(self.wfd, write=True)
+                    continue
                 except OSError:
                     os._exit(3)       # the host is gone or the pipe was closed by model code
                 view = view[n:]
@@ -176,6 +179,9 @@ class Worker:
         while True:
             try:
                 data = os.read(self.rfd, 1 << 20)
+            except BlockingIOError:           # model code made the pipe non-blocking: wait
+                _wait_fd(self.rfd, write=False)
+                continue
             except OSError:
                 data = b""
             if not data:
@@ -385,6 +391,15 @@ class Worker:
             elif t == "shutdown":
                 self.flush_output()
                 os._exit(0)
+
+
+def _wait_fd(fd: int, *, write: bool) -> None:
+    import select
+
+    try:
+        select.select([], [fd], []) if write else select.select([fd], [], [])
+    except (OSError, ValueError):
+        os._exit(3)
 
 
 def _remember_source(filename: str, code: str) -> None:
