@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build RLM Desktop for distribution.
+#   bash packaging/build.sh                 wheel + sdist in dist/ (checked: resources inside), and
+#                                           the PyInstaller bundle dist/rlm-desktop/ if PyInstaller
+#                                           is installed (pip install pyinstaller)
+#   bash packaging/build.sh install-desktop [PREFIX]
+#                                           install the .desktop entry, AppStream metainfo and icon
+#                                           under PREFIX/share (default: ~/.local)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APP_ID="io.github.rlm_desktop.RLMDesktop"
+py="${PYTHON:-.venv/bin/python}"
+[ -x "$py" ] || py="$(command -v python3)"
+
+install_desktop() {
+  local prefix="${1:-$HOME/.local}"
+  install -Dm644 "packaging/$APP_ID.desktop" "$prefix/share/applications/$APP_ID.desktop"
+  install -Dm644 "packaging/$APP_ID.metainfo.xml" "$prefix/share/metainfo/$APP_ID.metainfo.xml"
+  install -Dm644 resources/icons/rlm-desktop.svg "$prefix/share/icons/hicolor/scalable/apps/$APP_ID.svg"
+  echo "Installed the desktop entry, metainfo and icon under $prefix/share"
+  if command -v update-desktop-database >/dev/null 2>&1; then
+    update-desktop-database -q "$prefix/share/applications" || true
+  fi
+}
+
+if [ "${1:-}" = "install-desktop" ]; then
+  install_desktop "${2:-}"
+  exit 0
+fi
+if [ $# -gt 0 ]; then
+  echo "usage: bash packaging/build.sh [install-desktop [PREFIX]]" >&2
+  exit 2
+fi
+
+# Stale build/lib files would end up in the wheel: start clean.
+rm -rf build/lib build/bdist.*
+mkdir -p dist
+"$py" -m pip wheel --no-deps --disable-pip-version-check -q -w dist .
+wheel="$(ls -t dist/rlm_desktop-*.whl | head -n1)"
+echo "Built $wheel"
+
+# The wheel must carry the resources the app loads at run time.
+"$py" - "$wheel" <<'PY'
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+need = ["rlm_desktop/resources/icons/rlm-desktop.svg"] + [
+    f"rlm_desktop/resources/icons/{n}.svg"
+    for n in ("running", "ok", "error", "timeout", "cancelled", "budget", "incomplete")]
+missing = [n for n in need if n not in names]
+samples = [n for n in names if n.startswith("rlm_desktop/resources/samples/")]
+if missing or not samples:
+    sys.exit(f"wheel is missing resources: {missing or 'samples'}")
+print(f"  resources inside: {len(need)} icons, {len(samples)} sample documents")
+PY
+
+if "$py" -m build --version >/dev/null 2>&1; then
+  "$py" -m build --sdist --outdir dist . >/dev/null
+  echo "Built $(ls -t dist/rlm_desktop-*.tar.gz | head -n1)"
+fi
+
+if "$py" -m PyInstaller --version >/dev/null 2>&1; then
+  "$py" -m PyInstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller \
+    packaging/rlm-desktop.spec
+  echo "Built the bundle: dist/rlm-desktop/rlm-desktop"
+else
+  echo "PyInstaller is not installed: bundle skipped (pip install pyinstaller, then run this again)"
+fi
