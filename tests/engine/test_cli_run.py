@@ -64,7 +64,7 @@ def test_demo_without_server_or_key_exits_0_and_says_so(docs: Path) -> None:
 def test_scripted_server_multi_iteration_batched_json_and_trace(srv: FakeOpenAI, docs: Path,
                                                                tmp_path: Path) -> None:
     srv.handler = route([
-        "```repl\nprint(sorted(context))\n```",
+        "```repl\nimport os\nprint(sorted(context))\nprint(sorted(os.environ.items()))\n```",
         "```repl\nparts = llm_query_batched([f'{k}: ' + v for k, v in context.items()])\nprint(parts)\n```",
         "```repl\nanswer = [p for p in parts if 'March' in p][0]\n```\nFINAL_VAR(answer)",
     ], sub=lambda r: Reply(text="March 3" if "March" in r.last_user else "nothing",
@@ -83,6 +83,9 @@ def test_scripted_server_multi_iteration_batched_json_and_trace(srv: FakeOpenAI,
     text = trace_file.read_text()
     assert TEST_KEY not in text
     trace = read_trace(trace_file)
+    env_cell = next(s for s in trace if s.kind == SpanKind.CODE_CELL)
+    assert "'PATH'" in env_cell.attributes[Attr.STDOUT]           # the REPL's environment was printed
+    assert "OPENAI_API_KEY" not in env_cell.attributes[Attr.STDOUT]
     assert {str(s.kind) for s in trace} >= {"run", "iteration", "llm_call", "code_cell", "sub_call", "final"}
     calls = [s for s in trace if s.kind == SpanKind.LLM_CALL]
     assert len(calls) == 5 and all(Attr.INPUT_TOKENS in s.attributes and Attr.COST_USD in s.attributes
