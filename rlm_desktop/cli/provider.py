@@ -132,7 +132,7 @@ def _add(args: argparse.Namespace) -> int:
         elif args.needs_key:
             prof = replace(prof, needs_key=True)
         prof = replace(prof, prices={**builtin_prices_for(prof.all_models()), **prof.prices})
-        s.save_profile(prof)
+        s.add_profile(prof)
     except (ProfileError, SettingsError) as exc:
         _err(str(exc))
         return EXIT_USAGE

@@ -270,6 +270,11 @@ class Settings:
         self._write_order(order)
         self.sync()
 
+    def add_profile(self, profile: ProviderProfile) -> None:
+        """Add a new profile (validated); an existing id is an error, not an update."""
+        ensure_valid(profile, [DEMO_ID, *self._order()])
+        self.save_profile(profile)
+
     def remove_profile(self, profile_id: str) -> None:
         """Forget a profile (its keyring key is deleted by the caller, who can report on it)."""
         if profile_id == DEMO_ID:
