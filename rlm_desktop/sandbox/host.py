@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import itertools
 import logging
+import marshal
 import os
 import secrets
 import shutil
@@ -44,14 +46,31 @@ from rlm_desktop.sandbox.protocol import (
     FrameDecoder,
     ProtocolError,
     clean_text,
-    encode,
+    encode_host_frame,
 )
 
 log = logging.getLogger(__name__)
 
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])      # the directory that holds rlm_desktop/
-_BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
-         "from rlm_desktop.sandbox.worker import main;main(sys.argv[2:])")
+# The worker's first act: read its own modules as marshalled code from the pipe (compiled once by
+# the host; nothing imported from disk, no bytecode cache to poison), then run worker.main.
+_BOOT = """import sys,os,marshal
+f=int(sys.argv[1]);n=int(sys.argv[2]);b=bytearray()
+while len(b)<n:
+ c=os.read(f,n-len(b))
+ if not c:os._exit(0)
+ b+=c
+M=type(sys)
+for name,path,code in marshal.loads(b):
+ m=M(name);m.__file__=path;sys.modules[name]=m
+ p,_,s=name.rpartition('.')
+ if p:setattr(sys.modules[p],s,m)
+ if code is None:m.__path__=[]
+ else:exec(code,m.__dict__)
+del b,M,m,p,s,f,n,name,path,code
+sys.modules['rlm_desktop.sandbox.worker'].main(sys.argv[3:])
+"""
+_WORKER_MODULES = ("wire", "seccomp", "harden", "worker")
 START_TIMEOUT_S = 30.0
 MAX_REQUESTS_IN_FLIGHT = 256
 MAX_BATCH = 10_000
@@ -60,6 +79,18 @@ EOF_GRACE_S = 0.5
 _ids = itertools.count(1)
 
 PR_SET_DUMPABLE = 4
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_code() -> bytes:
+    """The worker's modules, compiled once per app process and marshalled for the boot code."""
+    here = Path(__file__).resolve().parent
+    mods: list[tuple[str, str, Any]] = [("rlm_desktop", "", None), ("rlm_desktop.sandbox", "", None)]
+    for short in _WORKER_MODULES:
+        path = here / f"{short}.py"
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        mods.append((f"rlm_desktop.sandbox.{short}", str(path), code))
+    return marshal.dumps(mods)
 
 
 def harden_host_process() -> bool:
@@ -212,8 +243,9 @@ class _Worker:
         err_r, err_w = os.pipe()
         child_ends = (h2w_r, w2h_w, out_w, err_w)
         try:
+            code = _worker_code()
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", "-c", _BOOT, _PKG_ROOT,
+                [sys.executable, "-I", "-S", "-B", "-c", _BOOT, str(h2w_r), str(len(code)),
                  str(h2w_r), str(w2h_w), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
                 pass_fds=(h2w_r, w2h_w), close_fds=True, start_new_session=True,
@@ -241,7 +273,10 @@ class _Worker:
                 self._pidfd = None
         if self._pidfd is None:
             threading.Thread(target=self._wait_thread, daemon=True, name="rlm-sandbox-wait").start()
-        self.send(init)
+        self._wbuf += code
+        self._wbuf += encode_host_frame(init)
+        self.loop.add_writer(h2w_w, self._on_writable)
+        self._on_writable()
 
     def _wait_thread(self) -> None:
         assert self.proc is not None
@@ -328,7 +363,7 @@ class _Worker:
         fd = self._fds.get("h2w")
         if fd is None or self.dead_reason is not None:
             return
-        data = encode(msg)
+        data = encode_host_frame(msg)
         if self._wbuf:
             self._wbuf += data
             return

@@ -1,6 +1,8 @@
-"""Host↔worker wire format: length-prefixed JSON frames over pipes, size-capped and validated.
+"""Host side of the wire format: frames are a 4-byte big-endian length, then a body.
 
-Stdlib only and tiny: the worker imports it before it hardens itself, so it must load fast.
+Worker → host: UTF-8 JSON (untrusted: size-capped, parsed with ``json.loads``, type-checked).
+Host → worker: ``marshal`` (trusted direction; see :mod:`rlm_desktop.sandbox.wire`, the worker's
+half, which avoids importing json so the worker starts fast).
 """
 
 from __future__ import annotations
@@ -9,15 +11,13 @@ import json
 import struct
 from typing import Any
 
+from rlm_desktop.sandbox.wire import encode_marshal_frame
+
 HEADER = struct.Struct(">I")
 # Worker → host frames: what untrusted code can make the worker (or itself) send. 16 MiB is room
 # for a large llm_query prompt; anything bigger is a protocol violation and the worker is killed.
 MAX_FRAME_FROM_WORKER = 16 * 1024 * 1024
-# Host → worker frames carry the context; the host is trusted, so the cap only guards mistakes.
-MAX_FRAME_FROM_HOST = 1 << 31
-
-# Frame types ("t" field).
-HOST_TYPES = frozenset({"init", "run", "resp", "shutdown"})
+# Frame types ("t" field). The host sends "init", "run", "resp" and "shutdown".
 WORKER_TYPES = frozenset({"spawned", "ready", "fatal", "out", "req", "done"})
 
 
@@ -26,9 +26,12 @@ class ProtocolError(ValueError):
 
 
 def encode(msg: dict[str, Any]) -> bytes:
-    """One frame: 4-byte big-endian length, then UTF-8 JSON (lone surrogates escaped)."""
+    """A worker → host frame (JSON), as the worker would send it (tests and tools use this)."""
     body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
     return HEADER.pack(len(body)) + body
+
+
+encode_host_frame = encode_marshal_frame
 
 
 class FrameDecoder:

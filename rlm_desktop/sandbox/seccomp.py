@@ -12,7 +12,10 @@ architecture or the x32 ABI kills the process.
 from __future__ import annotations
 
 import struct
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Syscall numbers, generated from the kernel headers (a test compares them with
 # /usr/include/x86_64-linux-gnu/asm/unistd_64.h and asm-generic/unistd.h when present).

@@ -1,27 +1,26 @@
 """The REPL worker: a child process that hardens itself, then runs model-written cells.
 
-Started by :mod:`rlm_desktop.sandbox.host` as ``python -I -S -B -c BOOT ROOT RFD WFD HOST_PID``.
-It reads the init frame, applies the isolation layers (:mod:`rlm_desktop.sandbox.harden`) *before*
-any untrusted code exists in the process, then serves ``run`` frames. Stdlib only; imports little.
+Started by :mod:`rlm_desktop.sandbox.host` as ``python -I -S -B -c BOOT FD N RFD WFD HOST_PID``:
+the boot code reads this package's worker modules as marshalled code from the host (no source
+compile, no import from disk), then :func:`main` reads the init frame, applies the isolation layers
+(:mod:`rlm_desktop.sandbox.harden`) *before* any untrusted code exists in the process, and serves
+``run`` frames. It imports only builtin/C modules before it is ready (fast cold start).
 """
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import os
 import sys
-import threading
 import time
-from queue import SimpleQueue
-from typing import Any
+from _queue import SimpleQueue
 
-from rlm_desktop.sandbox.protocol import (
-    HOST_TYPES,
-    MAX_FRAME_FROM_HOST,
-    FrameDecoder,
-    ProtocolError,
-    encode,
-)
+from rlm_desktop.sandbox.wire import MarshalReader, encode_json_frame
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT and inspect.CO_COROUTINE (stable since 3.8; a test checks them),
 # spelled out so the worker does not import ast/inspect before it is ready.
@@ -35,16 +34,6 @@ FLUSH_DELAY_S = 0.03           # … or this long after the first pending write
 
 class SubCallError(RuntimeError):
     """A sub-call (llm_query / rlm_query) failed on the host side; the message says why."""
-
-
-def _read_exact_frame(fd: int, decoder: FrameDecoder) -> dict[str, Any]:
-    while True:
-        data = os.read(fd, 1 << 20)
-        if not data:
-            os._exit(0)
-        frames = decoder.feed(data)
-        if frames:
-            return frames[0]
 
 
 class _Stream:
@@ -91,30 +80,34 @@ class _Stream:
 
 
 class Worker:
-    def __init__(self, rfd: int, wfd: int, init: dict[str, Any], decoder: FrameDecoder) -> None:
+    def __init__(self, rfd: int, wfd: int, init: dict[str, Any], reader: MarshalReader) -> None:
         self.rfd = rfd
         self.wfd = wfd
-        self.decoder = decoder
+        self.reader = reader
         self.init = init
         self.cell: int | None = None
         self.final: dict[str, Any] | None = None
-        self._wlock = threading.Lock()
+        self._wlock = _thread.allocate_lock()
         self._waiters: dict[int, Any] = {}
-        self._wait_lock = threading.Lock()
+        self._wait_lock = _thread.allocate_lock()
         self._next_rid = 0
         self.commands: SimpleQueue[dict[str, Any]] = SimpleQueue()
-        self._out_cond = threading.Condition(threading.Lock())
+        self._out_lock = _thread.allocate_lock()
+        self._wake = _thread.allocate_lock()      # released to wake the flusher
+        self._wake.acquire()
+        self._wake_signalled = False
         self._pending: list[tuple[str, str]] = []
         self._pending_chars = 0
         self._out_sent = 0
         self._out_cap = int(init.get("output_cap", 1_000_000))
         self._truncated = False
         self._loop: Any = None
+        self._sources: dict[str, str] = {}
         self.ns: dict[str, Any] = {}
 
     # -- sending ---------------------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
-        data = encode(msg)
+        data = encode_json_frame(msg)
         with self._wlock:
             view = memoryview(data)
             while view:
@@ -129,7 +122,7 @@ class Worker:
 
     # -- output ----------------------------------------------------------------------------------
     def out_write(self, stream: str, s: str) -> None:
-        with self._out_cond:
+        with self._out_lock:
             room = self._out_cap - self._out_sent - self._pending_chars
             if room <= 0:
                 self._truncated = True
@@ -137,13 +130,13 @@ class Worker:
             if len(s) > room:
                 s = s[:room]
                 self._truncated = True
-            first = not self._pending
             self._pending.append((stream, s))
             self._pending_chars += len(s)
             if self._pending_chars >= FLUSH_BYTES:
                 self._flush_locked()
-            elif first:
-                self._out_cond.notify()
+            elif not self._wake_signalled:
+                self._wake_signalled = True
+                self._wake.release()
 
     def _flush_locked(self) -> None:
         if not self._pending:
@@ -162,43 +155,34 @@ class Worker:
             self.send({"t": "out", "cell": cell, "s": stream, "d": "".join(parts)})
 
     def flush_output(self) -> None:
-        with self._out_cond:
+        with self._out_lock:
             self._flush_locked()
 
     def _flusher(self) -> None:
         while True:
-            with self._out_cond:
-                while not self._pending:
-                    self._out_cond.wait()
-            time.sleep(FLUSH_DELAY_S)
-            with self._out_cond:
+            self._wake.acquire()                 # until some output is pending
+            time.sleep(FLUSH_DELAY_S)            # coalesce small writes
+            with self._out_lock:
+                self._wake_signalled = False
                 self._flush_locked()
 
     # -- host responses --------------------------------------------------------------------------
     def _reader(self) -> None:
         while True:
             try:
-                data = os.read(self.rfd, 1 << 20)
-            except BlockingIOError:           # model code made the pipe non-blocking: wait
-                _wait_fd(self.rfd, write=False)
-                continue
-            except OSError:
-                data = b""
-            if not data:
+                msg = self.reader.read()
+            except (OSError, ValueError, EOFError, TypeError):
+                msg = None
+            if msg is None:
                 os._exit(0)           # the host went away (or the pipe was closed): die with it
-            try:
-                frames = self.decoder.feed(data)
-            except ProtocolError:
-                os._exit(4)
-            for msg in frames:
-                if msg["t"] == "resp":
-                    with self._wait_lock:
-                        cb = self._waiters.pop(msg.get("id"), None)
-                    if cb is not None:
-                        ok = bool(msg.get("ok"))
-                        cb(ok, msg.get("value") if ok else msg.get("error"))
-                else:
-                    self.commands.put(msg)
+            if msg.get("t") == "resp":
+                with self._wait_lock:
+                    cb = self._waiters.pop(msg.get("id"), None)
+                if cb is not None:
+                    ok = bool(msg.get("ok"))
+                    cb(ok, msg.get("value") if ok else msg.get("error"))
+            else:
+                self.commands.put(msg)
 
     def _register(self, cb: Any) -> int:
         with self._wait_lock:
@@ -208,16 +192,17 @@ class Worker:
         return rid
 
     def request(self, kind: str, payload: dict[str, Any]) -> Any:
-        ev = threading.Event()
+        ev = _thread.allocate_lock()
+        ev.acquire()
         box: list[tuple[bool, Any]] = []
 
         def done(ok: bool, value: Any) -> None:
             box.append((ok, value))
-            ev.set()
+            ev.release()
 
         rid = self._register(done)
         self.send({"t": "req", "cell": self.cell, "id": rid, "kind": kind, "payload": payload})
-        ev.wait()
+        ev.acquire()
         ok, value = box[0]
         if not ok:
             raise SubCallError(f"{kind} failed: {value}")
@@ -339,7 +324,7 @@ class Worker:
     def run_cell(self, cid: int, code: str) -> None:
         self.cell = cid
         self.final = None
-        with self._out_cond:
+        with self._out_lock:
             self._out_sent = 0
             self._truncated = False
         ok = True
@@ -348,7 +333,9 @@ class Worker:
         try:
             if not isinstance(code, str):
                 raise TypeError("cell code must be text")
-            _remember_source(filename, code)
+            self._sources[filename] = code
+            if len(self._sources) > 200:
+                self._sources.pop(next(iter(self._sources)))
             co = compile(code, filename, "exec", flags=PYCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
             if co.co_flags & CO_COROUTINE:
                 self._event_loop().run_until_complete(eval(co, self.ns))
@@ -356,7 +343,7 @@ class Worker:
                 exec(co, self.ns)
         except BaseException as exc:  # noqa: BLE001 - model code may raise anything, SystemExit too
             ok = False
-            error = _format_exception(exc, filename)
+            error = _format_exception(exc, self._sources)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -381,8 +368,8 @@ class Worker:
         self.stderr = _Stream(self, "stderr")
         sys.stdout = self.stdout
         sys.stderr = self.stderr
-        threading.Thread(target=self._reader, name="rlm-reader", daemon=True).start()
-        threading.Thread(target=self._flusher, name="rlm-flusher", daemon=True).start()
+        _thread.start_new_thread(self._reader, ())
+        _thread.start_new_thread(self._flusher, ())
         while True:
             msg = self.commands.get()
             t = msg["t"]
@@ -402,15 +389,12 @@ def _wait_fd(fd: int, *, write: bool) -> None:
         os._exit(3)
 
 
-def _remember_source(filename: str, code: str) -> None:
+def _format_exception(exc: BaseException, sources: dict[str, str]) -> str:
     import linecache
-
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-
-
-def _format_exception(exc: BaseException, filename: str) -> str:
     import traceback
 
+    for name, code in sources.items():
+        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
     tb = exc.__traceback__
     # Drop the worker's own frames: the model only needs its cell's.
     while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
@@ -426,11 +410,11 @@ def main(argv: list[str]) -> None:
     import faulthandler
 
     faulthandler.enable(all_threads=False)   # a crash leaves its reason on fd 2, which the host captures
-    decoder = FrameDecoder(MAX_FRAME_FROM_HOST, HOST_TYPES)
-    init = _read_exact_frame(rfd, decoder)
-    if init.get("t") != "init":
+    reader = MarshalReader(rfd)
+    init = reader.read()
+    if init is None or init.get("t") != "init":
         os._exit(5)
-    worker = Worker(rfd, wfd, init, decoder)
+    worker = Worker(rfd, wfd, init, reader)
     try:
         report = harden.apply(init, worker.send)
     except harden.HardeningError as exc:
