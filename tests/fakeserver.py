@@ -48,6 +48,7 @@ class Reply:
     delay: float = 0.0                     # seconds before answering (ends early on disconnect)
     hang: bool = False                     # never answer; returns when the client disconnects
     drop: bool = False                     # close the connection without any response
+    drop_after: int | None = None          # streaming: cut the connection after this many chunks
     chunk_delay: float = 0.0               # between streamed chunks
     chunk_size: int = 16                   # characters per streamed chunk
     usage: dict[str, int] | None = None    # default: estimated from the request and the text
@@ -423,10 +424,14 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             event(chunk({"role": "assistant", "content": ""}, None))
             text = reply.text
             size = max(1, reply.chunk_size)
-            for i in range(0, len(text), size):
+            for n, i in enumerate(range(0, len(text), size)):
                 if reply.chunk_delay and self._wait(reply.chunk_delay):
                     self.close_connection = True
                     return True
+                if reply.drop_after is not None and n >= reply.drop_after:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return False
                 event(chunk({"content": text[i:i + size]}, None))
             event(chunk({}, reply.finish_reason))
             opts = body.get("stream_options") or {}

@@ -23,6 +23,11 @@ from openai import AsyncOpenAI, omit
 from rlm_desktop.core.config import ProviderConfig
 from rlm_desktop.core.pricing import cost_usd, lookup
 
+try:   # the HTTP library under the SDK: httpx2 for openai 3.x, httpx for older releases
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed openai
+    import httpx as _http  # type: ignore[no-redef]
+
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 MAX_RETRY_WAIT_S = 60.0      # a Retry-After longer than this is capped (the run's timers still apply)
 BASE_BACKOFF_S = 0.5
@@ -164,6 +169,13 @@ def _classify(exc: BaseException, provider: ProviderConfig, model: str,
         cause = exc.__cause__ or exc.__context__
         reason = scrub(str(cause) if cause else str(exc), provider)
         return ("connection", None, True, f"cannot reach {where}: {reason}", None)
+    if isinstance(exc, _http.TimeoutException):
+        return ("timeout", None, True, f"{where} did not answer within {timeout_s:g} s (per-call "
+                "timeout)", None)
+    if isinstance(exc, (_http.TransportError, _http.DecodingError)):
+        reason = scrub(str(exc) or type(exc).__name__, provider)
+        return ("connection", None, True, f"the connection to {where} broke during the answer: "
+                f"{reason}", None)
     return ("server", None, False, scrub(f"{where}: {type(exc).__name__}: {exc}", provider), None)
 
 
@@ -225,7 +237,8 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
                                       on_delta, stream, attempt, include_usage)
         except asyncio.CancelledError:
             raise
-        except (openai.APIError, TimeoutError) as exc:
+        except (openai.APIError, TimeoutError, _http.TransportError, _http.DecodingError) as exc:
+            # (transport errors raised while a streamed body is read are not wrapped by the SDK)
             kind, status, retryable, message, retry_after = _classify(exc, provider, model, timeout_s)
             if kind == "bad_request" and include_usage and "stream_options" in message:
                 include_usage = False    # an older server: stream without the usage chunk

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from rlm_desktop.sandbox.api import (
     SandboxRefused,
     SubRequest,
 )
+
+log = logging.getLogger(__name__)
 
 # Span updates for streamed text are coalesced to at most this many per second per span.
 UPDATES_PER_SECOND = 4
@@ -297,6 +300,7 @@ class _Shared:
 
             def on_retry(attempt: int, error: str, wait: float) -> None:
                 retries.append({"attempt": attempt, "error": error, "wait_s": round(wait, 3)})
+                response.flush()
                 self.trace.update_span(sid, {Attr.RETRIES: list(retries)})
 
             timeout = min(self.limits.call_timeout_s, provider.request_timeout_s)
@@ -313,7 +317,7 @@ class _Shared:
                 self.end(sid, self.interrupted, {Attr.ERROR: "interrupted: " + self._why()})
                 raise
             response.close()
-            if response.total != len(res.text):   # a server that does not stream deltas
+            if retries or response.total != len(res.text):   # a retried or non-streamed answer
                 self.trace.update_span(sid, {Attr.RESPONSE: res.text})
             self.end(sid, SpanStatus.OK, {
                 Attr.INPUT_TOKENS: res.input_tokens, Attr.OUTPUT_TOKENS: res.output_tokens,
@@ -853,6 +857,10 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         state.stop = state.stop or _Stop("error", "sandbox_refused", str(exc))
     except SandboxError as exc:
         state.stop = state.stop or _Stop("error", "sandbox_error", str(exc))
+    except Exception as exc:   # a bug: still end the trace properly and say what happened
+        log.exception("run_rlm failed")
+        state.stop = state.stop or _Stop("error", "internal_error",
+                                         f"internal error: {type(exc).__name__}: {exc}")
     finally:
         timer.cancel()
         unregister()

@@ -108,3 +108,12 @@ def test_server_without_stream_options_gets_estimated_usage(srv: FakeOpenAI) -> 
     assert res.text == "answer without usage" and res.tokens_estimated
     assert res.output_tokens == len("answer without usage") // 4
     assert [("stream_options" in r.body) for r in srv.chat_requests] == [True, False]
+
+
+def test_connection_cut_mid_stream_is_retried(srv: FakeOpenAI) -> None:
+    srv.script(Reply(text="a long answer that will be cut", chunk_size=4, drop_after=2),
+               Reply.error(500, "x", retry_after=0), "complete answer")
+    retries: list[tuple[int, str, float]] = []
+    res = _call(make_provider(srv, max_retries=3), on_retry=lambda a, e, w: retries.append((a, e, w)))
+    assert res.text == "complete answer" and res.attempts == 3
+    assert "broke during the answer" in retries[0][1] or "cannot reach" in retries[0][1]

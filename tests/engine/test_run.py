@@ -404,3 +404,11 @@ def test_async_variants_and_threads_in_a_cell_run_sub_calls_concurrently(srv: Fa
     assert sub.attributes["prompt_chars"] == 5000 and len(sub.attributes[Attr.PROMPT]) < 2100
     call = next(c for c in sub.children if c.kind == SpanKind.LLM_CALL)
     assert call.attributes[Attr.MESSAGES][0]["content"] == long_prompt
+
+
+def test_answer_cut_mid_stream_is_retried_and_traced_whole(srv: FakeOpenAI) -> None:
+    srv.script(Reply(text="FINAL(the first, cut answer)", chunk_size=5, drop_after=2), "FINAL(whole)")
+    res, trace = run(make_config(), "ctx", make_provider(srv))
+    assert res.status == "ok" and res.answer == "whole"
+    call = next(s for s in trace if s.kind == SpanKind.LLM_CALL)
+    assert call.attributes[Attr.RESPONSE] == "FINAL(whole)" and call.attributes[Attr.ATTEMPTS] == 2
