@@ -412,3 +412,11 @@ def test_answer_cut_mid_stream_is_retried_and_traced_whole(srv: FakeOpenAI) -> N
     assert res.status == "ok" and res.answer == "whole"
     call = next(s for s in trace if s.kind == SpanKind.LLM_CALL)
     assert call.attributes[Attr.RESPONSE] == "FINAL(whole)" and call.attributes[Attr.ATTEMPTS] == 2
+
+
+def test_unexpected_failure_still_ends_the_trace(srv: FakeOpenAI) -> None:
+    res, trace = run(make_config(), {"a.txt": 12345}, make_provider(srv))  # type: ignore[dict-item]
+    assert (res.status, res.stop_reason) == ("error", "internal_error")
+    assert "context must map str to str" in res.reason
+    assert_all_ended(trace)
+    assert trace.roots[0].status == SpanStatus.ERROR and srv.chat_requests == []
