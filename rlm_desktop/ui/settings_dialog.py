@@ -359,7 +359,7 @@ class SettingsDialog(QDialog):
         row.addWidget(scroll, 3)
 
         for w in (self.id_edit, self.name_edit, self.base_url_edit):
-            w.textEdited.connect(self._on_edited)
+            w.textChanged.connect(self._on_edited)
         self.preset_combo.currentIndexChanged.connect(self._on_edited)
         self.needs_key_check.toggled.connect(self._on_edited)
         self.root_model_combo.currentTextChanged.connect(self._on_edited)
@@ -614,7 +614,10 @@ class SettingsDialog(QDialog):
         new, errs = self._form_profile()
         if new is None:
             return
+        old = self.profiles[self._current]
         self.profiles[self._current] = new
+        if (old.id, old.needs_key) != (new.id, new.needs_key):
+            self._refresh_key_status()
         self._show_errors(errs)
         item = self.provider_list.item(self._current + 1)
         if item is not None:
