@@ -30,7 +30,7 @@ class ContextInfo:
 def describe_context(context: str | dict[str, str]) -> ContextInfo:
     if isinstance(context, str):
         return ContextInfo("str", 1, len(context), [("context", len(context))])
-    sizes = [(str(k), len(v)) for k, v in context.items()]
+    sizes = [(str(k), len(v) if isinstance(v, str) else len(str(v))) for k, v in context.items()]
     return ContextInfo("dict[str, str]", len(sizes), sum(c for _, c in sizes), sizes)
 
 
