@@ -17,7 +17,7 @@ install_desktop() {
   local prefix="${1:-$HOME/.local}"
   install -Dm644 "packaging/$APP_ID.desktop" "$prefix/share/applications/$APP_ID.desktop"
   install -Dm644 "packaging/$APP_ID.metainfo.xml" "$prefix/share/metainfo/$APP_ID.metainfo.xml"
-  install -Dm644 resources/icons/rlm-desktop.svg "$prefix/share/icons/hicolor/scalable/apps/$APP_ID.svg"
+  install -Dm644 resources/icons/app.svg "$prefix/share/icons/hicolor/scalable/apps/$APP_ID.svg"
   echo "Installed the desktop entry, metainfo and icon under $prefix/share"
   if command -v update-desktop-database >/dev/null 2>&1; then
     update-desktop-database -q "$prefix/share/applications" || true
@@ -44,8 +44,8 @@ echo "Built $wheel"
 "$py" - "$wheel" <<'PY'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-need = ["rlm_desktop/resources/icons/rlm-desktop.svg"] + [
-    f"rlm_desktop/resources/icons/{n}.svg"
+need = ["rlm_desktop/resources/icons/app.svg"] + [
+    f"rlm_desktop/resources/icons/status-{n}.svg"
     for n in ("running", "ok", "error", "timeout", "cancelled", "budget", "incomplete")]
 missing = [n for n in need if n not in names]
 samples = [n for n in names if n.startswith("rlm_desktop/resources/samples/")]

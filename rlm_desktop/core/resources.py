@@ -12,8 +12,10 @@ from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../rlm_desktop
 
-STATUS_ICONS = ("running", "ok", "error", "timeout", "cancelled", "budget", "incomplete")
-APP_ICON = "rlm-desktop.svg"
+# Span states -> icon file stems (resources/icons/status-<state>.svg); "incomplete" = never ended.
+STATUS_ICONS = {state: f"status-{state}" for state in
+                ("running", "ok", "error", "timeout", "cancelled", "budget", "incomplete")}
+APP_ICON = "app.svg"
 
 
 def resource_roots() -> list[Path]:
@@ -38,7 +40,7 @@ def resources_root() -> Path:
 
 
 def resource_path(*parts: str) -> Path:
-    """The path of a resource, e.g. ``resource_path("icons", "ok.svg")``; it must exist."""
+    """The path of a resource, e.g. ``resource_path("icons", "status-ok.svg")``; it must exist."""
     root = resources_root()
     path = root.joinpath(*parts)
     if not path.exists():
@@ -47,7 +49,7 @@ def resource_path(*parts: str) -> Path:
 
 
 def icon_path(name: str) -> Path:
-    """An icon by name (``"ok"``, ``"rlm-desktop"`` …; ``.svg`` optional)."""
+    """An icon by file stem (``"status-ok"``, ``"app"`` …; ``.svg`` optional)."""
     return resource_path("icons", name if name.endswith(".svg") else f"{name}.svg")
 
 

@@ -31,7 +31,7 @@ APP_ID = "io.github.rlm_desktop.RLMDesktop"
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
-@pytest.mark.parametrize("name", [APP_ICON.removesuffix(".svg"), *STATUS_ICONS])
+@pytest.mark.parametrize("name", [APP_ICON.removesuffix(".svg"), *STATUS_ICONS.values()])
 def test_icons_are_clean_self_contained_svg(name: str) -> None:
     path = icon_path(name)
     text = path.read_text(encoding="utf-8")
@@ -57,7 +57,8 @@ def test_samples_are_small_readable_documents() -> None:
 
 def test_resource_path_in_the_source_tree() -> None:
     assert resources_root() == ROOT / "resources"
-    assert resource_path("icons", "ok.svg") == ROOT / "resources" / "icons" / "ok.svg"
+    assert resource_path("icons", "status-ok.svg") == ROOT / "resources" / "icons" / "status-ok.svg"
+    assert icon_path("app") == ROOT / "resources" / "icons" / "app.svg"
     with pytest.raises(FileNotFoundError, match=r"resource icons/nope.svg is missing .* reinstall"):
         resource_path("icons", "nope.svg")
 
