@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +149,6 @@ class _Shared:
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self.isolation: dict[str, Any] | None = None
         self.best_partial: str | None = None
-        self.started = time.monotonic()
 
     # -- spans --------------------------------------------------------------------------------
     def start(self, kind: SpanKind, name: str, parent: str | None, attrs: dict[str, Any]) -> str:
@@ -163,12 +161,6 @@ class _Shared:
         if self.open_spans.pop(sid, None) is None:
             return
         self.trace.end_span(sid, status, attrs)
-
-    def end_all(self, status: SpanStatus, reason: str | None) -> None:
-        for sid, _ in sorted(self.open_spans.items(), key=lambda kv: -kv[1]):
-            attrs = {Attr.ERROR: reason} if reason and status is not SpanStatus.OK else None
-            self.trace.end_span(sid, status, attrs)
-        self.open_spans.clear()
 
     @property
     def interrupted(self) -> SpanStatus:
