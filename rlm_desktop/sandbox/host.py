@@ -141,7 +141,16 @@ def _python_paths() -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _read_paths_for(_key: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_compute_read_paths())
+
+
 def _read_paths() -> list[str]:
+    return list(_read_paths_for(tuple(sys.path)))
+
+
+def _compute_read_paths() -> list[str]:
     """What the worker may read (Landlock): the Python installation, packages, the worker's own
     code, system libraries. Not the user's home, not /etc (except the loader cache), not /proc."""
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *_python_paths(),
@@ -596,6 +605,57 @@ class Sandbox:
         worker = self._worker
         if worker is not None:
             worker.kill()
+
+    def read_scratch_file(self, rel_path: str, max_bytes: int = 10_000_000) -> bytes:
+        """Read a regular file that model code left in its scratch directory.
+
+        Every path component is opened with ``O_NOFOLLOW`` relative to the one before, so a symlink
+        planted by the sandbox (to ``~/.ssh/id_rsa``, say) is refused, never followed; FIFOs and
+        devices are refused too. With namespaces the scratch is a private tmpfs, reached through
+        ``/proc/<pid>/root`` while the worker runs. Raises ``SandboxError`` (bad path, not running)
+        or ``OSError`` (missing file, symlink: ELOOP, not a regular file, larger than max_bytes)."""
+        parts = rel_path.replace("\\", "/").split("/")
+        if not rel_path or rel_path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise SandboxError(f"not a plain relative path inside the scratch directory: {rel_path!r}")
+        if not self._scratch:
+            raise SandboxError("the sandbox has no scratch directory (not started or closed)")
+        via_proc = bool(self.isolation and self.isolation.layers.get("namespaces", {}).get("in_force"))
+        if via_proc:
+            if self.pid is None or self._worker is None or self._worker.dead_reason is not None:
+                raise SandboxError("the sandbox is not running: its private scratch is gone")
+            base, walk = f"/proc/{self.pid}/root", self._scratch.strip("/").split("/")
+        else:
+            base, walk = self._scratch, []
+        nofollow = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for comp in walk + parts[:-1]:
+                nfd = os.open(comp, nofollow | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            ffd = os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)
+        finally:
+            os.close(fd)
+        try:
+            st = os.fstat(ffd)
+            import stat as _stat
+
+            if not _stat.S_ISREG(st.st_mode):
+                raise OSError(f"not a regular file: {rel_path}")
+            if st.st_size > max_bytes:
+                raise OSError(f"{rel_path} is {st.st_size} bytes, more than the {max_bytes} allowed")
+            chunks, total = [], 0
+            while total <= max_bytes:
+                chunk = os.read(ffd, min(1 << 20, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > max_bytes:
+                raise OSError(f"{rel_path} grew past the {max_bytes} bytes allowed")
+            return b"".join(chunks)
+        finally:
+            os.close(ffd)
 
     # -- internals -------------------------------------------------------------------------------
     def _init_frame(self) -> dict[str, Any]:

@@ -1,0 +1,328 @@
+"""Isolation layers: measured from outside, rated honestly, refused below 'good', and real code works."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rlm_desktop.core.config import SandboxLimits
+from rlm_desktop.sandbox import host as host_mod
+from rlm_desktop.sandbox import seccomp, wire
+from rlm_desktop.sandbox.api import IsolationLevel, SandboxError, SandboxRefused, SubRequest
+from rlm_desktop.sandbox.harden import landlock_abi
+from rlm_desktop.sandbox.host import Sandbox, harden_host_process
+from rlm_desktop.sandbox.measure import measure_isolation, refusal_message
+
+ROOT = Path(__file__).resolve().parents[2]
+LINUX = sys.platform.startswith("linux")
+
+
+async def echo(req: SubRequest) -> Any:
+    if req.kind == "llm_query_batched":
+        return [f"A({p})" for p in req.payload["prompts"]]
+    return f"A({req.payload['prompt']})"
+
+
+def run(coro_fn, *, limits: SandboxLimits | None = None, context: Any = "ctx") -> Any:
+    async def main() -> Any:
+        sb = Sandbox(limits or SandboxLimits(), context=context)
+        await sb.start()
+        try:
+            return await coro_fn(sb)
+        finally:
+            await sb.close()
+    return asyncio.run(main())
+
+
+def _kernel_level() -> str:
+    """What this machine should reach; tests needing a layer skip with the level when it is missing."""
+    async def go() -> str:
+        sb = Sandbox(SandboxLimits(allow_weak=True), context="")
+        rep = await sb.start()
+        await sb.close()
+        return rep.level.value
+    return asyncio.run(go())
+
+
+LEVEL = _kernel_level() if LINUX else "none"
+needs_strong = pytest.mark.skipif(LEVEL != "strong", reason=f"needs every layer; this machine: {LEVEL}")
+
+
+@needs_strong
+def test_strong_level_is_measured_from_outside() -> None:
+    async def go(sb: Sandbox):
+        rep = sb.isolation
+        status = Path(f"/proc/{sb.pid}/status").read_text()
+        ns = {n: os.stat(f"/proc/{sb.pid}/ns/{n}").st_ino != os.stat(f"/proc/self/ns/{n}").st_ino
+              for n in ("user", "net", "pid", "mnt")}
+        r = await sb.run_cell("import os\nprint(os.getpid(), os.getcwd())", timeout_s=10, on_request=echo)
+        return rep, status, ns, r, sb._scratch
+    rep, status, ns, r, scratch = run(go)
+    assert rep.level is IsolationLevel.STRONG
+    assert re.search(r"^Seccomp:\s+2$", status, re.M) and re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    assert all(ns.values())
+    assert rep.layers["landlock"]["abi"] == landlock_abi() >= 1
+    assert rep.layers["landlock"]["probe"] == "denied"
+    assert rep.layers["namespaces"]["scratch_tmpfs"] is True
+    assert set(rep.layers["rlimits"]) >= {"RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE",
+                                          "RLIMIT_CORE", "RLIMIT_NPROC"}
+    assert rep.summary.startswith("Strong") and rep.summary.count(". ") == 0
+    assert json.loads(json.dumps(rep.to_dict()))["level"] == "strong"
+    assert r.stdout == f"1 {scratch}\n"       # PID 1 of its own namespace, in its scratch
+
+
+@pytest.mark.skipif(not LINUX, reason="the isolation layers are Linux-only")
+@pytest.mark.parametrize("disabled,expected", [
+    ({"namespaces"}, "good"),
+    ({"namespaces", "landlock"}, "weak"),
+    ({"namespaces", "seccomp"}, "weak"),
+    ({"namespaces", "landlock", "seccomp"}, "none"),
+])
+def test_missing_layers_lower_the_level_and_below_good_is_refused(monkeypatch, disabled, expected) -> None:
+    if LEVEL != "strong":
+        pytest.skip(f"needs a machine where every layer works to switch them off one by one; here: {LEVEL}")
+    monkeypatch.setattr(host_mod, "_DISABLED_LAYERS", frozenset(disabled))
+
+    async def start(limits: SandboxLimits):
+        sb = Sandbox(limits, context="c")
+        try:
+            rep = await sb.start()
+            r = await sb.run_cell("print('ran')", timeout_s=10, on_request=echo)
+            return rep, r
+        finally:
+            await sb.close()
+
+    if expected in ("weak", "none"):
+        with pytest.raises(SandboxRefused) as ei:
+            asyncio.run(start(SandboxLimits()))
+        msg = str(ei.value)
+        assert f"'{expected}'" in msg and "--allow-weak-sandbox" in msg and "Allow weak sandbox" in msg
+        for layer in disabled - {"namespaces"}:
+            assert layer in msg
+    rep, r = asyncio.run(start(SandboxLimits(allow_weak=True)))
+    assert rep.level.value == expected
+    assert r.ok and r.stdout == "ran\n"
+    for layer in ("namespaces", "landlock", "seccomp"):
+        assert rep.layers[layer]["in_force"] is (layer not in disabled)
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_a_lying_worker_report_is_not_believed() -> None:
+    # This test process has no seccomp filter, namespaces or Landlock: a report claiming them all
+    # must be rated by what /proc shows, i.e. 'none'.
+    claim = {"t": "ready", "report": {
+        "rlimits": {"RLIMIT_AS": 1}, "seccomp": {"installed": True, "socket_denied": True},
+        "landlock": {"enforced": True, "abi": landlock_abi(), "probe": "denied", "net": True},
+        "namespaces": {"user": True, "mnt": True, "net": True, "pid": True}}}
+    rep = measure_isolation(os.getpid(), None, claim, scratch="/nonexistent", probe_token="tok")
+    assert rep.level is IsolationLevel.WEAK or rep.level is IsolationLevel.NONE
+    assert rep.layers["seccomp"]["in_force"] is False
+    assert rep.layers["namespaces"]["in_force"] is False
+    # A probe token that came back means Landlock did not stop the read.
+    claim["report"]["landlock"]["leak"] = "tok"
+    rep2 = measure_isolation(os.getpid(), None, claim, scratch="/nonexistent", probe_token="tok")
+    assert rep2.layers["landlock"]["in_force"] is False and rep2.level is IsolationLevel.NONE
+    assert "--allow-weak-sandbox" in refusal_message(rep2)
+
+
+@needs_strong
+def test_real_model_code_keeps_working() -> None:
+    code = textwrap.dedent("""
+        import re, json, csv, io, math, statistics, collections, itertools, functools, datetime
+        import textwrap, difflib, string, heapq, bisect, random, asyncio
+        from concurrent.futures import ThreadPoolExecutor
+        out = {}
+        out['re'] = re.findall(r'\\d+', 'a1b22c333')
+        out['json'] = json.loads(json.dumps({'k': [1, 2]}))
+        rows = list(csv.DictReader(io.StringIO('a,b\\n1,2\\n3,4\\n')))
+        out['csv'] = sum(int(r['b']) for r in rows)
+        out['math'] = math.isqrt(99) + statistics.median([1, 5, 3])
+        out['collections'] = collections.Counter('abracadabra').most_common(1)
+        out['itertools'] = list(itertools.islice(itertools.count(5), 3))
+        out['functools'] = functools.reduce(lambda a, b: a * b, range(1, 6))
+        out['datetime'] = datetime.date(2024, 2, 29).isoformat()
+        out['textwrap'] = textwrap.wrap('one two three four', 9)
+        out['difflib'] = round(difflib.SequenceMatcher(None, 'kitten', 'sitting').ratio(), 3)
+        out['string'] = string.ascii_lowercase[:3]
+        out['heapq'] = heapq.nsmallest(2, [5, 1, 4])
+        out['bisect'] = bisect.bisect([1, 3, 5], 4)
+        random.seed(7); out['random'] = random.randint(1, 10**6) > 0
+        with ThreadPoolExecutor(8) as ex:
+            out['threads'] = list(ex.map(lambda x: x * x, range(20)))[-1]
+        async def twice(x):
+            await asyncio.sleep(0)
+            return 2 * x
+        out['await'] = await asyncio.gather(*(twice(i) for i in range(3)))
+        out['asyncio_run_in_thread'] = ThreadPoolExecutor(1).submit(asyncio.run, twice(21)).result()
+        open('notes.txt', 'w').write('scratch works')
+        out['scratch'] = open('notes.txt').read()
+        out['subcalls'] = llm_query_batched(['x', 'y'])
+        print(json.dumps(out, sort_keys=True))
+    """)
+
+    async def go(sb: Sandbox):
+        return await sb.run_cell(code, timeout_s=30, on_request=echo)
+    r = run(go)
+    assert r.ok, r.error
+    out = json.loads(r.stdout)
+    assert out == {
+        "asyncio_run_in_thread": 42, "await": [0, 2, 4], "bisect": 2, "collections": [["a", 5]],
+        "csv": 6, "datetime": "2024-02-29", "difflib": 0.615, "functools": 120,
+        "heapq": [1, 4], "itertools": [5, 6, 7], "json": {"k": [1, 2]}, "math": 12,
+        "random": True, "re": ["1", "22", "333"], "scratch": "scratch works", "string": "abc",
+        "subcalls": ["A(x)", "A(y)"], "textwrap": ["one two", "three", "four"], "threads": 361}
+
+
+@needs_strong
+@pytest.mark.parametrize("module,code,expected", [
+    ("numpy", "import numpy as np\nprint(int(np.arange(10).sum()), float(np.linalg.norm([3, 4])))", "45 5.0\n"),
+    ("pandas", "import pandas as pd, io\ndf = pd.read_csv(io.StringIO('a,b\\n1,2\\n3,4'))\nprint(int(df['b'].sum()))",
+     "6\n"),
+])
+def test_numpy_and_pandas_when_installed(module: str, code: str, expected: str) -> None:
+    pytest.importorskip(module, reason=f"{module} is not installed in this environment")
+
+    async def go(sb: Sandbox):
+        return await sb.run_cell(code, timeout_s=60, on_request=echo)
+    r = run(go)
+    assert r.ok, r.error
+    assert r.stdout == expected
+
+
+@needs_strong
+def test_scratch_is_a_private_capped_tmpfs_and_the_host_reads_it_without_following_links(tmp_path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    limits = SandboxLimits(scratch_mb=8)
+
+    async def go(sb: Sandbox):
+        a = await sb.run_cell(textwrap.dedent(f"""
+            import os
+            os.makedirs('out', exist_ok=True)
+            open('out/result.csv', 'w').write('a,b\\n1,2\\n')
+            os.symlink({str(secret)!r}, 'out/link.txt')
+            os.mkfifo('out/fifo') if hasattr(os, 'mkfifo') else None
+        """), timeout_s=10, on_request=echo)
+        b = await sb.run_cell("open('big', 'wb').write(b'x' * (16 * 1024 * 1024))", timeout_s=10,
+                              on_request=echo)
+        on_disk = os.listdir(sb._scratch)
+        data = sb.read_scratch_file("out/result.csv")
+        errors = {}
+        for bad in ("out/link.txt", "out/fifo", "../landlock-probe", "/etc/passwd", "out/missing"):
+            try:
+                sb.read_scratch_file(bad)
+                errors[bad] = None
+            except (OSError, SandboxError) as exc:
+                errors[bad] = type(exc).__name__
+        return a, b, on_disk, data, errors
+    a, b, on_disk, data, errors = run(go, limits=limits)
+    assert b.status == "error" and "No space left" in b.error       # the 8 MB tmpfs is full
+    assert on_disk == []                                              # the host's directory stays empty
+    assert data == b"a,b\n1,2\n"
+    assert errors["out/link.txt"] == "OSError"                        # ELOOP: the link is not followed
+    assert errors["../landlock-probe"] == "SandboxError" and errors["/etc/passwd"] == "SandboxError"
+    assert errors["out/missing"] == "FileNotFoundError"
+    assert errors["out/fifo"] is not None           # never read: not created (Landlock) or refused
+    assert a.ok or "mkfifo" in (a.error or "")
+
+
+@needs_strong
+def test_threads_are_allowed_up_to_the_process_limit_but_not_processes() -> None:
+    async def go(sb: Sandbox):
+        return await sb.run_cell(textwrap.dedent("""
+            import threading, os, time
+            started = []
+            def work(): started.append(1); time.sleep(0.2)
+            ts = [threading.Thread(target=work) for _ in range(20)]
+            for t in ts: t.start()
+            for t in ts: t.join()
+            print(len(started))
+            try:
+                os.fork()
+            except PermissionError as e:
+                print('fork refused')
+        """), timeout_s=20, on_request=echo)
+    r = run(go)
+    assert r.ok, r.error
+    assert r.stdout == "20\nfork refused\n"
+
+
+@pytest.mark.skipif(not LINUX, reason="prctl is Linux-only")
+def test_harden_host_process_makes_the_app_non_dumpable() -> None:
+    code = (f"import ctypes, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from rlm_desktop.sandbox.host import harden_host_process\n"
+            "libc = ctypes.CDLL(None)\n"
+            "before = libc.prctl(3, 0, 0, 0, 0)\n"
+            "print(before, harden_host_process(), libc.prctl(3, 0, 0, 0, 0))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.stdout.split() == ["1", "True", "0"], r.stderr
+    assert ctypes is not None and callable(harden_host_process)
+
+
+def test_seccomp_tables_match_the_kernel_headers() -> None:
+    headers = {"x86_64": Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
+               "aarch64": Path("/usr/include/asm-generic/unistd.h")}
+    checked = 0
+    for arch, path in headers.items():
+        if not path.exists():
+            continue
+        known = {m.group(1): int(m.group(2)) for m in
+                 re.finditer(r"^#define __NR_(\w+)\s+(\d+)\s*$", path.read_text(), re.M)}
+        table = seccomp.ARCHES[arch][1]
+        for name, nr in table.items():
+            if name in known:
+                assert known[name] == nr, f"{arch} {name}: header says {known[name]}, table {nr}"
+                checked += 1
+            else:
+                assert nr >= 424, f"{arch} {name} missing from {path} and not a newer unified number"
+    if checked == 0:
+        pytest.skip("kernel headers (linux-libc-dev) are not installed: tables not cross-checked")
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_seccomp_program_builds_for_each_architecture(arch: str) -> None:
+    prog, n = seccomp.build_filter(arch, 1)
+    assert len(prog) == 8 * n and 50 < n < 255
+    # Every denied call of the architecture is in the program as a JEQ constant.
+    consts = {int.from_bytes(prog[i + 4:i + 8], "little") for i in range(0, len(prog), 8)}
+    table = seccomp.ARCHES[arch][1]
+    for name in seccomp.DENIED:
+        if name in table:
+            assert table[name] in consts
+
+
+def test_worker_json_encoder_matches_json() -> None:
+    samples = [None, True, False, 0, -7, 2**70, 1.5, float("nan"), "plain", "quote\" back\\ nl\n\t\x00",
+               "ünïcødé ☃", "\ud800 lone", [1, "a", [None]], {"k": {"n": [True, 2.0]}}, (1, 2)]
+    for s in samples:
+        text = wire.dumps(s)
+        back = json.loads(text)
+        if isinstance(s, float) and s != s:
+            assert back is None
+        elif isinstance(s, tuple):
+            assert back == list(s)
+        else:
+            assert back == s
+    with pytest.raises(TypeError):
+        wire.dumps({1: "non-str key"})
+    with pytest.raises(TypeError):
+        wire.dumps(object())
+
+
+def test_worker_imports_only_builtin_modules_before_it_is_ready() -> None:
+    # The cold-start budget depends on it: json, re, typing, threading, asyncio stay unloaded.
+    async def go(sb: Sandbox):
+        return await sb.run_cell("import sys\nprint(sorted(sys.modules))", timeout_s=10, on_request=echo)
+    r = run(go, limits=SandboxLimits(allow_weak=True))
+    loaded = set(eval(r.stdout))
+    assert not loaded & {"json", "re", "typing", "threading", "asyncio", "traceback", "linecache"}
