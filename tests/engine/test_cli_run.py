@@ -71,7 +71,7 @@ def test_scripted_server_multi_iteration_batched_json_and_trace(srv: FakeOpenAI,
                            usage={"prompt_tokens": 50, "completion_tokens": 3, "cached_tokens": 0}))
     trace_file = tmp_path / "run.jsonl"
     r = _cli("--docs", str(docs), "--query", "When is the launch?", "--base-url", srv.base_url,
-             "--model", "fake-root", "--sub-model", "fake-sub", "--trace", str(trace_file), "--json",
+             "--model", "gpt-4o", "--sub-model", "gpt-4o-mini", "--trace", str(trace_file), "--json",
              "--allow-weak-sandbox", key=TEST_KEY)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -88,8 +88,11 @@ def test_scripted_server_multi_iteration_batched_json_and_trace(srv: FakeOpenAI,
     assert "OPENAI_API_KEY" not in env_cell.attributes[Attr.STDOUT]
     assert {str(s.kind) for s in trace} >= {"run", "iteration", "llm_call", "code_cell", "sub_call", "final"}
     calls = [s for s in trace if s.kind == SpanKind.LLM_CALL]
-    assert len(calls) == 5 and all(Attr.INPUT_TOKENS in s.attributes and Attr.COST_USD in s.attributes
-                                   for s in calls)
+    assert len(calls) == 5 and all(s.attributes[Attr.INPUT_TOKENS] > 0 and s.attributes[Attr.COST_USD] > 0
+                                   for s in calls)        # built-in list prices of known models
+    assert out["cost_known"] and out["cost_usd"] == pytest.approx(
+        sum(s.attributes[Attr.COST_USD] for s in calls))
+    assert [r.model for r in srv.chat_requests if not is_root(r)] == ["gpt-4o-mini"] * 2
 
 
 def test_budget_hit_exits_3_naming_the_limit(srv: FakeOpenAI, docs: Path) -> None:
@@ -100,6 +103,10 @@ def test_budget_hit_exits_3_naming_the_limit(srv: FakeOpenAI, docs: Path) -> Non
     out = json.loads(r.stdout)
     assert out["status"] == "limit" and out["stop_reason"] == "max_sub_calls"
     assert "max sub-calls" in r.stderr and "stopped by a limit" in r.stderr
+    srv.handler = route(["```repl\nprint(1)\n```"] * 3)
+    r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "gpt-4o",
+             "--budget-usd", "0.0001", "--allow-weak-sandbox")
+    assert r.returncode == 3 and "USD budget reached" in r.stderr
     srv.handler = route(["```repl\nprint(1)\n```"] * 3)
     r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "fake-root",
              "--max-iterations", "2", "--allow-weak-sandbox")
