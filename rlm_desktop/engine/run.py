@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import keyword
 import logging
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ HISTORY_WINDOW_SHARE = 0.6
 # What an old cell output is shortened to when the history policy kicks in.
 SHRUNK_HEAD = 400
 SHRUNK_TAIL = 200
+# What the REPL itself defines: FINAL(<one of these>) as text is never read as a variable.
+_REPL_NAMES = frozenset({"context", "llm_query", "llm_query_batched", "rlm_query", "llm_query_async",
+                         "llm_query_batched_async", "rlm_query_async", "FINAL", "FINAL_VAR",
+                         "SHOW_VARS"})
 # A sub_call span shows this much of its prompt; the full prompt is recorded once, in its llm_call.
 PROMPT_PREVIEW_CHARS = 2000
 
@@ -548,8 +553,16 @@ class _RLM:
     async def _resolve_final(self, final: TextualFinal, parent: str) -> tuple[str | None, str]:
         """A textual final's answer, or (None, why not). FINAL_VAR reads the variable in the REPL."""
         if final.via == "FINAL":
-            if not final.value.strip():
+            bare = final.value.strip()
+            if not bare:
                 return None, "FINAL() was empty"
+            if (final.raw == final.value and bare.isidentifier() and not keyword.iskeyword(bare)
+                    and bare not in _REPL_NAMES):
+                # FINAL(answer) written as text usually means the variable `answer` when it exists.
+                cell = await self._run_cell(f"if {bare!r} in globals():\n    FINAL_VAR({bare!r})",
+                                            parent, 1, 1, name="FINAL (variable?)")
+                if cell.final is not None and cell.ok:
+                    return _final_value(cell.final.value), ""
             return final.value, ""
         cell = await self._run_cell(f"FINAL_VAR({final.value!r})", parent, 1, 1, name="FINAL_VAR")
         if cell.final is not None and cell.ok:

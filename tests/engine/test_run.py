@@ -420,3 +420,15 @@ def test_unexpected_failure_still_ends_the_trace(srv: FakeOpenAI) -> None:
     assert "context must map str to str" in res.reason
     assert_all_ended(trace)
     assert trace.roots[0].status == SpanStatus.ERROR and srv.chat_requests == []
+
+
+def test_textual_final_of_a_bare_name_reads_the_variable_when_it_exists(srv: FakeOpenAI) -> None:
+    srv.handler = route(["```repl\nresult = 'computed ' + str(6 * 7)\n```", "FINAL(result)"])
+    res, _ = run(make_config(), "ctx", make_provider(srv))
+    assert res.answer == "computed 42"
+    srv.handler = route(["FINAL(yes)"])
+    res, _ = run(make_config(), "ctx", make_provider(srv))
+    assert res.answer == "yes"
+    srv.handler = route(["FINAL(context)"])
+    res, _ = run(make_config(), "the documents", make_provider(srv))
+    assert res.answer == "context"
