@@ -26,6 +26,7 @@ class ParsedReply:
     code_blocks: list[str] = field(default_factory=list)
     final: TextualFinal | None = None
     prose: str = ""     # the text outside every fenced block
+    last_unclosed: bool = False   # the last code block had no closing fence (reply cut short?)
 
     @property
     def has_code(self) -> bool:
@@ -42,6 +43,7 @@ def parse_reply(text: str) -> ParsedReply:
     lines = text.replace("\r\n", "\n").split("\n")
     blocks: list[str] = []
     prose: list[str] = []
+    unclosed = False
     i = 0
     n = len(lines)
     while i < n:
@@ -69,15 +71,18 @@ def parse_reply(text: str) -> ParsedReply:
         if rest.strip():
             body_lines.append(rest)
         i += 1
+        closed = False
         while i < n:
             cur = lines[i]
             stripped = cur.strip()
             if stripped.startswith("```") and stripped.strip("`").strip() == "":
                 i += 1
+                closed = True
                 break
             if stripped.endswith("```") and not stripped.startswith("```"):
                 body_lines.append(cur.rstrip()[:-3].rstrip("`").rstrip())
                 i += 1
+                closed = True
                 break
             body_lines.append(cur)
             i += 1
@@ -85,8 +90,9 @@ def parse_reply(text: str) -> ParsedReply:
             body = "\n".join(body_lines).strip("\n")
             if body.strip():
                 blocks.append(body)
+                unclosed = not closed
     prose_text = "\n".join(prose)
-    return ParsedReply(blocks, find_textual_final(prose_text), prose_text)
+    return ParsedReply(blocks, find_textual_final(prose_text), prose_text, unclosed)
 
 
 def find_textual_final(text: str) -> TextualFinal | None:

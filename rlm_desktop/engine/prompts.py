@@ -124,6 +124,11 @@ CORRECTIVE_MESSAGE = (
     "own line (or FINAL_VAR(\"name\") for a variable's value).")
 
 
+CUT_REPLY_MESSAGE = (
+    "Your reply was cut off at the output-token limit in the middle of a ```repl block, so that block "
+    "did not run. Write shorter code (one step at a time) and close the block with ```.")
+
+
 def final_rejected_message(reason: str) -> str:
     return (f"Your FINAL was not accepted: {reason}. Look at the output above, fix the problem, and "
             "give the final answer again once your code has run without error.")

@@ -489,6 +489,15 @@ class _RLM:
             messages.append({"role": "assistant", "content": res.text})
             s.check_running()     # the call may have crossed a budget
             parsed = parse_reply(res.text)
+            cut_note = None
+            if res.finish_reason == "length" and parsed.last_unclosed:
+                # The reply hit the output-token limit inside a code block: do not run half a cell.
+                parsed = dataclasses.replace(parsed, code_blocks=parsed.code_blocks[:-1], last_unclosed=False)
+                cut_note = prompts.CUT_REPLY_MESSAGE
+            if not parsed.has_code and cut_note is not None:
+                messages.append({"role": "user", "content": cut_note})
+                s.end(it_span, SpanStatus.OK)
+                continue
             if not parsed.has_code:
                 if parsed.final is not None:
                     answer, problem = await self._resolve_final(parsed.final, it_span)
@@ -538,6 +547,8 @@ class _RLM:
                     outputs.append(prompts.final_rejected_message(
                         "the code in the same reply failed, so the answer was written before seeing "
                         "a correct result"))
+            if cut_note is not None:
+                outputs.append(cut_note)
             outputs.append(prompts.continue_message(self.query, it, lim.max_iterations))
             messages.append({"role": "user", "content": "\n\n".join(outputs)})
             history.output_indexes.append(len(messages) - 1)

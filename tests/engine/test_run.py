@@ -432,3 +432,14 @@ def test_textual_final_of_a_bare_name_reads_the_variable_when_it_exists(srv: Fak
     srv.handler = route(["FINAL(context)"])
     res, _ = run(make_config(), "the documents", make_provider(srv))
     assert res.answer == "context"
+
+
+def test_reply_cut_at_the_token_limit_inside_code_does_not_run(srv: FakeOpenAI) -> None:
+    srv.handler = route([Reply(text="```repl\nprint('ran')\n```\n```repl\nx = [1, 2,", finish_reason="length"),
+                         "FINAL(fine)"])
+    res, trace = run(make_config(), "ctx", make_provider(srv))
+    assert res.answer == "fine"
+    told = _root_requests(srv)[1].last_user
+    assert "ran" in told and "cut off at the output-token limit" in told
+    assert [s.attributes[Attr.CODE] for s in trace if s.kind == SpanKind.CODE_CELL][0] == "print('ran')"
+    assert not any("x = [1, 2," in str(s.attributes.get(Attr.CODE)) for s in trace)
