@@ -133,5 +133,5 @@ def refusal_message(report: IsolationReport) -> str:
     why = f" (missing: {', '.join(missing)})" if missing else ""
     return (f"Refusing to run model-written code: sandbox isolation on this machine is only "
             f"'{report.level.value}'{why}. {report.summary} A prompt-injected document could make the "
-            "model read or send your files. To run anyway, allow a weak sandbox: the setting "
-            "'Allow weak sandbox' or the CLI flag --allow-weak-sandbox.")
+            "model read or send your files. To run anyway, tick 'Allow runs when only a weak sandbox "
+            "is available' (Settings → Sandbox) or pass --allow-weak-sandbox to `rlm-desktop run`.")

@@ -6,6 +6,7 @@ import ast
 import asyncio
 import inspect
 import os
+import re
 import select
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def test_timeout_kills_restarts_and_loses_variables() -> None:
     ("import os\nos._exit(7)", "status 7"),
     ("import ctypes\nctypes.string_at(0)", "SIGSEGV"),
     ("import os\nfor fd in range(3, 64):\n    try: os.close(fd)\n    except OSError: pass\nimport time\ntime.sleep(30)",
-     "pipe"),
+     "pipe|exited"),    # the host sees the pipe close, or the worker's reader notices first and exits
 ])
 def test_crashes_are_detected_and_the_worker_restarted(code: str, needle: str) -> None:
     async def go(sb: Sandbox):
@@ -154,7 +155,7 @@ def test_crashes_are_detected_and_the_worker_restarted(code: str, needle: str) -
         return r, r2
     r, r2 = run(go)
     assert r.status == "crashed" and r.restarted and not r.ok
-    assert needle in r.restart_reason
+    assert re.search(needle, r.restart_reason), r.restart_reason
     assert r2.ok and r2.stdout == "alive 11\n"
 
 

@@ -106,7 +106,7 @@ def test_missing_layers_lower_the_level_and_below_good_is_refused(monkeypatch, d
         with pytest.raises(SandboxRefused) as ei:
             asyncio.run(start(SandboxLimits()))
         msg = str(ei.value)
-        assert f"'{expected}'" in msg and "--allow-weak-sandbox" in msg and "Allow weak sandbox" in msg
+        assert f"'{expected}'" in msg and "--allow-weak-sandbox" in msg and "weak sandbox is available" in msg
         for layer in disabled - {"namespaces"}:
             assert layer in msg
     rep, r = asyncio.run(start(SandboxLimits(allow_weak=True)))
