@@ -26,11 +26,17 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 
 def add_parser(subparsers: Any) -> None:
+    from rlm_desktop.core.config import RunLimits
+
+    d = RunLimits()
     p = subparsers.add_parser(
         "run", help="run an RLM over documents without the GUI",
         description="Run a Recursive Language Model over documents and print the answer. Without "
                     "--provider or --base-url, OPENAI_API_KEY selects OpenAI; with no key at all the "
-                    "offline demo provider runs (it says so on stderr).")
+                    "offline demo provider runs (it says so on stderr).",
+        epilog="exit codes: 0 answered; 2 usage or bad input; 3 a limit or budget stopped the run "
+               "(a partial answer may be printed); 4 cancelled (SIGINT/SIGTERM, the trace is "
+               "closed first); 5 provider error after retries.")
     p.add_argument("--docs", nargs="+", required=True, metavar="PATH",
                    help="files and/or folders (read recursively) to load as `context`")
     p.add_argument("--query", required=True, help="the question to answer")
@@ -42,14 +48,22 @@ def add_parser(subparsers: Any) -> None:
                           "(key from OPENAI_API_KEY when set)")
     p.add_argument("--model", metavar="M", help="root model")
     p.add_argument("--sub-model", metavar="M", help="model for llm_query sub-calls (default: --model)")
-    p.add_argument("--max-iterations", type=int, metavar="N")
-    p.add_argument("--max-depth", type=int, metavar="N", help="rlm_query nesting allowed (0 = none)")
-    p.add_argument("--max-sub-calls", type=int, metavar="N")
-    p.add_argument("--budget-usd", type=float, metavar="X", help="stop when this much has been spent")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="stop after this many tokens in total")
-    p.add_argument("--cell-timeout", type=float, metavar="S", help="wall-clock seconds per code cell")
-    p.add_argument("--call-timeout", type=float, metavar="S", help="seconds per model request")
-    p.add_argument("--run-timeout", type=float, metavar="S", help="wall-clock seconds for the run")
+    p.add_argument("--max-iterations", type=int, metavar="N",
+                   help=f"root model replies at most (default {d.max_iterations})")
+    p.add_argument("--max-depth", type=int, metavar="N",
+                   help=f"rlm_query nesting allowed, 0 = none (default {d.max_depth})")
+    p.add_argument("--max-sub-calls", type=int, metavar="N",
+                   help=f"sub-calls at all depths together (default {d.max_sub_calls})")
+    p.add_argument("--budget-usd", type=float, metavar="X",
+                   help=f"stop once this much has been spent (default {d.budget_usd:g})")
+    p.add_argument("--max-tokens", type=int, metavar="N",
+                   help="stop after this many tokens in total (default: no token limit)")
+    p.add_argument("--cell-timeout", type=float, metavar="S",
+                   help=f"wall-clock seconds per code cell (default {d.cell_timeout_s:g})")
+    p.add_argument("--call-timeout", type=float, metavar="S",
+                   help=f"seconds per model request attempt (default {d.call_timeout_s:g})")
+    p.add_argument("--run-timeout", type=float, metavar="S",
+                   help=f"wall-clock seconds for the whole run (default {d.run_timeout_s:g})")
     p.add_argument("--trace", metavar="FILE", help="trace file (JSON Lines); default: the data folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the answer")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
