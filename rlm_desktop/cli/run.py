@@ -236,6 +236,11 @@ def _handle(args: argparse.Namespace) -> int:
     docs = load_documents(args.docs)
     for bad in docs.errors:
         _err(f"skipped {bad.rel_path}: {bad.error}")
+    if not args.quiet:
+        for doc in docs.warnings:
+            _err(f"note: {doc.rel_path}: {doc.warning}")
+        if docs.documents:
+            _err(f"loaded {docs.summary()}")
     if not docs.documents:
         raise UsageError("no readable documents in " + ", ".join(args.docs) +
                          " (see the messages above); give text, Markdown, PDF, code … files")
