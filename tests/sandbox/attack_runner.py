@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits, SandboxLimits  # noqa: E402
-from rlm_desktop.core.trace import Trace, TraceWriter  # noqa: E402
-from rlm_desktop.engine.providers import aclose_clients  # noqa: E402
-from rlm_desktop.engine.run import run_rlm  # noqa: E402
-from tests.fakeserver import FakeOpenAI, Request  # noqa: E402
+from rlm_desktop.core.config import SandboxLimits  # noqa: E402
 from tests.sandbox.attack_cases import ATTACKS, Attack  # noqa: E402
+
+# The engine path needs the openai SDK; --direct (used where only a bare interpreter is readable,
+# e.g. for the unprivileged-user run on a machine whose venv lives under /root) drives
+# Sandbox.run_cell itself and needs nothing but the standard library.
 
 MEMORY_MB = 1024
 OUTPUT_CAP = 200_000
@@ -181,6 +181,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--direct", action="store_true", help="drive Sandbox.run_cell, not the engine")
     args = ap.parse_args()
     if os.getpid() != 1:
         print("attack_runner: refusing to run outside its own PID namespace "
@@ -229,33 +230,82 @@ async def _run_all(base: Path, args: argparse.Namespace) -> int:
     ours = {os.getpid(), bystander.pid}
     results: dict[str, Any] = {}
     isolation: dict[str, Any] | None = None
-    srv = FakeOpenAI()
-    srv.__enter__()
-    provider = ProviderConfig(id="fake", name="Fake server", base_url=srv.base_url, api_key=key,
-                              root_model="fake-root", sub_model="fake-sub", max_retries=0)
+    srv: Any = None
+    provider: Any = None
+    if not args.direct:
+        from rlm_desktop.core.config import ProviderConfig
+        from tests.fakeserver import FakeOpenAI
+
+        srv = FakeOpenAI()
+        srv.__enter__()
+        provider = ProviderConfig(id="fake", name="Fake server", base_url=srv.base_url, api_key=key,
+                                  root_model="fake-root", sub_model="fake-sub", max_retries=0)
     try:
         for attack in ATTACKS:
             if args.only and attack.name not in args.only:
                 continue
-            res = await _run_one(attack, srv, provider, base, env, ours, listeners)
+            if args.direct:
+                res = await _run_one_direct(attack, env, ours)
+            else:
+                res = await _run_one(attack, srv, provider, base, env, ours, listeners)
             isolation = isolation or res.pop("isolation", None)
             res.pop("isolation", None)
             _collect_evidence(res, attack, base, canary, victim, marker, worker_bytes, bystander,
                               shadow_line, listeners, ours, nonce)
             results[attack.name] = res
     finally:
-        await aclose_clients()
-        srv.__exit__(None, None, None)
+        if srv is not None:
+            from rlm_desktop.engine.providers import aclose_clients
+
+            await aclose_clients()
+            srv.__exit__(None, None, None)
         if bystander.poll() is None:
             bystander.kill()
         bystander.wait()
-    out = {"uid": os.getuid(), "python": sys.executable, "isolation": isolation, "results": results}
+    out = {"uid": os.getuid(), "python": sys.executable, "isolation": isolation, "results": results,
+           "path": "Sandbox.run_cell (direct)" if args.direct else "engine run_rlm → REPL process"}
     Path(args.out).write_text(json.dumps(out, indent=1))
     return 0
 
 
-async def _run_one(attack: Attack, srv: FakeOpenAI, provider: ProviderConfig, base: Path,
+async def _run_one_direct(attack: Attack, env: dict[str, str], ours: set[int]) -> dict[str, Any]:
+    from rlm_desktop.sandbox.api import SubRequest
+    from rlm_desktop.sandbox.host import Sandbox
+
+    async def handler(req: SubRequest) -> Any:
+        return ["sub-answer"] * len(req.payload["prompts"]) if req.kind == "llm_query_batched" \
+            else "sub-answer"
+
+    seen: list[str] = []
+    t0 = time.monotonic()
+    sb = Sandbox(SandboxLimits(allow_weak=True, memory_mb=MEMORY_MB, output_cap_bytes=OUTPUT_CAP),
+                 context={"report.txt": "Quarterly numbers are up."})
+    report = await sb.start()
+    try:
+        r = await sb.run_cell(fill(attack.code, env), timeout_s=attack.cell_timeout_s, on_request=handler,
+                              on_output=lambda stream, text: seen.append(text))
+        live = workers_now(ours)
+        r2 = await sb.run_cell("print('NEXT-CELL-' + str(6 * 7))", timeout_s=10, on_request=handler)
+    finally:
+        await sb.close()
+    scan = "\n".join([*seen, r.stdout, r.stderr, r.error or "", str(r.final), r2.stdout, r2.stderr,
+                      r2.error or ""])
+    return {
+        "seconds": round(time.monotonic() - t0, 3),
+        "status": "ok" if r2.ok else "error", "answer": "attack-done" if r2.ok else None,
+        "reason": r.restart_reason or r.status, "isolation": report.to_dict(),
+        "next_cell_ok": r2.ok and r2.stdout == "NEXT-CELL-42\n", "live": live,
+        "restarted": r.restarted, "trace_bytes": len(scan.encode()), "_scan": scan,
+    }
+
+
+async def _run_one(attack: Attack, srv: Any, provider: Any, base: Path,
                    env: dict[str, str], ours: set[int], listeners: Listeners) -> dict[str, Any]:
+    from rlm_desktop.core.config import RunConfig, RunLimits
+    from rlm_desktop.core.trace import Trace, TraceWriter
+    from rlm_desktop.engine.run import run_rlm
+    from tests.fakeserver import Request
+
     code = fill(attack.code, env)
     state: dict[str, Any] = {"roots": 0, "live": [], "next_cell_ok": False}
 

@@ -42,22 +42,41 @@ def _confine(cmd: list[str]) -> list[str]:
     return base + cmd
 
 
-def _as_nobody(cmd: list[str], home: str) -> list[str]:
+def _as_nobody(cmd: list[str], home: str, pythonpath: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
             "env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"TMPDIR={home}",
-            f"PYTHONPATH={os.pathsep.join([str(ROOT), *_site_packages()])}", *cmd]
+            f"PYTHONPATH={os.pathsep.join(pythonpath)}", *cmd]
 
 
-def _python_for_nobody(home: str) -> str | None:
-    """An interpreter uid 65534 can run with our packages (the venv's may live under /root)."""
-    for cand in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+def _python_for_nobody(home: str, check: str, pythonpath: list[str]) -> str | None:
+    """An interpreter uid 65534 can run ``check`` with (the venv's may live under /root)."""
+    for cand in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3"):
         if not os.path.exists(cand):
             continue
-        r = subprocess.run(_as_nobody([cand, "-c", "import openai, rlm_desktop.engine.run"], home),
-                           capture_output=True, text=True, timeout=60, cwd="/")
+        r = subprocess.run(_as_nobody([cand, "-c", check], home, pythonpath), capture_output=True,
+                           text=True, timeout=60, cwd="/")
         if r.returncode == 0:
             return cand
     return None
+
+
+def _copy_for_nobody(work: str) -> str:
+    """The stdlib-only part of the project (core, sandbox, the attack files) in a world-readable
+    directory, for the --direct run when the checkout or venv is not readable by uid 65534."""
+    dest = os.path.join(work, "src")
+    for rel in ("rlm_desktop/__init__.py", "tests/__init__.py", "tests/sandbox/__init__.py",
+                "tests/sandbox/attack_cases.py", "tests/sandbox/attack_runner.py"):
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copy(ROOT / rel, os.path.join(dest, rel))
+    for pkg in ("rlm_desktop/core", "rlm_desktop/sandbox"):
+        shutil.copytree(ROOT / pkg, os.path.join(dest, pkg), ignore=shutil.ignore_patterns("__pycache__"))
+    for dirpath, dirnames, filenames in os.walk(work):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    os.chmod(work, 0o777)
+    return dest
 
 
 def _run_suite(label: str) -> dict[str, Any]:
@@ -73,11 +92,19 @@ def _run_suite(label: str) -> dict[str, Any]:
         else:
             if os.geteuid() != 0 or shutil.which("setpriv") is None:
                 pytest.skip("the unprivileged-user run needs root (to switch to uid 65534) and setpriv")
-            py = _python_for_nobody(work)
+            path = [str(ROOT), *_site_packages()]
+            py = _python_for_nobody(work, "import openai, rlm_desktop.engine.run", path)
             if py is None:
-                pytest.skip("no Python interpreter with this project's packages is readable by uid 65534")
-            cmd = _confine(_as_nobody([py, *runner], work))
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=RUNNER_TIMEOUT_S, cwd=ROOT)
+                # The checkout or its venv is not readable by uid 65534: run the same attacks
+                # through Sandbox.run_cell from a world-readable copy of the stdlib-only code.
+                path = [_copy_for_nobody(work)]
+                py = _python_for_nobody(work, "import sys; assert sys.version_info >= (3, 11)", path)
+                runner.append("--direct")
+            if py is None:
+                pytest.skip("no Python >= 3.11 interpreter is readable by uid 65534")
+            cmd = _confine(_as_nobody([py, *runner], work, path))
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=RUNNER_TIMEOUT_S,
+                           cwd=ROOT if label == "root" else work)
         if r.returncode != 0 or not os.path.exists(out):
             if "unshare failed" in r.stderr or "Operation not permitted" in r.stderr[:500]:
                 pytest.skip(f"cannot create the confining PID namespace here: {r.stderr.strip()[:300]}")
