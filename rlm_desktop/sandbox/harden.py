@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 class HardeningError(RuntimeError):
-    """A layer that the host asked for could not be put in force."""
+    """A layer that the host asked for could not be put in force (``layer`` names it)."""
+
+    def __init__(self, message: str, layer: str = "") -> None:
+        super().__init__(message)
+        self.layer = layer
 
 
 _libc: Any = None
@@ -147,7 +151,7 @@ def enter_namespaces(send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         with open("/proc/self/gid_map", "w") as f:
             f.write(f"{gid} {gid} 1")
     except OSError as exc:
-        raise HardeningError(f"could not map ids in the new user namespace: {exc}") from None
+        raise HardeningError(f"could not map ids in the new user namespace: {exc}", layer="namespaces") from None
     pid = os.fork()
     if pid:
         _launcher(pid, send)
@@ -175,10 +179,10 @@ def mount_scratch(path: str, size_mb: int) -> None:
     """Make our mount tree private and put a size-capped tmpfs on the scratch directory."""
     c = libc()
     if c.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise HardeningError(f"could not make the mount tree private: {os.strerror(_errno())}")
+        raise HardeningError(f"could not make the mount tree private: {os.strerror(_errno())}", layer="namespaces")
     opts = f"size={int(size_mb)}m,nr_inodes=65536,mode=0700".encode()
     if c.mount(b"rlm-scratch", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) != 0:
-        raise HardeningError(f"could not mount the scratch tmpfs: {os.strerror(_errno())}")
+        raise HardeningError(f"could not mount the scratch tmpfs: {os.strerror(_errno())}", layer="namespaces")
 
 
 def drop_capabilities() -> None:
@@ -198,7 +202,7 @@ def drop_capabilities() -> None:
     hdr = Header(0x20080522, 0)        # _LINUX_CAPABILITY_VERSION_3
     data = (Data * 2)()
     if libc().capset(ctypes.byref(hdr), data) != 0:
-        raise HardeningError(f"could not drop capabilities: {os.strerror(_errno())}")
+        raise HardeningError(f"could not drop capabilities: {os.strerror(_errno())}", layer="namespaces")
 
 
 # -- Landlock ------------------------------------------------------------------------------------
@@ -314,9 +318,12 @@ def apply(init: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> dict[
 
     ns: dict[str, Any] = {}
     if layers.get("namespaces"):
-        ns = enter_namespaces(send)
+        ns = enter_namespaces(send)       # {"error": …} when unshare is refused: nothing changed
     report["namespaces"] = ns
     if ns.get("mnt"):
+        # Past unshare there is no way back: a failure here makes the host retry without namespaces.
+        if init.get("simulate_failure") == "namespaces":
+            raise HardeningError("simulated failure after unshare (test)", layer="namespaces")
         mount_scratch(scratch, limits["scratch_mb"])
         report["scratch"] = "tmpfs"
     else:

@@ -167,6 +167,17 @@ DEV_PATHS = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
 # Layers a test can switch off (module attribute, not an environment variable: nothing outside
 # the process can weaken the sandbox).
 _DISABLED_LAYERS: frozenset[str] = frozenset()
+_SIMULATE_FAILURE: str | None = None       # tests: make the worker fail a layer after unshare
+# Layers that failed part-way on this machine (e.g. unshare allowed but mounting refused by an
+# LSM): later sandboxes of this process skip them instead of failing again. Name → reason.
+_BROKEN_LAYERS: dict[str, str] = {}
+
+
+class _LayerFailed(SandboxError):
+    def __init__(self, message: str, layer: str, detail: str) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.detail = detail
 
 
 def _exit_reason(returncode: int | None) -> str:
@@ -672,13 +683,27 @@ class Sandbox:
             "dev_paths": DEV_PATHS,
             "probe": self._probe,
             "layers": {name: sys.platform.startswith("linux") and name not in _DISABLED_LAYERS
-                       for name in ("namespaces", "landlock", "seccomp")},
+                       and name not in _BROKEN_LAYERS for name in ("namespaces", "landlock", "seccomp")},
+            "simulate_failure": _SIMULATE_FAILURE,
             "limits": {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "scratch_mb": lim.scratch_mb,
                        "max_file_mb": lim.max_file_mb, "max_open_files": lim.max_open_files,
                        "max_processes": lim.max_processes, "nproc": False},
         }
 
     async def _spawn(self) -> IsolationReport:
+        try:
+            return await self._spawn_once()
+        except _LayerFailed as exc:
+            if exc.layer != "namespaces" or "namespaces" in _BROKEN_LAYERS:
+                raise
+            # Namespaces half-worked (e.g. an LSM allows unshare but not mount): fall back to the
+            # other layers; the report says why namespaces are missing and rates the level honestly.
+            log.warning("sandbox %s: namespaces unusable here (%s); continuing without them",
+                        self.label, exc.detail)
+            _BROKEN_LAYERS["namespaces"] = exc.detail
+            return await self._spawn_once()
+
+    async def _spawn_once(self) -> IsolationReport:
         assert self._loop is not None
         worker = _Worker(self, self._loop)
         self._worker = worker
@@ -718,6 +743,10 @@ class Sandbox:
         launcher = worker.proc.pid if worker.proc else None
         report = measure_isolation(launcher, worker.inner_pid, ready, scratch=self._scratch,
                                    probe_token=self._probe_token)
+        for layer, why in _BROKEN_LAYERS.items():
+            entry = report.layers.get(layer)
+            if isinstance(entry, dict) and not entry.get("in_force"):
+                entry["error"] = f"failed part-way earlier in this process: {why}"
         if report.level.rank < IsolationLevel.GOOD.rank and not self.limits.allow_weak:
             raise SandboxRefused(refusal_message(report))
         return report
@@ -780,8 +809,10 @@ class Sandbox:
             if worker.ready.done():
                 raise ProtocolError("unexpected fatal frame")
             err = clean_text(msg.get("error", ""), 2000)
-            worker.ready.set_exception(SandboxError(
-                f"the sandbox could not put its isolation in force: {err}"))
+            layer = msg.get("layer")
+            worker.ready.set_exception(_LayerFailed(
+                f"the sandbox could not put its isolation in force: {err}",
+                layer if isinstance(layer, str) else "", err))
             return
         raise ProtocolError(f"unexpected frame {t!r}")
 

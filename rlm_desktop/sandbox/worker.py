@@ -418,7 +418,7 @@ def main(argv: list[str]) -> None:
     try:
         report = harden.apply(init, worker.send)
     except harden.HardeningError as exc:
-        worker.send({"t": "fatal", "error": str(exc)})
+        worker.send({"t": "fatal", "error": str(exc), "layer": exc.layer})
         os._exit(6)
     # From here on only the hardened process runs. Make the Python packages importable.
     sys.path[:] = [p for p in init.get("sys_path", []) if isinstance(p, str)]

@@ -326,3 +326,19 @@ def test_worker_imports_only_builtin_modules_before_it_is_ready() -> None:
     r = run(go, limits=SandboxLimits(allow_weak=True))
     loaded = set(eval(r.stdout))
     assert not loaded & {"json", "re", "typing", "threading", "asyncio", "traceback", "linecache"}
+
+
+@needs_strong
+def test_namespaces_failing_part_way_fall_back_to_the_other_layers(monkeypatch) -> None:
+    # E.g. an LSM that lets unshare() through but refuses the mount: the worker reports the layer,
+    # the host retries without namespaces, rates the result 'good' and says why.
+    monkeypatch.setattr(host_mod, "_SIMULATE_FAILURE", "namespaces")
+    monkeypatch.setattr(host_mod, "_BROKEN_LAYERS", {})
+
+    async def go(sb: Sandbox):
+        return sb.isolation, await sb.run_cell("print('ok')", timeout_s=10, on_request=echo)
+    rep, r = run(go)
+    assert rep.level is IsolationLevel.GOOD
+    assert "simulated failure" in rep.layers["namespaces"]["error"]
+    assert rep.layers["landlock"]["in_force"] and rep.layers["seccomp"]["in_force"]
+    assert r.ok and r.stdout == "ok\n"
