@@ -1,9 +1,8 @@
-"""`rlm-desktop bench [NAME…] [--json]`: run the benchmarks of a source checkout (tests/bench).
+"""`rlm-desktop bench [NAME…] [--json]`: run the benchmarks of a source checkout (tests/bench)."""
 
-Each ``tests/bench/bench_<name>.py`` exposes ``run(args) -> dict`` of figures. Units come from a word
-of the key (``_ms``, ``_s``, ``_mb``, ``_pct``, as in ``read_s_median``); ``ok`` says whether the goal was met. Timing
-goals live here, not in the test suite, because they depend on the machine.
-"""
+# Each tests/bench/bench_<name>.py exposes run(args) -> dict of figures. Units come from a word
+# of the key (_ms, _s, _mb, _pct, as in read_s_median); "ok" says whether the goal was met. Timing
+# goals live here, not in the test suite, because they depend on the machine.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""`rlm-desktop run`: one RLM run from the command line (the headless contract of DESIGN.md).
+"""`rlm-desktop run`: one RLM run from the command line (the headless contract of DESIGN.md)."""
 
-Prints the answer (or one JSON object with ``--json``). Exit codes: 0 ok, 2 usage / bad input,
-3 a limit or budget stopped the run, 4 cancelled (SIGINT/SIGTERM; the trace is closed first),
-5 provider error after retries. The trace always goes to a file (``--trace`` or the data folder).
-"""
+# Prints the answer (or one JSON object with --json). Exit codes: 0 ok, 2 usage / bad input,
+# 3 a limit or budget stopped the run, 4 cancelled (SIGINT/SIGTERM; the trace is closed first),
+# 5 provider error after retries. The trace always goes to a file (--trace or the data folder).
 
 from __future__ import annotations
 

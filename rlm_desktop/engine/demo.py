@@ -1,11 +1,10 @@
-"""The offline demo provider: no model, no network. Deterministic, and labelled as a demo everywhere.
+"""The offline demo provider (no model, no network): deterministic, labelled as a demo everywhere."""
 
-As a *root* model it writes real REPL code in three steps (peek at the context; grep for the
-question's words and ask the sub-model about each matching chunk with ``llm_query_batched``; combine
-and ``FINAL_VAR``). As a *sub* model it answers extractively: the excerpt's sentences that share the
-most words with the question. It goes through the same loop, sandbox and trace as a real provider;
-its token counts are estimates (characters / 4) and it costs nothing.
-"""
+# As a root model it writes real REPL code in three steps (peek at the context; grep for the
+# question's words and ask the sub-model about each matching chunk with llm_query_batched; combine
+# and FINAL_VAR). As a sub model it answers extractively: the excerpt's sentences sharing the most
+# words with the question. It goes through the same loop, sandbox and trace as a real provider; its
+# token counts are estimates (characters / 4) and it costs nothing.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""Model calls: OpenAI-compatible servers through AsyncOpenAI (pooled, own retries), and the demo.
+"""Model calls: OpenAI-compatible servers through AsyncOpenAI (pooled, own retries), and the demo."""
 
-One ``AsyncOpenAI`` client per provider and event loop (its connection pool is bound to the loop).
-The SDK's own retries are off (``max_retries=0``): :func:`chat` retries itself with backoff that
-honours ``Retry-After``, so every attempt is visible to the caller (``on_retry``) and cancellable.
-"""
+# One AsyncOpenAI client per provider and event loop (its connection pool is bound to the loop).
+# The SDK's own retries are off (max_retries=0): chat() retries itself with backoff that honours
+# Retry-After, so every attempt is visible to the caller (on_retry) and cancellable.
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The RLM loop: root model ↔ REPL iterations, sub-calls, nested runs, limits, cancel, and the trace.
+"""The RLM loop: root model and REPL iterations, sub-calls, nested runs, limits, cancel, trace."""
 
-``run_rlm`` drives one run to its end and always leaves the trace consistent: every span it opened
-is ended (interrupted spans with the status of what stopped the run). All state lives on the event
-loop that awaits ``run_rlm``; the cancel token may be triggered from any thread.
-"""
+# run_rlm drives one run to its end and always leaves the trace consistent: every span it opened
+# is ended (interrupted spans with the status of what stopped the run). All state lives on the event
+# loop that awaits run_rlm; the cancel token may be triggered from any thread.
 
 from __future__ import annotations
 

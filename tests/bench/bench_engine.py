@@ -1,12 +1,11 @@
-"""Benchmark: the engine's own cost per root iteration, against a zero-latency scripted server.
+"""Benchmark: the engine's own cost per root iteration, against a zero-latency scripted server."""
 
-``run(args) -> dict`` runs one RLM of N iterations (each reply is a trivial cell, the last one a
-FINAL) through the real loop, real HTTP (tests/fakeserver.py, no injected latency), a real REPL
-process and a trace written to a temporary JSONL file. Per iteration, the overhead is the
-iteration span's duration minus its model call's duration (the model's latency, here the local
-HTTP round trip): parsing, the cell round trip to the REPL process, the trace and the loop itself.
-Run alone: ``python -m tests.bench.bench_engine [--iterations N] [--repeat K]``.
-"""
+# run(args) -> dict runs one RLM of N iterations (each reply a trivial cell, the last a FINAL)
+# through the real loop, real HTTP (tests/fakeserver.py, no injected latency), a real REPL process
+# and a trace written to a temporary JSONL file. Per iteration, the overhead is the iteration span's
+# duration minus its model call's duration (the model's latency, here the local HTTP round trip):
+# parsing, the cell round trip to the REPL process, the trace and the loop itself.
+# Run alone: python -m tests.bench.bench_engine [--iterations N] [--repeat K].
 
 from __future__ import annotations
 
