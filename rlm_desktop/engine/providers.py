@@ -82,15 +82,27 @@ def client_for(provider: ProviderConfig) -> AsyncOpenAI:
     if client is None:
         # api_key="" (not None): the SDK would otherwise read OPENAI_API_KEY from the environment
         # and send it to a server that needs no key. Requests then omit Authorization (see chat()).
+        # OPENAI_ORG_ID / OPENAI_PROJECT_ID from the environment belong to OpenAI: never send them
+        # to another server.
+        headers = None if _is_openai(provider.base_url) else {"OpenAI-Organization": omit,
+                                                             "OpenAI-Project": omit}
         client = AsyncOpenAI(
             base_url=provider.base_url,
             api_key=provider.api_key or "",
             max_retries=0,
             timeout=provider.request_timeout_s,
+            default_headers=headers,  # type: ignore[arg-type]
             _enforce_credentials=False,
         )
         pool[key] = client
     return client
+
+
+def _is_openai(base_url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host == "openai.com" or host.endswith(".openai.com")
 
 
 async def aclose_clients() -> None:

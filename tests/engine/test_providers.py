@@ -48,10 +48,12 @@ def test_unknown_price_is_unknown_not_zero(srv: FakeOpenAI) -> None:
 def test_no_key_provider_sends_no_authorization_even_with_env_key(
         srv: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-must-not-be-sent")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-private")
     srv.script("local model answer")
     res = _call(make_provider(srv, key=None))
     assert res.text == "local model answer"
-    assert srv.chat_requests[0].authorization is None
+    headers = srv.chat_requests[0].headers
+    assert "authorization" not in headers and "openai-organization" not in headers
 
 
 def test_429_retry_after_honoured_then_success(srv: FakeOpenAI) -> None:
