@@ -184,6 +184,10 @@ def test_memo_cache_serves_identical_sub_calls(srv: FakeOpenAI) -> None:
     subs = [s for s in trace if s.kind == SpanKind.SUB_CALL]
     assert [s.attributes[Attr.CACHE_HIT] for s in subs] == [False, True]
     assert subs[1].attributes[Attr.COST_USD] == 0.0
+    n = len(srv.chat_requests)
+    srv.handler = route(["```repl\na = llm_query('same')\nb = llm_query('same')\nFINAL(a + b)\n```"])
+    run(make_config(memo_cache=False), "ctx", make_provider(srv))
+    assert len([r for r in srv.chat_requests[n:] if not is_root(r)]) == 2
 
 
 def test_429_with_retry_after_then_success_is_traced(srv: FakeOpenAI) -> None:
