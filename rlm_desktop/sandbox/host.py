@@ -108,7 +108,8 @@ def harden_host_process() -> bool:
 
 
 def minimal_environment(scratch: str) -> dict[str, str]:
-    """The worker's whole environment: nothing of the user's (no API keys, no tokens, no HOME)."""
+    """The worker's whole environment: nothing of the user's (no API keys, no tokens; HOME and
+    TMPDIR point at the scratch directory)."""
     return {
         "PATH": "/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -299,8 +300,17 @@ class _Worker:
         self._on_writable()
 
     def _wait_thread(self) -> None:
+        """Where pidfds are missing (macOS): wait for the exit *without reaping* (WNOWAIT), so the
+        pid stays ours until _on_exit reaps it under the lock that kill() takes."""
         assert self.proc is not None
-        self.proc.wait()
+        while True:
+            try:
+                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self._on_exit)
 
@@ -553,8 +563,14 @@ class Sandbox:
             raise TypeError("code must be a str")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be greater than 0 (got {timeout_s})")
-        if self._worker is None or self._worker.dead_reason is not None or self._worker.killed:
-            await self._restart()          # e.g. after a cancelled cell killed the worker
+        earlier_loss: str | None = None
+        old = self._worker
+        if old is None or old.dead_reason is not None or old.killed:
+            # The worker died between cells (a stray thread crashed it, a cancelled cell killed
+            # it): start a fresh one, and tell the model its variables are gone.
+            earlier_loss = (f"the worker stopped between cells ({old.dead_reason or 'killed'})"
+                            if old is not None else "the worker was not running")
+            await self._restart()
         worker = self._worker
         assert worker is not None
         loop = self._loop
@@ -580,7 +596,8 @@ class Sandbox:
             return CellResult(
                 ok=detail["ok"], stdout="".join(cell.stdout), stderr="".join(cell.stderr),
                 error=detail["error"], final=final, status="ok" if detail["ok"] else "error",
-                duration_s=duration, output_truncated=cell.truncated or detail["trunc"])
+                duration_s=duration, output_truncated=cell.truncated or detail["trunc"],
+                restarted=earlier_loss is not None, restart_reason=earlier_loss)
         # Timeout or crash: kill the group, start a fresh worker, tell the model what was lost.
         if kind == "timeout":
             reason = f"timeout after {detail:g} s"

@@ -307,6 +307,24 @@ def test_cancellation_kills_the_worker_and_the_next_cell_restarts_it() -> None:
     gone, r = run(go)
     assert gone, "the worker outlived the cancellation"
     assert r.ok and r.stdout == "fresh\n"
+    assert r.restarted and "between cells" in r.restart_reason     # the model learns vars are gone
+
+
+def test_a_worker_dying_between_cells_is_reported_with_the_next_cell() -> None:
+    async def go(sb: Sandbox):
+        a = await cell(sb, """
+            import os, threading, time
+            keep = 1
+            threading.Thread(target=lambda: (time.sleep(0.2), os._exit(9))).start()
+        """)
+        await asyncio.wait_for(asyncio.shield(sb._worker.exited), 10)
+        b = await cell(sb, "print('keep' in globals())")
+        c = await cell(sb, "print('again')")
+        return a, b, c
+    a, b, c = run(go)
+    assert a.ok and not a.restarted
+    assert b.ok and b.stdout == "False\n" and b.restarted and "status 9" in b.restart_reason
+    assert c.ok and not c.restarted
 
 
 def test_kill_from_another_thread_reports_a_crash() -> None:
