@@ -211,11 +211,20 @@ def handle(args: argparse.Namespace) -> int:
         harden_host_process = None
     if harden_host_process is not None:
         harden_host_process()
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupted)   # the run itself installs its own
     try:
         return _handle(args)
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("cancelled before the run started (nothing was sent to a model)")
+        return EXIT_CANCELLED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _handle(args: argparse.Namespace) -> int:
