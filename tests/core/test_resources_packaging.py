@@ -45,6 +45,19 @@ def test_icons_are_clean_self_contained_svg(name: str) -> None:
     assert text.count("http") == 1 and "xlink" not in text
 
 
+# The names the desktop app asks for (rlm_desktop/ui/icons.py); each has a Qt fallback, but the
+# shipped set keeps one look.
+ACTION_ICONS = ("run", "stop", "add-files", "add-folder", "open-trace", "export", "settings", "copy",
+                "clear", "remove", "expand", "collapse", "follow", "shield")
+
+
+@pytest.mark.parametrize("name", ACTION_ICONS)
+def test_action_icons_are_valid_svg(name: str) -> None:
+    root = ET.fromstring(icon_path(name).read_text(encoding="utf-8"))
+    assert root.tag == f"{SVG_NS}svg" and root.get("viewBox") == "0 0 16 16"
+    assert root.find(f"{SVG_NS}title") is not None
+
+
 def test_samples_are_small_readable_documents() -> None:
     ds = load_documents([samples_dir()])
     assert ds.errors == [] and ds.warnings == [] and ds.skipped == []
