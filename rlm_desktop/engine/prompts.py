@@ -144,7 +144,7 @@ def format_cell_output(index: int, total: int, *, status: str, stdout: str, stde
         parts.append(stdout.rstrip("\n"))
     if stderr:
         parts.append("[stderr]\n" + stderr.rstrip("\n"))
-    if error and error.strip() not in stderr:
+    if error and error.strip() not in stderr and not restarted:   # a restart is stated below
         parts.append("[error]\n" + error.rstrip("\n"))
     body = "\n".join(parts) if parts else "(no output)"
     truncated = False
