@@ -343,7 +343,10 @@ class Worker:
                 exec(co, self.ns)
         except BaseException as exc:  # noqa: BLE001 - model code may raise anything, SystemExit too
             ok = False
-            error = _format_exception(exc, self._sources)
+            try:
+                error = _format_exception(exc, self._sources)
+            except BaseException:  # noqa: BLE001 - e.g. no file descriptors or memory left to format
+                error = f"{type(exc).__name__}: {exc}"[:ERROR_CAP]
         try:
             sys.stdout.flush()
             sys.stderr.flush()

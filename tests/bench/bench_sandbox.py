@@ -30,7 +30,7 @@ async def _noop(req: SubRequest) -> str:
 
 
 async def _measure(starts: int, cells: int) -> dict[str, Any]:
-    limits = SandboxLimits()
+    limits = SandboxLimits(allow_weak=True)        # measure whatever this machine offers; "level" says it
     start_ms: list[float] = []
     level = "?"
     for _ in range(starts):
