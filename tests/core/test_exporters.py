@@ -398,3 +398,14 @@ def test_cli_export_rejects_unknown_format(tmp_path: Path, capsys: pytest.Captur
     with pytest.raises(SystemExit) as exc:
         cli_main(["export", str(tmp_path / "t.jsonl"), "--format", "pdf"])
     assert exc.value.code == 2
+
+
+def test_header_only_trace_exports_in_every_format(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text(json.dumps({"format": "rlm-trace", "version": 1, "query": "nothing ran"}) + "\n")
+    trace = read_trace(path)
+    assert json.loads(export_trace(trace, "json"))["spans"] == []
+    assert "nothing ran" in export_trace(trace, "markdown")
+    assert "nothing ran" in export_trace(trace, "html")
+    otlp = json.loads(export_trace(trace, "otlp"))
+    assert otlp["resourceSpans"][0]["scopeSpans"][0]["spans"] == []
