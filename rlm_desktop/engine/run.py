@@ -411,6 +411,7 @@ class _RLM:
         self.run_span = run_span
         self.sandbox: Any = None
         self.cell_tasks: set[asyncio.Task[Any]] = set()
+        self.it_span: str | None = None
 
     async def run(self) -> tuple[str | None, str, str]:
         """Returns (answer or best partial, stop_reason, reason). Raises _Halted / ProviderError /
@@ -439,6 +440,8 @@ class _RLM:
             s.check_running()
             return await self._iterate(info)
         finally:
+            if self.it_span is not None and self.it_span in s.open_spans:   # interrupted mid-iteration
+                s.end(self.it_span, s.interrupted, {Attr.ERROR: "interrupted: " + s._why()})
             s.remove_sandbox(box)
             if s.stop is not None:
                 box.kill()
@@ -471,6 +474,7 @@ class _RLM:
                 s.iterations = it
                 s.trace.update_span(self.run_span, {Attr.ITERATIONS: it})
             it_span = s.start(SpanKind.ITERATION, f"iteration {it}", self.run_span, {Attr.DEPTH: self.depth})
+            self.it_span = it_span
             note = history.enforce(messages)
             if note is not None:
                 new, hist_from = list(messages), None   # the chain restarts with the shortened list
@@ -612,7 +616,7 @@ class _RLM:
             self._cancel_cell_tasks()
             s.end(sid, s.interrupted, {Attr.ERROR: "interrupted: " + s._why()})
             raise
-        self._cancel_cell_tasks()
+        await self._finish_cell_tasks()
         out.close()
         err.close()
         attrs: dict[str, Any] = {}
@@ -639,6 +643,16 @@ class _RLM:
         for task in list(self.cell_tasks):
             if not task.done():
                 task.cancel()
+
+    async def _finish_cell_tasks(self) -> None:
+        """Sub-calls still running after their cell ended (timeout, crash): cancel them and let
+        them end their spans before the cell's span ends."""
+        pending = [t for t in self.cell_tasks if not t.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=5.0)
 
     # -- requests from model code ---------------------------------------------------------------
     async def _handle_request(self, req: SubRequest, cell_span: str) -> Any:

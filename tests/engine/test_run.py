@@ -447,3 +447,26 @@ def test_reply_cut_at_the_token_limit_inside_code_does_not_run(srv: FakeOpenAI) 
     assert "ran" in told and "cut off at the output-token limit" in told
     assert [s.attributes[Attr.CODE] for s in trace if s.kind == SpanKind.CODE_CELL][0] == "print('ran')"
     assert not any("x = [1, 2," in str(s.attributes.get(Attr.CODE)) for s in trace)
+
+
+def test_nested_run_cut_by_its_cell_timeout_ends_its_spans_at_once(srv: FakeOpenAI) -> None:
+    def handler(r: Request) -> Reply | str:
+        if "nested run at depth 1" in r.system:
+            return Reply.hanging()
+        step = sum(1 for m in r.messages if m["role"] == "assistant")
+        return "```repl\nrlm_query('slow nested task')\n```" if step == 0 else "FINAL(moved on)"
+    srv.handler = handler
+    trace = Trace({})
+    open_after_cell: list[str] = []
+
+    def listen(ev, span) -> None:  # noqa: ANN001 - trace listener signature
+        if span.kind == SpanKind.CODE_CELL and ev.status is not None:
+            open_after_cell.extend(f"{s.kind}:{s.name}" for s in trace if s.running
+                                   and s.attributes.get(Attr.DEPTH, 0) >= 1)
+    trace.subscribe(listen)
+    res, _ = run(make_config(cell_timeout_s=1.0), "ctx", make_provider(srv), trace=trace)
+    assert res.answer == "moved on"
+    assert open_after_cell == []             # nothing of the nested run was left running
+    nested = next(s for s in trace if s.kind == SpanKind.RUN and s.attributes[Attr.DEPTH] == 1)
+    assert nested.status == SpanStatus.CANCELLED
+    assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)
