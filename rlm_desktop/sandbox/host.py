@@ -598,6 +598,11 @@ class Sandbox:
                 error=detail["error"], final=final, status="ok" if detail["ok"] else "error",
                 duration_s=duration, output_truncated=cell.truncated or detail["trunc"],
                 restarted=earlier_loss is not None, restart_reason=earlier_loss)
+        if kind == "closed":
+            self._end_cell(cell)
+            return CellResult(ok=False, stdout="".join(cell.stdout), stderr="".join(cell.stderr),
+                              error="the sandbox was closed while this cell ran", status="cancelled",
+                              duration_s=duration, output_truncated=cell.truncated)
         # Timeout or crash: kill the group, start a fresh worker, tell the model what was lost.
         if kind == "timeout":
             reason = f"timeout after {detail:g} s"
@@ -621,8 +626,11 @@ class Sandbox:
             return
         self._closed = True
         worker, self._worker = self._worker, None
+        cell = self._cell
+        if cell is not None and not cell.done.done():
+            cell.done.set_result(("closed", None))      # the awaiting run_cell returns at once
         if worker is not None:
-            if worker.dead_reason is None and worker.proc is not None:
+            if cell is None and worker.dead_reason is None and worker.proc is not None:
                 worker.send({"t": "shutdown"})
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(worker.exited), 1.0)

@@ -405,3 +405,20 @@ def _alive(pid: int | None) -> bool:
             return f.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_close_during_a_cell_ends_it_and_starts_nothing_new() -> None:
+    async def main():
+        sb = Sandbox(LIMITS, context="c")
+        await sb.start()
+        started = asyncio.Event()
+        task = asyncio.ensure_future(cell(sb, "print('go')\nimport time\ntime.sleep(60)",
+                                          on_output=lambda s, t: started.set()))
+        await asyncio.wait_for(started.wait(), 10)
+        pid = sb.pid
+        await sb.close()
+        r = await asyncio.wait_for(task, 10)
+        return r, pid, sb._worker
+    r, pid, worker_after = asyncio.run(main())
+    assert r.status == "cancelled" and not r.ok and "closed" in r.error and r.stdout == "go\n"
+    assert worker_after is None and not _alive(pid)
