@@ -2,7 +2,8 @@
 # Build RLM Desktop for distribution.
 #   bash packaging/build.sh                 wheel + sdist in dist/ (checked: resources inside), and
 #                                           the PyInstaller bundle dist/rlm-desktop/ if PyInstaller
-#                                           is installed (pip install pyinstaller)
+#                                           is installed (pip install pyinstaller), then its smoke
+#                                           test (packaging/smoke_bundle.py)
 #   bash packaging/build.sh install-desktop [PREFIX]
 #                                           install the .desktop entry, AppStream metainfo and icon
 #                                           under PREFIX/share (default: ~/.local)
@@ -63,6 +64,9 @@ if "$py" -m PyInstaller --version >/dev/null 2>&1; then
   "$py" -m PyInstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller \
     packaging/rlm-desktop.spec
   echo "Built the bundle: dist/rlm-desktop/rlm-desktop"
+  if [ -f tests/fakeserver.py ]; then
+    "$py" packaging/smoke_bundle.py dist/rlm-desktop/rlm-desktop
+  fi
 else
   echo "PyInstaller is not installed: bundle skipped (pip install pyinstaller, then run this again)"
 fi
