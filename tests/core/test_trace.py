@@ -265,10 +265,10 @@ while True:
     call = trace.start_span(SpanKind.LLM_CALL, "chat m", it, {Attr.MODEL: "m"})
     for _ in range(5):
         trace.update_span(call, append={Attr.RESPONSE: "token " * 20})
-    if i == 50:
-        print("ready", flush=True)   # the parent kills us while we keep writing
     trace.end_span(call, SpanStatus.OK)
     trace.end_span(it, SpanStatus.OK)
+    if i == 50:
+        print("ready", flush=True)   # 50 iterations ended; the parent kills us while we keep writing
 """
 
 
