@@ -46,3 +46,12 @@ def test_ruff_clean() -> None:
     r = subprocess.run([ruff, "check", "--quiet", "rlm_desktop", "tests"], capture_output=True,
                        text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_package_is_shipped() -> None:
+    """pyproject lists packages explicitly (resources/ is mapped in): a new one must be added."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "rlm_desktop").rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

@@ -1,7 +1,7 @@
 """Find the app's resource files (icons, sample documents) in a source tree, a wheel or a PyInstaller bundle.
 
 In a checkout they live in the top-level ``resources/`` folder; the wheel build copies that folder
-to ``rlm_desktop/resources`` (see setup.py); the PyInstaller spec puts it at the same place inside
+to ``rlm_desktop/resources`` (package-dir mapping in pyproject.toml); the PyInstaller spec puts it at the same place inside
 the bundle (``sys._MEIPASS``).
 """
 

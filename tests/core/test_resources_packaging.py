@@ -131,7 +131,7 @@ def test_appstream_metainfo() -> None:
     assert root.findtext("name") == "RLM Desktop"
     assert root.findtext("metadata_license") == "CC0-1.0"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert root.findtext("project_license") == project["license"]["text"]
+    assert root.findtext("project_license") == project["license"]
     assert root.find("description/p") is not None and len(root.findall("description/ul/li")) >= 3
     assert root.find("releases/release").get("version") == rlm_desktop.__version__  # type: ignore[union-attr]
     assert root.findtext("provides/binary") == "rlm-desktop"
