@@ -249,6 +249,7 @@ class _Worker:
         self._wbuf = bytearray()
         self._fds: dict[str, int] = {}
         self._pidfd: int | None = None
+        self.inner_pidfd: int | None = None
         self._lock = threading.Lock()         # guards signalling against reaping
         self._reaped = False
         self.killed = False
@@ -342,6 +343,9 @@ class _Worker:
         the group id is the worker's pid, which cannot be reused before we reap it."""
         with self._lock:
             self.killed = True
+            if self.inner_pidfd is not None:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self.inner_pidfd, signal.SIGKILL)
             if self.proc is None or self._reaped:
                 return
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -355,10 +359,23 @@ class _Worker:
         if self.proc is not None and not self.exited.done():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), 10)
+        fd = self.inner_pidfd
+        if fd is not None:                 # the process that ran model code is gone too
+            gone = self.loop.create_future()
+            self.loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(gone, 10)
+            finally:
+                self.loop.remove_reader(fd)
         self._close_fds()
         return self.proc.returncode if self.proc else None
 
     def _close_fds(self) -> None:
+        with self._lock:
+            fd, self.inner_pidfd = self.inner_pidfd, None
+        if fd is not None:
+            os.close(fd)
         for name, fd in list(self._fds.items()):
             if name != "h2w":
                 self.loop.remove_reader(fd)
@@ -823,6 +840,11 @@ class Sandbox:
             if worker.spawned.done() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
                 raise ProtocolError("unexpected launcher frame")
             worker.inner_pid = pid
+            if hasattr(os, "pidfd_open"):
+                # A handle on exactly that process: kill() can signal it even if it left the group,
+                # and stop() can wait until it is gone — with no risk of hitting a reused pid.
+                with contextlib.suppress(OSError):
+                    worker.inner_pidfd = os.pidfd_open(pid)
             worker.spawned.set_result(pid)
             return
         if t == "ready":
