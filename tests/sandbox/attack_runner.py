@@ -142,6 +142,10 @@ def workers_now(exclude: set[int]) -> list[dict[str, Any]]:
             for ns in ("user", "mnt"):
                 info[f"same_{ns}_ns_as_launcher"] = (os.stat(f"/proc/{pid}/ns/{ns}").st_ino
                                                      == os.stat(f"/proc/{ppid}/ns/{ns}").st_ino)
+            # The worker's scratch path, looked at in *our* mount namespace: with namespaces its
+            # files live on the worker's private tmpfs, so the host's directory must stay empty.
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            info["host_scratch_entries"] = len(os.listdir(cwd)) if os.path.isdir(cwd) else -1
         except OSError as exc:
             info["error"] = str(exc)
         found.append(info)

@@ -191,4 +191,6 @@ def test_attack_is_contained(suite_results: Any, user: str, attack: Attack) -> N
             problems.append(f"the memory limit changed in the live worker: {w.get('as_limit')}")
         if "namespaces" in have and not (w.get("same_user_ns_as_launcher") and w.get("same_mnt_ns_as_launcher")):
             problems.append(f"the worker entered a new namespace: {w}")
+        if "namespaces" in have and w.get("host_scratch_entries") != 0:
+            problems.append(f"files reached the host's disk under the scratch path: {w}")
     assert not problems, f"{attack.name} ({user}): " + "; ".join(problems)
