@@ -11,12 +11,12 @@ import json
 import struct
 from typing import Any
 
-from rlm_desktop.sandbox.wire import encode_marshal_frame
+from rlm_desktop.sandbox.wire import MAX_WORKER_FRAME, encode_marshal_frame
 
 HEADER = struct.Struct(">I")
-# Worker → host frames: what untrusted code can make the worker (or itself) send. 16 MiB is room
-# for a large llm_query prompt; anything bigger is a protocol violation and the worker is killed.
-MAX_FRAME_FROM_WORKER = 16 * 1024 * 1024
+# Worker → host frames: what untrusted code can make the worker (or itself) send. Anything
+# bigger is a protocol violation and the worker is killed.
+MAX_FRAME_FROM_WORKER = MAX_WORKER_FRAME
 # Frame types ("t" field). The host sends "init", "run", "resp" and "shutdown".
 WORKER_TYPES = frozenset({"spawned", "ready", "fatal", "out", "req", "done"})
 

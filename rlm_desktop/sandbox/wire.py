@@ -11,6 +11,10 @@ import marshal
 import os
 from _json import encode_basestring as _enc_str
 
+# Largest worker → host frame the host accepts (16 MiB): room for a big llm_query prompt; anything
+# bigger is a protocol violation (the worker refuses to send it in the first place).
+MAX_WORKER_FRAME = 16 * 1024 * 1024
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

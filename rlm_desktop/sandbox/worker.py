@@ -16,7 +16,7 @@ import sys
 import time
 from _queue import SimpleQueue
 
-from rlm_desktop.sandbox.wire import MarshalReader, encode_json_frame
+from rlm_desktop.sandbox.wire import MAX_WORKER_FRAME, MarshalReader, encode_json_frame
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # spelled out so the worker does not import ast/inspect before it is ready.
 PYCF_ALLOW_TOP_LEVEL_AWAIT = 0x2000
 CO_COROUTINE = 0x0080
-FINAL_CAP = 4_000_000          # characters of a FINAL value sent back
+FINAL_CAP = 3_000_000          # characters of a FINAL value sent back (≤ 12 MB: fits a frame)
 ERROR_CAP = 64_000             # characters of a traceback sent back
 FLUSH_BYTES = 16_384           # send buffered output once this much is pending …
 FLUSH_DELAY_S = 0.03           # … or this long after the first pending write
@@ -108,6 +108,11 @@ class Worker:
     # -- sending ---------------------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
         data = encode_json_frame(msg)
+        if len(data) > MAX_WORKER_FRAME:
+            # Only a request can get this big (the rest is capped): refuse it in the cell instead
+            # of sending a frame the host would treat as a protocol violation.
+            raise ValueError(f"{msg.get('kind', 'message')} too large to send: {len(data):,} bytes "
+                             f"(the limit is {MAX_WORKER_FRAME:,}); split it into smaller sub-calls")
         with self._wlock:
             view = memoryview(data)
             while view:
@@ -184,6 +189,14 @@ class Worker:
             else:
                 self.commands.put(msg)
 
+    def _send_request(self, rid: int, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            self.send({"t": "req", "cell": self.cell, "id": rid, "kind": kind, "payload": payload})
+        except BaseException:
+            with self._wait_lock:
+                self._waiters.pop(rid, None)
+            raise
+
     def _register(self, cb: Any) -> int:
         with self._wait_lock:
             self._next_rid += 1
@@ -201,7 +214,7 @@ class Worker:
             ev.release()
 
         rid = self._register(done)
-        self.send({"t": "req", "cell": self.cell, "id": rid, "kind": kind, "payload": payload})
+        self._send_request(rid, kind, payload)
         ev.acquire()
         ok, value = box[0]
         if not ok:
@@ -226,7 +239,7 @@ class Worker:
             loop.call_soon_threadsafe(settle, ok, value)
 
         rid = self._register(done)
-        self.send({"t": "req", "cell": self.cell, "id": rid, "kind": kind, "payload": payload})
+        self._send_request(rid, kind, payload)
         return await fut
 
     # -- the REPL namespace ----------------------------------------------------------------------

@@ -422,3 +422,13 @@ def test_close_during_a_cell_ends_it_and_starts_nothing_new() -> None:
     r, pid, worker_after = asyncio.run(main())
     assert r.status == "cancelled" and not r.ok and "closed" in r.error and r.stdout == "go\n"
     assert worker_after is None and not _alive(pid)
+
+
+def test_an_oversized_sub_call_is_refused_in_the_cell_not_by_killing_the_worker() -> None:
+    async def go(sb: Sandbox):
+        a = await cell(sb, "keep = 7\nllm_query('x' * (17 * 1024 * 1024))")
+        b = await cell(sb, "print(keep, llm_query('small'))")
+        return a, b
+    a, b = run(go)
+    assert a.status == "error" and not a.restarted and "too large to send" in a.error
+    assert b.ok and b.stdout == "7 A(small)\n"
