@@ -331,8 +331,13 @@ def apply(init: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> dict[
     os.chdir(scratch)
     if ns.get("user"):
         report["rlimits"].update(apply_rlimits(limits, nproc=True))
+    # Every capability goes, with or without a user namespace: a worker started by root must not
+    # keep e.g. CAP_SYS_RESOURCE (it could raise its own limits) or CAP_DAC_OVERRIDE.
+    try:
         drop_capabilities()
-        report["capabilities"] = "dropped"
+    except HardeningError as exc:
+        raise HardeningError(str(exc), layer="namespaces" if ns.get("user") else "") from None
+    report["capabilities"] = "dropped"
 
     if layers.get("landlock"):
         try:

@@ -74,6 +74,9 @@ def measure_isolation(launcher_pid: int | None, inner_pid: int | None, ready: di
         return _rate(layers, seccomp_ok=False, landlock_ok=False, ns_ok=False)
 
     status = proc_status(pid)
+    layers["capabilities"] = {k: status.get(k) for k in ("CapEff", "CapPrm", "CapBnd")}
+    layers["capabilities"]["none"] = status.get("CapEff", "").strip("0") == "" \
+        and status.get("CapPrm", "").strip("0") == ""
     sc = rep.get("seccomp") if isinstance(rep.get("seccomp"), dict) else {}
     seccomp_ok = (status.get("Seccomp") == "2" and status.get("NoNewPrivs") == "1"
                   and sc.get("installed") is True and sc.get("socket_denied") is True)

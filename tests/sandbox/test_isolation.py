@@ -74,6 +74,7 @@ def test_strong_level_is_measured_from_outside() -> None:
     assert rep.layers["landlock"]["abi"] == landlock_abi() >= 1
     assert rep.layers["landlock"]["probe"] == "denied"
     assert rep.layers["namespaces"]["scratch_tmpfs"] is True
+    assert rep.layers["capabilities"]["none"] is True
     assert set(rep.layers["rlimits"]) >= {"RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE",
                                           "RLIMIT_CORE", "RLIMIT_NPROC"}
     assert rep.summary.startswith("Strong") and rep.summary.count(". ") == 0
@@ -112,6 +113,7 @@ def test_missing_layers_lower_the_level_and_below_good_is_refused(monkeypatch, d
     rep, r = asyncio.run(start(SandboxLimits(allow_weak=True)))
     assert rep.level.value == expected
     assert r.ok and r.stdout == "ran\n"
+    assert rep.layers["capabilities"]["none"] is True      # even without namespaces (e.g. as root)
     for layer in ("namespaces", "landlock", "seccomp"):
         assert rep.layers[layer]["in_force"] is (layer not in disabled)
 
