@@ -16,6 +16,7 @@ import logging
 import marshal
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -250,6 +251,7 @@ class _Worker:
         self._fds: dict[str, int] = {}
         self._pidfd: int | None = None
         self.inner_pidfd: int | None = None
+        self._poller: Any = None
         self._lock = threading.Lock()         # guards signalling against reaping
         self._reaped = False
         self.killed = False
@@ -500,11 +502,22 @@ class _Worker:
         self.sb._raw_output(self, stream, text)
 
     def _drain_raw(self) -> None:
-        """Read what the worker wrote to fd 1/2 before its last frame (already in the pipe)."""
-        for stream, name in (("stdout", "out"), ("stderr", "err")):
-            fd = self._fds.get(name)
-            if fd is None:
-                continue
+        """Read what the worker wrote to fd 1/2 before its last frame (already in the pipe).
+        One poll() finds out whether there is anything (the common case: nothing)."""
+        fds = {fd: (stream, name) for stream, name in (("stdout", "out"), ("stderr", "err"))
+               if (fd := self._fds.get(name)) is not None}
+        if not fds:
+            return
+        if self._poller is None:
+            self._poller = select.poll()
+            for fd in fds:
+                self._poller.register(fd, select.POLLIN)
+        try:
+            ready = [fd for fd, _ev in self._poller.poll(0) if fd in fds]
+        except OSError:
+            ready = list(fds)
+        for fd in ready:
+            stream, _name = fds[fd]
             for _ in range(64):
                 try:
                     data = os.read(fd, 1 << 16)

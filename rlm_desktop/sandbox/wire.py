@@ -95,6 +95,10 @@ class MarshalReader:
             self.buf += chunk
         return True
 
+    def has_frame(self) -> bool:
+        """A whole frame is already buffered (so no need to wait for the pipe)."""
+        return len(self.buf) >= 4 and len(self.buf) >= 4 + int.from_bytes(self.buf[:4], "big")
+
     def read(self) -> dict[str, Any] | None:
         if not self._fill(4):
             return None

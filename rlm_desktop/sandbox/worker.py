@@ -92,6 +92,16 @@ class Worker:
         self._wait_lock = _thread.allocate_lock()
         self._next_rid = 0
         self.commands: SimpleQueue[dict[str, Any]] = SimpleQueue()
+        # Who reads the host pipe: the main thread while idle (a new cell starts with no thread
+        # hop); during a cell that makes sub-calls, a helper thread, which parks again at its end.
+        self._state_lock = _thread.allocate_lock()
+        self._in_cell = False
+        self._helper_active = False
+        self._helper_go = _thread.allocate_lock()
+        self._helper_go.acquire()
+        self._helper_parked = _thread.allocate_lock()
+        self._helper_parked.acquire()
+        self._wake_r, self._wake_w = os.pipe()
         self._out_lock = _thread.allocate_lock()
         self._wake = _thread.allocate_lock()      # released to wake the flusher
         self._wake.acquire()
@@ -172,22 +182,59 @@ class Worker:
                 self._flush_locked()
 
     # -- host responses --------------------------------------------------------------------------
-    def _reader(self) -> None:
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        """A host frame: responses wake their waiter; anything else is queued for the main loop."""
+        if msg.get("t") == "resp":
+            with self._wait_lock:
+                cb = self._waiters.pop(msg.get("id"), None)
+            if cb is not None:
+                ok = bool(msg.get("ok"))
+                cb(ok, msg.get("value") if ok else msg.get("error"))
+        else:
+            self.commands.put(msg)
+
+    def _read_or_die(self) -> dict[str, Any]:
+        try:
+            msg = self.reader.read()
+        except (OSError, ValueError, EOFError, TypeError):
+            msg = None
+        if msg is None:
+            os._exit(0)               # the host went away (or the pipe was closed): die with it
+        return msg
+
+    def _ensure_reader(self) -> None:
+        """Called before a request is sent: during a cell, get the helper thread reading."""
+        with self._state_lock:
+            if self._in_cell and not self._helper_active:
+                self._helper_active = True
+                self._helper_go.release()
+
+    def _helper(self) -> None:
+        import select
+
         while True:
-            try:
-                msg = self.reader.read()
-            except (OSError, ValueError, EOFError, TypeError):
-                msg = None
-            if msg is None:
-                os._exit(0)           # the host went away (or the pipe was closed): die with it
-            if msg.get("t") == "resp":
-                with self._wait_lock:
-                    cb = self._waiters.pop(msg.get("id"), None)
-                if cb is not None:
-                    ok = bool(msg.get("ok"))
-                    cb(ok, msg.get("value") if ok else msg.get("error"))
-            else:
-                self.commands.put(msg)
+            self._helper_go.acquire()
+            while True:
+                if not self.reader.has_frame():
+                    try:
+                        ready, _, _ = select.select([self.rfd, self._wake_r], [], [])
+                    except (OSError, ValueError):
+                        os._exit(3)
+                    if self._wake_r in ready:
+                        os.read(self._wake_r, 64)
+                        break
+                self._dispatch(self._read_or_die())
+            self._helper_parked.release()
+
+    def _park_helper(self) -> None:
+        with self._state_lock:
+            self._in_cell = False
+            active = self._helper_active
+        if active:
+            os.write(self._wake_w, b"x")
+            self._helper_parked.acquire()
+            with self._state_lock:
+                self._helper_active = False
 
     def _send_request(self, rid: int, kind: str, payload: dict[str, Any]) -> None:
         try:
@@ -214,6 +261,7 @@ class Worker:
             ev.release()
 
         rid = self._register(done)
+        self._ensure_reader()
         self._send_request(rid, kind, payload)
         ev.acquire()
         ok, value = box[0]
@@ -239,6 +287,7 @@ class Worker:
             loop.call_soon_threadsafe(settle, ok, value)
 
         rid = self._register(done)
+        self._ensure_reader()
         self._send_request(rid, kind, payload)
         return await fut
 
@@ -380,17 +429,32 @@ class Worker:
         return self._loop
 
     def serve(self) -> None:
+        from _queue import Empty
+
         self.stdout = _Stream(self, "stdout")
         self.stderr = _Stream(self, "stderr")
         sys.stdout = self.stdout
         sys.stderr = self.stderr
-        _thread.start_new_thread(self._reader, ())
+        _thread.start_new_thread(self._helper, ())
         _thread.start_new_thread(self._flusher, ())
+        watchdog = not sys.platform.startswith("linux")   # no PR_SET_PDEATHSIG: read in every cell
         while True:
-            msg = self.commands.get()
-            t = msg["t"]
+            try:
+                msg = self.commands.get_nowait()
+            except Empty:
+                msg = self._read_or_die()
+            t = msg.get("t")
             if t == "run":
-                self.run_cell(int(msg["id"]), msg.get("code"))
+                with self._state_lock:
+                    self._in_cell = True
+                if watchdog:
+                    self._ensure_reader()
+                try:
+                    self.run_cell(int(msg["id"]), msg.get("code"))
+                finally:
+                    self._park_helper()
+            elif t == "resp":
+                self._dispatch(msg)       # answer to a thread that outlived its cell
             elif t == "shutdown":
                 self.flush_output()
                 os._exit(0)
