@@ -644,6 +644,10 @@ class Sandbox:
         worker._drain_raw()
         self._end_cell(cell)
         stdout, stderr = "".join(cell.stdout), "".join(cell.stderr)
+        if self._closed:                  # closed meanwhile: nothing to restart
+            return CellResult(ok=False, stdout=stdout, stderr=stderr, status=status,
+                              error=f"the sandbox stopped ({reason}) and was closed", restarted=False,
+                              restart_reason=reason, duration_s=duration, output_truncated=cell.truncated)
         await self._restart()
         error = (f"The sandbox was restarted ({reason}); all variables were lost. "
                  "`context` and the REPL functions are available again.")
@@ -788,6 +792,8 @@ class Sandbox:
         return report
 
     async def _restart(self) -> None:
+        if self._closed:
+            raise SandboxError("this sandbox was closed; create a new one")
         old = self._worker
         if old is not None:
             await old.stop()
