@@ -31,8 +31,9 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run", help="run an RLM over documents without the GUI",
         description="Run a Recursive Language Model over documents and print the answer. Without "
-                    "--provider or --base-url, OPENAI_API_KEY selects OpenAI; with no key at all the "
-                    "offline demo provider runs (it says so on stderr).",
+                    "--provider or --base-url, OPENAI_API_KEY selects OpenAI, else the provider last "
+                    "chosen in the desktop app; with none of these the offline demo provider runs "
+                    "(it says so on stderr). Limits default to the app's settings, then the flags.",
         epilog="exit codes: 0 answered; 2 usage or bad input; 3 a limit or budget stopped the run "
                "(a partial answer may be printed); 4 cancelled (SIGINT/SIGTERM, the trace is "
                "closed first); 5 provider error after retries.")
@@ -80,8 +81,23 @@ def _err(msg: str) -> None:
     print(f"rlm-desktop run: {msg}", file=sys.stderr, flush=True)
 
 
-def _resolve_provider(args: argparse.Namespace) -> tuple[Any, str | None]:
+def _app_settings() -> tuple[Any | None, str | None]:
+    """The desktop app's Settings (profiles, default limits), or (None, why not)."""
+    try:
+        from rlm_desktop.ui.settings import Settings
+    except ImportError as exc:
+        return None, f"the app's settings are not available in this installation ({exc})"
+    try:
+        return Settings(), None
+    except Exception as exc:   # an unreadable preferences file must not stop a headless run
+        return None, f"the app's settings could not be read ({exc})"
+
+
+def _resolve_provider(args: argparse.Namespace, settings: Any | None,
+                      settings_note: str | None) -> tuple[Any, str | None]:
     """(ProviderConfig, note for stderr or None)."""
+    from dataclasses import replace
+
     from rlm_desktop.core.config import ProviderConfig
     from rlm_desktop.engine.demo import DEMO_LABEL, DEMO_PROVIDER
 
@@ -89,14 +105,11 @@ def _resolve_provider(args: argparse.Namespace) -> tuple[Any, str | None]:
     if args.provider == "demo":
         return DEMO_PROVIDER, f"Using the offline demo provider. {DEMO_LABEL}"
     if args.provider:
+        if settings is None:
+            raise UsageError(f"cannot use provider profile {args.provider!r}: {settings_note}; use "
+                             "--base-url URL instead")
         try:
-            from rlm_desktop.ui.settings import Settings
-        except ImportError as exc:
-            raise UsageError(f"cannot use provider profile {args.provider!r}: profiles are not "
-                             f"available in this installation ({exc}); use --base-url URL "
-                             "instead") from None
-        try:
-            cfg = Settings().provider_config(args.provider)
+            cfg = settings.provider_config(args.provider)
         except Exception as exc:   # unknown id, unreadable settings, keyring trouble: all usage
             msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
             if args.provider not in msg:
@@ -124,8 +137,27 @@ def _resolve_provider(args: argparse.Namespace) -> tuple[Any, str | None]:
         model = args.model or DEFAULT_OPENAI_MODEL
         return ProviderConfig(id="openai", name="OpenAI", base_url=OPENAI_BASE_URL, api_key=key,
                               root_model=model, sub_model=args.sub_model or model, prices=prices), None
-    return DEMO_PROVIDER, ("No provider given (--provider, --base-url) and no OPENAI_API_KEY: using the "
-                           f"offline demo provider. {DEMO_LABEL}")
+    # Nothing on the command line: the provider chosen last in the desktop app, if any.
+    why_demo = "No provider given (--provider, --base-url), no OPENAI_API_KEY"
+    if settings is not None:
+        try:
+            pid, model = settings.last_root_choice()
+            sub_pid, sub_model = settings.last_sub_choice()
+        except Exception as exc:   # unreadable choice: fall back to the demo, saying why
+            pid, model, sub_pid, sub_model = "demo", "", "demo", ""
+            why_demo += f" and the app's last choice could not be read ({exc})"
+        if pid != "demo":
+            try:
+                cfg = settings.provider_config(pid)
+            except Exception as exc:   # e.g. no key reachable from this shell
+                why_demo += f"; the app's provider {pid!r} cannot be used here ({exc})"
+            else:
+                cfg = replace(cfg, root_model=model or cfg.root_model,
+                              sub_model=(sub_model if sub_pid == pid and sub_model else cfg.sub_model))
+                return cfg, f"Using the app's provider {cfg.name!r} ({pid}), model {cfg.root_model}."
+        else:
+            why_demo += " and no provider chosen in the app"
+    return DEMO_PROVIDER, f"{why_demo}: using the offline demo provider. {DEMO_LABEL}"
 
 
 def _limits(args: argparse.Namespace, base: Any) -> Any:
@@ -228,6 +260,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from rlm_desktop.core.config import ConfigError, RunConfig, RunLimits, SandboxLimits
     from rlm_desktop.core.documents import load_documents
 
@@ -236,7 +270,8 @@ def _handle(args: argparse.Namespace) -> int:
     missing = [p for p in args.docs if not os.path.lexists(p)]
     if missing:
         raise UsageError(f"no such file or folder: {missing[0]}")
-    provider, note = _resolve_provider(args)
+    settings, settings_note = _app_settings()
+    provider, note = _resolve_provider(args, settings, settings_note)
     if note and not args.quiet:
         _err(note)
     elif note:
@@ -253,8 +288,15 @@ def _handle(args: argparse.Namespace) -> int:
         raise UsageError("no readable documents in " + ", ".join(args.docs) +
                          " (see the messages above); give text, Markdown, PDF, code … files")
     try:
-        limits = _limits(args, RunLimits())
-        sandbox = SandboxLimits(allow_weak=bool(args.allow_weak_sandbox))
+        base_limits, sandbox, memo = RunLimits(), SandboxLimits(), True
+        if settings is not None:     # the app's defaults, then the flags
+            try:
+                base_limits, sandbox, memo = (settings.default_limits(), settings.sandbox_limits(),
+                                              settings.memo_cache())
+            except Exception as exc:   # unreadable preferences: built-in defaults, said plainly
+                _err(f"note: the app's default limits could not be read ({exc}); built-in defaults apply")
+        limits = _limits(args, base_limits)
+        sandbox = replace(sandbox, allow_weak=sandbox.allow_weak or bool(args.allow_weak_sandbox))
         root_model = provider.root_model if provider.is_demo else (args.model or provider.root_model)
         sub_model = provider.sub_model if provider.is_demo else (
             args.sub_model or (args.model if args.provider is None else None) or provider.sub_model
@@ -262,7 +304,7 @@ def _handle(args: argparse.Namespace) -> int:
         if not root_model:
             raise UsageError(f"no model chosen for {provider.name}: pass --model")
         config = RunConfig(query=args.query, root_model=root_model, sub_model=sub_model,
-                           limits=limits, sandbox=sandbox, memo_cache=not args.no_memo)
+                           limits=limits, sandbox=sandbox, memo_cache=memo and not args.no_memo)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     from rlm_desktop.engine.run import price_warning

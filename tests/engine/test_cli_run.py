@@ -197,3 +197,27 @@ def test_progress_line_on_a_terminal_and_quiet_silences_it(docs: Path) -> None:
     assert code == 0 and "\riteration" in err.replace("\x1b[2K", "") and "sub-calls" in err
     code, err = stderr_via_tty("--quiet")
     assert code == 0 and "iteration" not in err
+
+
+def test_app_settings_provide_the_provider_and_default_limits(srv: FakeOpenAI, docs: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlm_desktop.core.config import RunLimits
+    from rlm_desktop.core.profiles import profile_from_preset
+    from rlm_desktop.ui.settings import Settings
+
+    settings = Settings()
+    settings.add_profile(profile_from_preset("custom", "gw", base_url=srv.base_url, root_model="fake-root",
+                                             sub_model="fake-sub"))
+    settings.set_last_root_choice("gw", "fake-root")
+    settings.set_default_limits(RunLimits(max_iterations=2))
+    settings.sync()
+    monkeypatch.setenv("RLM_DESKTOP_KEY_GW", "sk-gw-from-env-123")
+    srv.handler = route(["```repl\nprint(1)\n```"] * 3)
+    r = _cli("--docs", str(docs), "--query", "q", "--allow-weak-sandbox")
+    assert r.returncode == 3, r.stderr
+    assert "Using the app's provider" in r.stderr and "max iterations reached (2)" in r.stderr
+    assert {q.authorization for q in srv.chat_requests} == {"Bearer sk-gw-from-env-123"}
+    srv.handler = route(["FINAL(via flag)"])
+    r = _cli("--docs", str(docs), "--query", "q", "--provider", "gw", "--max-iterations", "5",
+             "--allow-weak-sandbox")
+    assert r.returncode == 0 and r.stdout.strip() == "via flag"
