@@ -707,7 +707,8 @@ class _RLM:
             attrs["prompt_chars"] = len(prompt)   # the whole prompt is in the child llm_call
         if batch_index is not None:
             attrs[Attr.BATCH_INDEX] = batch_index
-        sid = s.start(SpanKind.SUB_CALL, "llm_query", parent, attrs)
+        name = "llm_query" if batch_index is None else f"llm_query_batched[{batch_index}]"
+        sid = s.start(SpanKind.SUB_CALL, name, parent, attrs)
         key = (model_name, prompt)
         fut: asyncio.Future[str] | None = None
         try:
