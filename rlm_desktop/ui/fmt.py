@@ -108,7 +108,7 @@ def span_label(span: Span) -> str:
     hint = ""
     if kind == SpanKind.SUB_CALL:
         idx = a.get(Attr.BATCH_INDEX)
-        name = f"{span.name} [{idx}]" if idx is not None else span.name
+        name = f"{span.name} [{idx}]" if idx is not None and "[" not in span.name else span.name
         if a.get(Attr.CACHE_HIT):
             name += " (cached)"
         prompt = a.get(Attr.PROMPT)

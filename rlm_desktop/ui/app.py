@@ -1,0 +1,44 @@
+"""`rlm-desktop [PATH…]`: start the desktop app (qasync event loop), with files, folders or a trace."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication
+
+APP_ID = "io.github.rlm_desktop.RLMDesktop"
+
+
+def make_app(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        app = QApplication([sys.argv[0] if sys.argv else "rlm-desktop", *(argv or [])])
+    app.setApplicationName("RLM Desktop")
+    app.setOrganizationName("rlm-desktop")
+    app.setDesktopFileName(APP_ID)
+    # Fusion follows the system colour scheme (light/dark) on every platform.
+    app.setStyle("Fusion")
+    return app
+
+
+def run_app(argv: list[str]) -> int:
+    """Open the main window with ``argv`` paths loaded (a trace file opens that trace)."""
+    import qasync
+
+    from rlm_desktop.ui.main_window import MainWindow
+    from rlm_desktop.ui.settings import Settings
+
+    app = make_app()
+    window = MainWindow(Settings())
+    window.show()
+    if argv:
+        window.open_paths([Path(p) for p in argv])
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    closed = asyncio.Event()
+    app.aboutToQuit.connect(closed.set)
+    with loop:
+        loop.run_until_complete(closed.wait())
+    return 0

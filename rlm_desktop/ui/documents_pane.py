@@ -1,0 +1,413 @@
+"""Documents pane: add files and folders (loaded off the GUI thread), the list with per-file status,
+a text preview and totals. Its DocumentSet becomes the run's ``context``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QBrush, QPalette
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from rlm_desktop.core.documents import (
+    Document,
+    DocumentSet,
+    LoadCancelled,
+    ScanResult,
+    format_size,
+    load_documents,
+    scan_paths,
+)
+from rlm_desktop.ui.icons import icon
+from rlm_desktop.ui.jobs import ThreadJob
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+COLUMNS = ("Name", "Type", "Size", "Characters", "≈ Tokens (est.)", "Status")
+COLUMN_TIPS = (
+    "Path relative to the folder it came from (the key in `context`)",
+    "How the file was read",
+    "Size on disk",
+    "Characters of extracted text",
+    "Estimated tokens (characters / 4) — an estimate, not a tokenizer count",
+    "Loaded, loaded with a warning, or why the file could not be used",
+)
+PREVIEW_LIMIT = 200_000
+# Ask before loading more than this many files or bytes at once.
+CONFIRM_FILES = 2_000
+CONFIRM_BYTES = 200 * 1024 * 1024
+
+
+class DocumentsModel(QAbstractTableModel):
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.docs: list[Document] = []
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.docs)
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return COLUMN_TIPS[section]
+        return None
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self.docs):
+            return None
+        d = self.docs[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return d.rel_path
+            if col == 1:
+                return d.kind + (f" ({d.pages} p.)" if d.pages else "")
+            if col == 2:
+                return format_size(d.size_bytes)
+            if col == 3:
+                return f"{d.chars:,}" if d.ok else ""
+            if col == 4:
+                return f"~{d.est_tokens:,}" if d.ok else ""
+            if col == 5:
+                return status_text(d)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == 5 or (col == 0 and not d.ok):
+                return status_text(d, full=True)
+            if col == 0:
+                return str(d.path)
+        if role == Qt.ItemDataRole.ForegroundRole and not d.ok:
+            return QBrush(Qt.GlobalColor.red)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (2, 3, 4):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.UserRole:
+            return d
+        return None
+
+    def set_docs(self, docs: list[Document]) -> None:
+        self.beginResetModel()
+        self.docs = docs
+        self.endResetModel()
+
+
+def status_text(d: Document, full: bool = False) -> str:
+    if d.error:
+        return f"error: {d.error}"
+    if d.warning:
+        return f"loaded, warning: {d.warning}"
+    enc = f" ({d.encoding})" if full and d.encoding else ""
+    return "loaded" + enc
+
+
+class DocumentsPane(QWidget):
+    """The documents list. ``add_paths`` loads on a worker thread; ``document_set()`` for a run."""
+
+    documents_changed = Signal()
+    loading_changed = Signal(bool)
+    status_message = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("documentsPane")
+        # Replaceable for tests: asks the user; returns True to go on.
+        self.confirm: Callable[[str], bool] = self._ask
+        self.confirm_files = CONFIRM_FILES
+        self.confirm_bytes = CONFIRM_BYTES
+        self._job: ThreadJob | None = None
+        self.model = DocumentsModel(self)
+
+        self.add_files_btn = QPushButton(icon("add-files"), "Add &files…")
+        self.add_folder_btn = QPushButton(icon("add-folder"), "Add f&older…")
+        self.remove_btn = QPushButton(icon("remove"), "&Remove")
+        self.clear_btn = QPushButton(icon("clear"), "Clear")
+        self.remove_btn.setToolTip("Remove the selected documents (Delete)")
+        self.clear_btn.setToolTip("Remove every document")
+        self.add_files_btn.clicked.connect(self.choose_files)
+        self.add_folder_btn.clicked.connect(self.choose_folder)
+        self.remove_btn.clicked.connect(self.remove_selected)
+        self.clear_btn.clicked.connect(self.clear)
+        buttons = QHBoxLayout()
+        for b in (self.add_files_btn, self.add_folder_btn, self.remove_btn, self.clear_btn):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+
+        self.table = QTableView()
+        self.table.setObjectName("documentsTable")
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setWordWrap(False)
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(True)
+        hh = self.table.horizontalHeader()
+        hh.setStretchLastSection(True)
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.resizeSection(0, 170)
+        for col, w in ((1, 60), (2, 70), (3, 80), (4, 95)):
+            hh.resizeSection(col, w)
+        self.table.selectionModel().selectionChanged.connect(self._on_selection)
+        self.table.setAccessibleName("Documents")
+
+        self.empty_hint = QLabel("Drop files or folders anywhere on the window, or use Add files / "
+                                 "Add folder. Text, Markdown, CSV, JSON, HTML, code and PDF.")
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.progress.setFormat("Loading %v of %m…")
+        self.cancel_btn = QPushButton("Cancel loading")
+        self.cancel_btn.setVisible(False)
+        self.cancel_btn.clicked.connect(self.cancel_loading)
+        prog = QHBoxLayout()
+        prog.addWidget(self.progress, 1)
+        prog.addWidget(self.cancel_btn)
+
+        self.totals = QLabel()
+        self.totals.setObjectName("documentsTotals")
+        self.totals.setWordWrap(True)
+
+        self.preview_label = QLabel("Preview")
+        self.preview = QPlainTextEdit()
+        self.preview.setObjectName("documentPreview")
+        self.preview.setReadOnly(True)
+        self.preview.setPlaceholderText("Select a document to preview its extracted text.")
+        self.preview.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(buttons)
+        tl.addWidget(self.empty_hint)
+        tl.addWidget(self.table, 1)
+        tl.addLayout(prog)
+        tl.addWidget(self.totals)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addWidget(self.preview_label)
+        bl.addWidget(self.preview, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("documentsSplitter")
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(bottom)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.splitter)
+        self._refresh()
+
+    # -- API ---------------------------------------------------------------------------------------
+    @property
+    def documents(self) -> list[Document]:
+        return list(self.model.docs)
+
+    @property
+    def loading(self) -> bool:
+        return self._job is not None
+
+    def document_set(self) -> DocumentSet:
+        """The loaded, usable documents (errors listed apart) for a run."""
+        ok = [d for d in self.model.docs if d.ok]
+        bad = [d for d in self.model.docs if not d.ok]
+        return DocumentSet(documents=ok, errors=bad)
+
+    def add_paths(self, paths: Iterable[str | Path]) -> bool:
+        """Scan then load ``paths`` on a worker thread. False when a load is already running."""
+        plist = [Path(p) for p in paths]
+        if not plist:
+            return False
+        if self._job is not None:
+            self.status_message.emit("Still loading documents; wait or cancel before adding more.")
+            return False
+        job = ThreadJob(lambda j: scan_paths(plist, cancel=j.cancel), name="scan", parent=self)
+        job.finished.connect(self._on_scanned)
+        job.failed.connect(self._on_failed)
+        self._begin(job, "Scanning…")
+        return True
+
+    def cancel_loading(self) -> None:
+        if self._job is not None:
+            self._job.cancel.cancel("loading cancelled by the user")
+
+    def remove_selected(self) -> None:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()}, reverse=True)
+        if not rows:
+            return
+        docs = list(self.model.docs)
+        for r in rows:
+            del docs[r]
+        self.model.set_docs(docs)
+        self._refresh()
+        self.documents_changed.emit()
+
+    def clear(self) -> None:
+        self.model.set_docs([])
+        self._refresh()
+        self.documents_changed.emit()
+
+    def choose_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add documents")
+        if files:
+            self.add_paths(files)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of documents")
+        if folder:
+            self.add_paths([folder])
+
+    def select_row(self, row: int) -> None:
+        self.table.selectionModel().select(
+            self.model.index(row, 0),
+            QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+
+    # -- loading -----------------------------------------------------------------------------------
+    def _begin(self, job: ThreadJob, text: str) -> None:
+        self._job = job
+        job.progress.connect(self._on_progress)
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(text)
+        self.progress.setVisible(True)
+        self.cancel_btn.setVisible(True)
+        self.loading_changed.emit(True)
+        job.start()
+
+    def _end(self) -> None:
+        self._job = None
+        self.progress.setVisible(False)
+        self.cancel_btn.setVisible(False)
+        self.loading_changed.emit(False)
+
+    def _on_progress(self, done: int, total: int, name: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"Loading %v of %m… {name}")
+
+    def _on_failed(self, message: str) -> None:
+        cancelled = self._job is not None and self._job.cancel.cancelled
+        self._end()
+        if cancelled:
+            self.status_message.emit("Loading cancelled; nothing was added.")
+        else:
+            self.status_message.emit(f"Could not load the documents: {message}")
+            QMessageBox.warning(self, "Documents not loaded", f"Could not load the documents: {message}")
+
+    def _on_scanned(self, scan: ScanResult) -> None:
+        n, size = len(scan.files), scan.total_bytes
+        if n > self.confirm_files or size > self.confirm_bytes:
+            text = (f"This adds {n:,} files ({format_size(size)}). Loading may take a while and the "
+                    "model will see a large context. Load them?")
+            if not self.confirm(text):
+                self._end()
+                self.status_message.emit("Not loaded: you declined the large folder.")
+                return
+        self._job = None
+        job = ThreadJob(lambda j: load_documents(scan, cancel=j.cancel, progress=j.report),
+                        name="load", parent=self)
+        job.finished.connect(self._on_loaded)
+        job.failed.connect(self._on_failed)
+        self._begin(job, f"Loading {n:,} files…")
+
+    def _on_loaded(self, result: DocumentSet) -> None:
+        self._end()
+        merged = self._merge(result.documents + result.errors)
+        self.model.set_docs(merged)
+        self._refresh()
+        self.documents_changed.emit()
+        self.status_message.emit("Added: " + result.summary())
+
+    def _merge(self, new: list[Document]) -> list[Document]:
+        by_path = {str(d.path): d for d in self.model.docs}
+        taken = {d.rel_path: str(d.path) for d in self.model.docs}
+        for d in new:
+            key = str(d.path)
+            if key in by_path:
+                d.rel_path = by_path[key].rel_path
+            elif d.rel_path in taken:
+                base, n = d.rel_path, 2
+                while f"{base} ({n})" in taken:
+                    n += 1
+                d.rel_path = f"{base} ({n})"
+            by_path[key] = d
+            taken[d.rel_path] = key
+        return sorted(by_path.values(), key=lambda d: d.rel_path)
+
+    def _ask(self, text: str) -> bool:
+        answer = QMessageBox.question(self, "Load a large folder?", text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    # -- view --------------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        docs = self.model.docs
+        self.empty_hint.setVisible(not docs)
+        ds = self.document_set()
+        if not docs:
+            self.totals.setText("No documents yet.")
+        else:
+            self.totals.setText(ds.summary())
+        self.remove_btn.setEnabled(bool(docs))
+        self.clear_btn.setEnabled(bool(docs))
+        self._on_selection()
+
+    def _on_selection(self, *args: Any) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            self.preview.setPlainText("")
+            self.preview_label.setText("Preview")
+            return
+        d = self.model.docs[rows[0].row()]
+        if not d.ok:
+            self.preview_label.setText(f"Preview — {d.rel_path}")
+            self.preview.setPlainText(f"Not loaded: {d.error}")
+            return
+        text = d.text or ""
+        shown = text[:PREVIEW_LIMIT]
+        note = (f" (first {PREVIEW_LIMIT:,} of {len(text):,} characters)" if len(text) > PREVIEW_LIMIT
+                else f" ({len(text):,} characters)")
+        self.preview_label.setText(f"Preview — {d.rel_path}{note}")
+        self.preview.setPlainText(shown)
+
+    def cancel_and_wait(self, timeout: float = 5.0) -> None:
+        job = self._job
+        if job is not None:
+            job.cancel.cancel("the window is closing")
+            job.wait(timeout)
+
+    def __repr__(self) -> str:   # pragma: no cover - debugging aid
+        return f"<DocumentsPane {len(self.model.docs)} docs>"
+
+
+__all__ = ["DocumentsPane", "LoadCancelled"]

@@ -1,0 +1,631 @@
+"""The main window: composes the documents, history, query, trace, detail and answer panes and the
+status bar; runs go through the engine bridge, saved traces open on a worker thread."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QWidget,
+)
+
+from rlm_desktop.core.config import ConfigError, RunConfig
+from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace, TraceEvent, read_trace
+from rlm_desktop.ui.detail_pane import DetailPane
+from rlm_desktop.ui.documents_pane import DocumentsPane
+from rlm_desktop.ui.engine_bridge import EngineBridge, RunOutcome, RunRequest
+from rlm_desktop.ui.icons import icon
+from rlm_desktop.ui.jobs import ThreadJob
+from rlm_desktop.ui.query_pane import ModelChoice, QueryPane
+from rlm_desktop.ui.run_panes import AnswerPane, HistoryEntry, HistoryPane, HistoryStore, RunStatusBar
+from rlm_desktop.ui.settings import Settings
+from rlm_desktop.ui.trace_model import TraceModel
+from rlm_desktop.ui.trace_pane import TracePane
+from rlm_desktop.ui.window_state import WindowState
+
+APP_TITLE = "RLM Desktop"
+EXPORT_FILTERS = {
+    "HTML report (*.html)": "html",
+    "Markdown (*.md)": "markdown",
+    "JSON tree (*.json)": "json",
+    "OpenTelemetry OTLP JSON (*.otlp.json)": "otlp",
+}
+
+
+def is_trace_file(path: Path) -> bool:
+    """A .jsonl file whose first line is an rlm-trace header."""
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline(1_000_000)
+        head = json.loads(first)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(head, dict) and head.get("format") == FORMAT_NAME
+
+
+class _Totals:
+    def __init__(self) -> None:
+        self.cost = 0.0
+        self.cost_unknown = 0
+        self.calls = 0
+        self.tin = self.tout = self.cached = 0
+        self.sub_calls = 0
+
+
+class MainWindow(QMainWindow):
+    trace_opened = Signal(str)        # path of a saved trace now shown
+    trace_open_failed = Signal(str)   # message
+    run_started = Signal(int)
+    run_finished = Signal(object)     # RunOutcome of the run shown
+
+    def __init__(self, settings: Settings | None = None, *, history: HistoryStore | None = None,
+                 window_state: WindowState | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(APP_TITLE)
+        self.setWindowIcon(icon("app"))
+        self.setObjectName("mainWindow")
+        self.settings = settings if settings is not None else Settings()
+        self.window_state = window_state or WindowState()
+        self.bridge = EngineBridge(self)
+        self.bridge.events_ready.connect(self._on_events_ready)
+        self.bridge.run_finished.connect(self._on_run_finished)
+        self.model = TraceModel(self)
+        self.model.batch_applied.connect(self._on_batch)
+        self.model.header_changed.connect(self._on_header)
+
+        self.current_run: int | None = None
+        self.last_outcome: RunOutcome | None = None
+        self.shown_trace_path: Path | None = None
+        self._run_t0 = 0.0
+        self._totals = _Totals()
+        self._max_sub_calls: int | None = None
+        self._open_job: ThreadJob | None = None
+
+        # panes
+        self.documents = DocumentsPane()
+        self.history = HistoryPane(history or HistoryStore())
+        self.query = QueryPane()
+        self.trace_pane = TracePane(self.model)
+        self.detail = DetailPane()
+        self.answer = AnswerPane()
+        self.status = RunStatusBar()
+        self.setStatusBar(self.status)
+
+        self.left_tabs = QTabWidget()
+        self.left_tabs.setObjectName("leftTabs")
+        self.left_tabs.addTab(self.documents, "&Documents")
+        self.left_tabs.addTab(self.history, "&History")
+        self.left_split = QSplitter(Qt.Orientation.Vertical)
+        self.left_split.setObjectName("leftSplit")
+        self.left_split.addWidget(self.left_tabs)
+        self.left_split.addWidget(self.query)
+        self.left_split.setStretchFactor(0, 3)
+        self.left_split.setStretchFactor(1, 2)
+        self.right_split = QSplitter(Qt.Orientation.Vertical)
+        self.right_split.setObjectName("rightSplit")
+        self.right_split.addWidget(self.detail)
+        self.right_split.addWidget(self.answer)
+        self.right_split.setStretchFactor(0, 3)
+        self.right_split.setStretchFactor(1, 1)
+        self.main_split = QSplitter(Qt.Orientation.Horizontal)
+        self.main_split.setObjectName("mainSplit")
+        self.main_split.addWidget(self.left_split)
+        self.main_split.addWidget(self.trace_pane)
+        self.main_split.addWidget(self.right_split)
+        self.main_split.setStretchFactor(0, 2)
+        self.main_split.setStretchFactor(1, 4)
+        self.main_split.setStretchFactor(2, 3)
+        self.main_split.setSizes([380, 620, 440])
+        self.setCentralWidget(self.main_split)
+
+        # wiring
+        self.documents.status_message.connect(lambda m: self.status.showMessage(m, 8000))
+        self.documents.loading_changed.connect(self._update_actions)
+        self.history.open_requested.connect(lambda p: self.open_trace_file(Path(p)))
+        self.query.run_requested.connect(self.start_run)
+        self.query.stop_requested.connect(self.stop_run)
+        self.query.settings_requested.connect(self.open_settings)
+        self.trace_pane.span_selected.connect(self._on_span_selected)
+        self._elapsed = QTimer(self)
+        self._elapsed.setInterval(500)
+        self._elapsed.timeout.connect(self._tick_elapsed)
+
+        self._build_actions()
+        self.setAcceptDrops(True)
+        for w in self.findChildren(QWidget):
+            if w.acceptDrops():
+                w.installEventFilter(self)
+        self.reload_settings()
+        self.resize(1400, 900)
+        self.window_state.restore_geometry(self)
+        self._state_restored = False
+        self._update_actions()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not self._state_restored:
+            self._state_restored = True
+            self.window_state.restore(self, self._splitters(), self._headers())
+
+    # -- construction ------------------------------------------------------------------------------
+    def _action(self, text: str, slot: Any, shortcuts: Iterable[str | QKeySequence.StandardKey] = (),
+                icon_name: str | None = None, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if icon_name:
+            act.setIcon(icon(icon_name))
+        seqs = [QKeySequence(s) for s in shortcuts]
+        if seqs:
+            act.setShortcuts(seqs)
+        if tip:
+            act.setStatusTip(tip)
+            act.setToolTip(tip + (f" ({seqs[0].toString(QKeySequence.SequenceFormat.NativeText)})"
+                                  if seqs else ""))
+        act.triggered.connect(lambda _checked=False: slot())
+        self.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        a = self._action
+        self.act_add_files = a("Add &files…", self.documents.choose_files, ["Ctrl+O"], "add-files",
+                               "Add documents")
+        self.act_add_folder = a("Add f&older…", self.documents.choose_folder, ["Ctrl+Shift+O"],
+                                "add-folder", "Add a folder of documents")
+        self.act_open_trace = a("Open &trace…", self.choose_trace, ["Ctrl+Shift+T"], "open-trace",
+                                "Open a saved trace (.jsonl)")
+        self.act_export = a("&Export trace…", self.export_trace, ["Ctrl+E"], "export",
+                            "Export the shown trace as HTML, Markdown, JSON or OTLP")
+        self.act_settings = a("&Settings…", self.open_settings, ["Ctrl+,"], "settings",
+                              "Providers, keys, default limits, sandbox")
+        self.act_quit = a("&Quit", self.close, [QKeySequence.StandardKey.Quit, "Ctrl+Q"])
+        file_menu = mb.addMenu("&File")
+        for act in (self.act_add_files, self.act_add_folder, None, self.act_open_trace, self.act_export,
+                    None, self.act_settings, None, self.act_quit):
+            file_menu.addSeparator() if act is None else file_menu.addAction(act)
+
+        self.act_run = a("&Run query", self.start_run, ["Ctrl+Return", "Ctrl+Enter"], "run",
+                         "Run the question over the documents")
+        self.act_stop = a("&Stop run", self.stop_run, ["Esc"], "stop",
+                          "Cancel every model call, kill the REPL, save the trace")
+        self.act_clear_docs = a("&Clear documents", self.documents.clear, [])
+        run_menu = mb.addMenu("&Run")
+        for act in (self.act_run, self.act_stop, None, self.act_clear_docs):
+            run_menu.addSeparator() if act is None else run_menu.addAction(act)
+
+        tp = self.trace_pane
+        self.act_find = a("&Find in trace", tp.focus_filter, [QKeySequence.StandardKey.Find])
+        self.act_errors = a("&Errors only", lambda: tp.errors_only.toggle(), ["Ctrl+Shift+E"])
+        self.act_expand = a("E&xpand all", tp.expand_all, ["Ctrl+Shift+Down"])
+        self.act_collapse = a("C&ollapse all", tp.collapse_all, ["Ctrl+Shift+Up"])
+        self.act_follow = a("F&ollow newest step", lambda: tp.set_follow(True), ["Ctrl+L"])
+        view_menu = mb.addMenu("&View")
+        for act in (self.act_find, self.act_errors, self.act_expand, self.act_collapse, self.act_follow):
+            view_menu.addAction(act)
+        view_menu.addSeparator()
+        focus = [("&Documents", lambda: self._focus_tab(0, self.documents.table), "Alt+1"),
+                 ("&History", lambda: self._focus_tab(1, self.history.table), "Alt+2"),
+                 ("&Question", lambda: self.query.question.setFocus(), "Alt+3"),
+                 ("&Trace", lambda: tp.view.setFocus(), "Alt+4"),
+                 ("D&etail", lambda: self.detail.tabs.setFocus(), "Alt+5"),
+                 ("&Answer", lambda: self.answer.text.setFocus(), "Alt+6")]
+        go = view_menu.addMenu("&Go to pane")
+        for text, slot, key in focus:
+            go.addAction(a(text, slot, [key]))
+
+        self.act_remove_docs = QAction("Remove selected documents", self.documents.table)
+        self.act_remove_docs.setShortcut(QKeySequence.StandardKey.Delete)
+        self.act_remove_docs.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.act_remove_docs.triggered.connect(self.documents.remove_selected)
+        self.documents.table.addAction(self.act_remove_docs)
+
+        help_menu = mb.addMenu("&Help")
+        help_menu.addAction(a("&Keyboard shortcuts", self._show_shortcuts, ["F1"]))
+        help_menu.addAction(a("&About RLM Desktop", self._show_about, []))
+
+        tb = QToolBar("Main")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for act in (self.act_add_files, self.act_add_folder, None, self.act_open_trace, self.act_export,
+                    None, self.act_settings):
+            tb.addSeparator() if act is None else tb.addAction(act)
+        self.addToolBar(tb)
+
+    def _focus_tab(self, index: int, widget: QWidget) -> None:
+        self.left_tabs.setCurrentIndex(index)
+        widget.setFocus()
+
+    def _splitters(self) -> dict[str, QSplitter]:
+        return {"main": self.main_split, "left": self.left_split, "right": self.right_split,
+                "documents": self.documents.splitter}
+
+    def _headers(self) -> dict[str, Any]:
+        return {"trace": self.trace_pane.view.header(),
+                "documents": self.documents.table.horizontalHeader(),
+                "history": self.history.table.horizontalHeader()}
+
+    def reload_settings(self) -> None:
+        s = self.settings
+        root_pid, root_model = s.last_root_choice()
+        sub_pid, sub_model = s.last_sub_choice()
+        self.query.set_providers(s.providers(), ModelChoice(root_pid, root_model),
+                                 ModelChoice(sub_pid, sub_model))
+        self.query.set_limits(s.default_limits())
+
+    def _update_actions(self, *_args: Any) -> None:
+        running = self.current_run is not None and self.bridge.is_running(self.current_run)
+        self.act_run.setEnabled(not running)
+        self.act_stop.setEnabled(running)
+        self.act_export.setEnabled(len(self.model.trace) > 0)
+        self.act_open_trace.setEnabled(True)
+
+    # -- documents and drops -----------------------------------------------------------------------
+    def open_paths(self, paths: Iterable[str | Path]) -> None:
+        """Load documents and open trace files (the last trace given is shown)."""
+        plist = [Path(p).expanduser() for p in paths]
+        missing = [p for p in plist if not p.exists()]
+        if missing:
+            self.status.showMessage("Not found: " + ", ".join(str(p) for p in missing), 10000)
+        traces = [p for p in plist if p.exists() and is_trace_file(p)]
+        docs = [p for p in plist if p.exists() and p not in traces]
+        if docs:
+            self.left_tabs.setCurrentWidget(self.documents)
+            self.documents.add_paths(docs)
+        if traces:
+            self.open_trace_file(traces[-1])
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
+            mime = event.mimeData()  # type: ignore[attr-defined]
+            if mime is not None and mime.hasUrls() and any(u.isLocalFile() for u in mime.urls()):
+                if event.type() == QEvent.Type.Drop:
+                    self._handle_drop(event)  # type: ignore[arg-type]
+                else:
+                    event.acceptProposedAction()  # type: ignore[attr-defined]
+                return True
+        return super().eventFilter(obj, event)
+
+    def dragEnterEvent(self, event: Any) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: Any) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self._handle_drop(event)
+
+    def _handle_drop(self, event: QDropEvent) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            return
+        event.acceptProposedAction()
+        self.open_paths(paths)
+
+    # -- runs --------------------------------------------------------------------------------------
+    def start_run(self) -> int | None:
+        """Start a run from the query pane. Returns its id, or None (the reason is shown)."""
+        if self.current_run is not None and self.bridge.is_running(self.current_run):
+            return None
+        if self.documents.loading:
+            self._warn("Documents are still loading; wait for them (or cancel) before running.")
+            return None
+        ds = self.documents.document_set()
+        if not ds.documents:
+            self._warn("Add at least one readable document first (drop files or a folder on the window, "
+                       "or use Add files / Add folder).")
+            return None
+        query = self.query.query()
+        if not query:
+            self._warn("Type a question about the documents first.")
+            self.query.question.setFocus()
+            return None
+        root, sub = self.query.root_choice(), self.query.sub_choice()
+        try:
+            limits = self.query.limits()
+            provider = self.settings.provider_config(root.profile_id)
+            sub_provider = (provider if sub.profile_id == root.profile_id
+                            else self.settings.provider_config(sub.profile_id))
+            root_model = root.model or provider.root_model
+            sub_model = sub.model or sub_provider.sub_model or root_model
+            config = RunConfig(query=query, root_model=root_model, sub_model=sub_model, limits=limits,
+                               sandbox=self.settings.sandbox_limits(),
+                               memo_cache=self.settings.memo_cache())
+        except ConfigError as exc:
+            self._warn(str(exc), title="Cannot start the run")
+            return None
+        self.settings.set_last_root_choice(root.profile_id, root_model)
+        self.settings.set_last_sub_choice(sub.profile_id, sub_model)
+        header = {"documents": ds.describe(max_listed=100), "app": "rlm-desktop"}
+        request = RunRequest(config=config, context=ds.context_value(), provider=provider,
+                             sub_provider=None if sub_provider is provider else sub_provider,
+                             header=header)
+        if self.current_run is not None:
+            self.bridge.discard(self.current_run)
+        self.model.set_trace(Trace({"query": query, **header}), live=True)
+        self.shown_trace_path = None
+        self.detail.show_span(None, None)
+        self.answer.clear(running=True)
+        self._totals = _Totals()
+        self._max_sub_calls = limits.max_sub_calls
+        self.status.reset(limits.budget_usd)
+        self._refresh_figures()
+        self.trace_pane.set_follow(True)
+        run_id = self.bridge.start_run(request)
+        self.current_run = run_id
+        self.shown_trace_path = self.bridge.trace_path(run_id)
+        self._run_t0 = time.monotonic()
+        self._elapsed.start()
+        self.query.set_running(True)
+        self.setWindowTitle(f"{APP_TITLE} — running: {query[:60]}")
+        self.status.showMessage("Running…", 3000)
+        self._update_actions()
+        self.run_started.emit(run_id)
+        return run_id
+
+    def stop_run(self) -> None:
+        if self.current_run is None or not self.bridge.is_running(self.current_run):
+            return
+        self.bridge.stop(self.current_run)
+        self.query.set_stopping()
+        self.status.showMessage("Stopping: cancelling model calls and killing the REPL…")
+
+    def _on_events_ready(self, run_id: int) -> None:
+        if run_id != self.current_run:
+            self.bridge.discard(run_id)     # a run this window no longer shows
+            return
+        self.model.enqueue(self.bridge.take_events(run_id))
+
+    def _on_batch(self, events: list[TraceEvent]) -> None:
+        if not self.model.live:
+            return
+        t = self._totals
+        trace = self.model.trace
+        for ev in events:
+            if ev.type is EventType.STARTED:
+                if ev.kind == SpanKind.SUB_CALL:
+                    t.sub_calls += 1
+            elif ev.type is EventType.ENDED:
+                span = trace.get(ev.span_id)
+                if span is None or span.kind != SpanKind.LLM_CALL:
+                    continue
+                a = span.attributes
+                t.calls += 1
+                t.tin += int(a.get(Attr.INPUT_TOKENS) or 0)
+                t.tout += int(a.get(Attr.OUTPUT_TOKENS) or 0)
+                t.cached += int(a.get(Attr.CACHED_TOKENS) or 0)
+                cost = a.get(Attr.COST_USD)
+                if cost is None:
+                    if Attr.INPUT_TOKENS in a:
+                        t.cost_unknown += 1
+                else:
+                    t.cost += float(cost)
+        self._refresh_figures()
+        self._update_actions()
+
+    def _refresh_figures(self) -> None:
+        t = self._totals
+        self.status.update_figures(t.cost, t.cost_unknown == 0, t.tin, t.tout, t.cached, t.sub_calls,
+                                   self._max_sub_calls)
+
+    def _on_header(self, attrs: dict[str, Any]) -> None:
+        if "isolation" in attrs:
+            iso = attrs["isolation"]
+            self.status.set_isolation(iso if isinstance(iso, dict) else None)
+
+    def _tick_elapsed(self) -> None:
+        self.status.set_elapsed(time.monotonic() - self._run_t0)
+
+    def _on_run_finished(self, outcome: RunOutcome) -> None:
+        res = outcome.result
+        status = res.status if res is not None else "error"
+        self.history.add(HistoryEntry(
+            trace=str(outcome.trace_path), query=outcome.query,
+            started=outcome.started, finished=outcome.finished, status=status,
+            stop_reason=res.stop_reason if res is not None else "error",
+            cost_usd=res.cost_usd if res is not None else None,
+            cost_known=res.cost_known if res is not None else False,
+            provider=""))
+        if outcome.run_id != self.current_run:
+            return
+        self.model.enqueue(self.bridge.take_events(outcome.run_id))
+        self.model.flush()
+        self.model.set_live(False)
+        self._elapsed.stop()
+        self.status.set_elapsed(outcome.finished - outcome.started)
+        self.query.set_running(False)
+        self.last_outcome = outcome
+        if res is not None:
+            self.answer.set_result(res.answer, res.status, res.stop_reason, res.reason)
+            t = self._totals
+            self.status.update_figures(res.cost_usd or 0.0, res.cost_known, res.input_tokens,
+                                       res.output_tokens, res.cached_tokens, res.sub_calls,
+                                       self._max_sub_calls)
+            t.sub_calls = res.sub_calls
+            if res.isolation:
+                self.status.set_isolation(res.isolation)
+        if outcome.error:
+            self.answer.set_result(None, "error", "error", outcome.error)
+            self.status.showMessage(outcome.error, 15000)
+        else:
+            self.status.showMessage(f"Run finished: {status}. Trace saved to {outcome.trace_path}", 10000)
+        self.setWindowTitle(f"{APP_TITLE} — {self.model.trace.header.get('query', '')[:60]}")
+        self.detail.show_span(self.trace_pane.selected_span(), self.model.trace, live=False)
+        self._update_actions()
+        self.run_finished.emit(outcome)
+
+    # -- traces ------------------------------------------------------------------------------------
+    def choose_trace(self) -> None:
+        from rlm_desktop.core.paths import traces_dir
+
+        path, _ = QFileDialog.getOpenFileName(self, "Open a saved trace", str(traces_dir()),
+                                              "RLM traces (*.jsonl);;All files (*)")
+        if path:
+            self.open_trace_file(Path(path))
+
+    def open_trace_file(self, path: Path) -> None:
+        """Read ``path`` on a worker thread, then show it (a running run is stopped first)."""
+        if self._open_job is not None:
+            self._open_job.cancel.cancel("another trace was opened")
+        if self.current_run is not None and self.bridge.is_running(self.current_run):
+            self.stop_run()
+        job = ThreadJob(lambda _j: read_trace(path), name="open-trace", parent=self)
+        self._open_job = job
+        job.finished.connect(lambda trace: self._on_trace_read(job, path, trace))
+        job.failed.connect(lambda msg: self._on_trace_failed(job, path, msg))
+        self.status.showMessage(f"Opening {path.name}…")
+        job.start()
+
+    def _on_trace_read(self, job: ThreadJob, path: Path, trace: Trace) -> None:
+        if job is not self._open_job or job.cancel.cancelled:
+            return
+        self._open_job = None
+        if self.current_run is not None:
+            self.bridge.discard(self.current_run)
+            self.current_run = None
+            self._elapsed.stop()
+            self.query.set_running(False)
+        self.model.set_trace(trace, live=False)
+        self.shown_trace_path = path
+        self.detail.show_span(None, None)
+        root = trace.roots[0] if trace.roots else None
+        a = root.attributes if root is not None else {}
+        self.status.reset(None)
+        self._max_sub_calls = None
+        self.status.update_figures(float(a.get(Attr.COST_USD) or 0.0),
+                                   bool(a.get(Attr.COST_KNOWN, a.get(Attr.COST_USD) is not None))
+                                   if Attr.COST_USD in a else True,
+                                   int(a.get(Attr.INPUT_TOKENS) or 0), int(a.get(Attr.OUTPUT_TOKENS) or 0),
+                                   int(a.get(Attr.CACHED_TOKENS) or 0), int(a.get(Attr.SUB_CALLS) or 0))
+        if root is not None and root.duration is not None:
+            self.status.set_elapsed(root.duration)
+        iso = trace.header.get("isolation") or a.get(Attr.ISOLATION)
+        self.status.set_isolation(iso if isinstance(iso, dict) else None)
+        incomplete = sum(1 for s in trace.spans.values() if s.end is None)
+        if root is None:
+            self.answer.set_result(None, "error", None, "the trace file has no steps")
+        elif root.end is None:
+            self.answer.set_result(a.get(Attr.ANSWER), "error", "incomplete",
+                                   "the trace was cut short (the app or the run was interrupted)")
+        else:
+            status = "ok" if str(root.status) == "ok" else (
+                "cancelled" if str(root.status) == "cancelled" else "limit")
+            self.answer.set_result(a.get(Attr.ANSWER), status, a.get(Attr.STOP_REASON), a.get(Attr.ERROR))
+        query = str(trace.header.get("query") or a.get(Attr.QUERY) or "")
+        self.setWindowTitle(f"{APP_TITLE} — {path.name}")
+        if query and not self.query.query():
+            self.query.set_query(query)
+        msg = f"Opened {path.name}: {len(trace):,} steps"
+        if trace.truncated or incomplete:
+            msg += (f"; cut short — {incomplete:,} step(s) never finished and are marked incomplete")
+        if trace.skipped_lines:
+            msg += f"; {trace.skipped_lines} unreadable line(s) skipped"
+        self.status.showMessage(msg, 15000)
+        self._update_actions()
+        self.trace_opened.emit(str(path))
+
+    def _on_trace_failed(self, job: ThreadJob, path: Path, message: str) -> None:
+        if job is not self._open_job:
+            return
+        self._open_job = None
+        text = f"Could not open {path.name}: {message}"
+        self.status.showMessage(text, 15000)
+        self.trace_open_failed.emit(text)
+        self._notify("Trace not opened", text, QMessageBox.Icon.Warning)
+
+    def export_trace(self, path: Path | None = None, fmt: str | None = None) -> Path | None:
+        """Export the shown trace; without ``path`` a file dialog asks."""
+        from rlm_desktop.core.exporters import write_export
+
+        trace = self.model.trace
+        if len(trace) == 0:
+            self._warn("There is no trace to export yet: run a query or open a trace.")
+            return None
+        if path is None:
+            base = (self.shown_trace_path.with_suffix("") if self.shown_trace_path else Path.home() / "trace")
+            chosen, flt = QFileDialog.getSaveFileName(self, "Export trace", str(base) + ".html",
+                                                      ";;".join(EXPORT_FILTERS))
+            if not chosen:
+                return None
+            path = Path(chosen)
+            fmt = fmt or EXPORT_FILTERS.get(flt)
+        self.model.flush()
+        try:
+            out = write_export(trace, path, fmt)
+        except (OSError, ValueError) as exc:
+            self._warn(f"Could not export to {path}: {exc}", title="Export failed")
+            return None
+        self.status.showMessage(f"Exported to {out}", 10000)
+        return out
+
+    # -- misc --------------------------------------------------------------------------------------
+    def _on_span_selected(self, span: Any) -> None:
+        self.detail.show_span(span, self.model.trace, live=self.model.live)
+
+    def open_settings(self) -> None:
+        try:
+            from rlm_desktop.ui.settings_dialog import SettingsDialog
+        except ImportError as exc:
+            self._warn(f"The Settings dialog could not be loaded: {exc}")
+            return
+        dlg = SettingsDialog(self.settings, self)
+        if dlg.exec():
+            self.reload_settings()
+
+    def _warn(self, text: str, title: str = APP_TITLE) -> None:
+        self.status.showMessage(text, 10000)
+        self._notify(title, text, QMessageBox.Icon.Information)
+
+    def _notify(self, title: str, text: str, kind: QMessageBox.Icon) -> QMessageBox:
+        """A window-modal message that does not block the event loop (runs keep streaming)."""
+        box = QMessageBox(kind, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self.last_notice = box
+        return box
+
+    def _show_shortcuts(self) -> None:  # noqa: D401
+        lines = []
+        for act in self.actions():
+            if act.shortcut().isEmpty():
+                continue
+            keys = ", ".join(s.toString(QKeySequence.SequenceFormat.NativeText) for s in act.shortcuts())
+            lines.append(f"{act.text().replace('&', '')}: {keys}")
+        self._notify("Keyboard shortcuts", "\n".join(lines), QMessageBox.Icon.Information)
+
+    def _show_about(self) -> None:
+        from rlm_desktop import __version__
+
+        QMessageBox.about(self, "About RLM Desktop",
+                          f"RLM Desktop {__version__}\n\nRun Recursive Language Models over folders of "
+                          "documents, watch every step, control spend, stop at once.")
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self.detail.update_palette()
+        super().changeEvent(event)
+
+    def save_state(self) -> None:
+        self.window_state.save(self, self._splitters(), self._headers())
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_state()
+        self.documents.cancel_and_wait()
+        self.bridge.shutdown()
+        super().closeEvent(event)
+

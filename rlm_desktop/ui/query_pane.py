@@ -1,0 +1,273 @@
+"""Query pane: the question, root and sub model pickers, the run's limits, and Run/Stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from rlm_desktop.core.config import RunLimits
+from rlm_desktop.core.profiles import ProviderProfile
+from rlm_desktop.ui.icons import icon
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    profile_id: str
+    model: str
+
+
+class ModelPicker(QWidget):
+    """A provider combo plus an editable model combo."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.provider = QComboBox()
+        self.provider.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.provider.setMinimumContentsLength(14)
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setMinimumContentsLength(12)
+        self._profiles: list[ProviderProfile] = []
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.provider, 3)
+        lay.addWidget(self.model, 2)
+        self.provider.currentIndexChanged.connect(self._on_provider)
+        self.model.currentTextChanged.connect(lambda _t: self.changed.emit())
+
+    def set_profiles(self, profiles: list[ProviderProfile], choice: ModelChoice, *, sub: bool) -> None:
+        self._profiles = list(profiles)
+        self._sub = sub
+        self.provider.blockSignals(True)
+        self.provider.clear()
+        for p in self._profiles:
+            label = p.name if p.is_demo else p.label
+            self.provider.addItem(label, p.id)
+            if p.is_demo:
+                self.provider.setItemData(self.provider.count() - 1,
+                                          "No model: deterministic, extractive answers; for seeing "
+                                          "the machine work without a key", Qt.ItemDataRole.ToolTipRole)
+        idx = max(0, self.provider.findData(choice.profile_id))
+        self.provider.setCurrentIndex(idx)
+        self.provider.blockSignals(False)
+        self._fill_models(choice.model)
+
+    def _on_provider(self, _i: int) -> None:
+        self._fill_models(None)
+        self.changed.emit()
+
+    def _fill_models(self, preferred: str | None) -> None:
+        prof = self.profile()
+        self.model.blockSignals(True)
+        self.model.clear()
+        if prof is not None:
+            self.model.addItems(prof.all_models())
+            default = prof.sub_model or prof.root_model if self._sub else prof.root_model
+            want = preferred or default
+            if want:
+                i = self.model.findText(want)
+                if i < 0:
+                    self.model.addItem(want)
+                    i = self.model.count() - 1
+                self.model.setCurrentIndex(i)
+            self.model.setEnabled(not prof.is_demo)
+        self.model.blockSignals(False)
+
+    def profile(self) -> ProviderProfile | None:
+        pid = self.provider.currentData()
+        return next((p for p in self._profiles if p.id == pid), None)
+
+    def choice(self) -> ModelChoice:
+        return ModelChoice(str(self.provider.currentData() or ""), self.model.currentText().strip())
+
+
+class QueryPane(QWidget):
+    """``run_requested`` when Run is pressed, ``stop_requested`` when Stop is."""
+
+    run_requested = Signal()
+    stop_requested = Signal()
+    settings_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("queryPane")
+        self._running = False
+        self._stopping = False
+
+        self.question = QPlainTextEdit()
+        self.question.setObjectName("question")
+        self.question.setPlaceholderText("Ask a question about the documents… (Ctrl+Enter runs)")
+        self.question.setTabChangesFocus(True)
+        self.question.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.question.setMinimumHeight(60)
+        self.question.setAccessibleName("Question")
+
+        self.root_picker = ModelPicker()
+        self.sub_picker = ModelPicker()
+        self.root_picker.setToolTip("The root model writes code; it never sees the documents directly")
+        self.sub_picker.setToolTip("The sub model answers llm_query calls on pieces of the documents")
+        self.hint = QLabel()
+        self.hint.setObjectName("providerHint")
+        self.hint.setWordWrap(True)
+        self.hint.setTextFormat(Qt.TextFormat.RichText)
+        self.hint.linkActivated.connect(lambda _l: self.settings_requested.emit())
+        self.hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+
+        models = QFormLayout()
+        models.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        models.addRow("&Root model:", self.root_picker)
+        models.addRow("&Sub model:", self.sub_picker)
+        for lbl, w in ((models.labelForField(self.root_picker), self.root_picker.provider),
+                       (models.labelForField(self.sub_picker), self.sub_picker.provider)):
+            if isinstance(lbl, QLabel):
+                lbl.setBuddy(w)
+
+        self.max_iterations = self._spin(1, 1000, "Root iterations (model call + its code)")
+        self.max_depth = self._spin(0, 10, "Nested rlm_query levels allowed (0: none)")
+        self.max_sub_calls = self._spin(0, 1_000_000, "llm_query + batch items + rlm_query, all depths")
+        self.budget = QDoubleSpinBox()
+        self.budget.setRange(0.0, 10_000.0)
+        self.budget.setDecimals(2)
+        self.budget.setPrefix("$")
+        self.budget.setSingleStep(0.5)
+        self.budget.setSpecialValueText("no limit")
+        self.budget.setToolTip("USD budget for the whole run (0 = no limit). Runs with unknown prices "
+                               "stop on tokens instead.")
+        self.cell_timeout = self._spin(1, 86_400, "Wall-clock seconds per code cell", suffix=" s")
+        self.run_timeout = self._spin(1, 7 * 86_400, "Wall-clock seconds for the whole run", suffix=" s")
+        limits = QGroupBox("Limits")
+        grid = QGridLayout(limits)
+        grid.setContentsMargins(6, 4, 6, 4)
+        cells = (("Iterations", self.max_iterations), ("Depth", self.max_depth),
+                 ("Sub-calls", self.max_sub_calls), ("Budget", self.budget),
+                 ("Cell timeout", self.cell_timeout), ("Run timeout", self.run_timeout))
+        for i, (text, w) in enumerate(cells):
+            lbl = QLabel(text + ":")
+            lbl.setBuddy(w)
+            grid.addWidget(lbl, i // 3 * 2, i % 3)
+            grid.addWidget(w, i // 3 * 2 + 1, i % 3)
+
+        self.run_button = QPushButton()
+        self.run_button.setObjectName("runButton")
+        self.run_button.setDefault(False)
+        self.run_button.setMinimumHeight(30)
+        self.run_button.clicked.connect(self._on_button)
+        self._base_limits = RunLimits()
+        self._update_button()
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        qlabel = QLabel("&Question:")
+        qlabel.setBuddy(self.question)
+        lay.addWidget(qlabel)
+        lay.addWidget(self.question, 1)
+        lay.addLayout(models)
+        lay.addWidget(self.hint)
+        lay.addWidget(limits)
+        lay.addWidget(self.run_button)
+
+    @staticmethod
+    def _spin(lo: int, hi: int, tip: str, suffix: str = "") -> QSpinBox:
+        s = QSpinBox()
+        s.setRange(lo, hi)
+        s.setToolTip(tip)
+        s.setSuffix(suffix)
+        s.setGroupSeparatorShown(True)
+        return s
+
+    # -- API ---------------------------------------------------------------------------------------
+    def set_providers(self, profiles: list[ProviderProfile], root: ModelChoice, sub: ModelChoice) -> None:
+        self.root_picker.set_profiles(profiles, root, sub=False)
+        self.sub_picker.set_profiles(profiles, sub, sub=True)
+        only_demo = all(p.is_demo for p in profiles)
+        if only_demo:
+            self.hint.setText("Using the <b>offline demo</b> (no model, extractive answers). "
+                              "<a href='settings'>Add a provider…</a> (Ctrl+,) to use a real model.")
+        else:
+            self.hint.setText("")
+        self.hint.setVisible(only_demo)
+
+    def set_limits(self, limits: RunLimits) -> None:
+        self._base_limits = limits
+        self.max_iterations.setValue(limits.max_iterations)
+        self.max_depth.setValue(limits.max_depth)
+        self.max_sub_calls.setValue(limits.max_sub_calls)
+        self.budget.setValue(limits.budget_usd or 0.0)
+        self.cell_timeout.setValue(int(round(limits.cell_timeout_s)))
+        self.run_timeout.setValue(int(round(limits.run_timeout_s)))
+
+    def limits(self) -> RunLimits:
+        """The limits as edited (other fields kept from the defaults); raises ConfigError."""
+        budget = self.budget.value()
+        return replace(self._base_limits, max_iterations=self.max_iterations.value(),
+                       max_depth=self.max_depth.value(), max_sub_calls=self.max_sub_calls.value(),
+                       budget_usd=budget if budget > 0 else None,
+                       cell_timeout_s=float(self.cell_timeout.value()),
+                       run_timeout_s=float(self.run_timeout.value()))
+
+    def query(self) -> str:
+        return self.question.toPlainText().strip()
+
+    def set_query(self, text: str) -> None:
+        self.question.setPlainText(text)
+
+    def root_choice(self) -> ModelChoice:
+        return self.root_picker.choice()
+
+    def sub_choice(self) -> ModelChoice:
+        return self.sub_picker.choice()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def set_running(self, running: bool) -> None:
+        self._running = running
+        self._stopping = False
+        for w in (self.root_picker, self.sub_picker, self.max_iterations, self.max_depth,
+                  self.max_sub_calls, self.budget, self.cell_timeout, self.run_timeout):
+            w.setEnabled(not running)
+        self.question.setReadOnly(running)
+        self._update_button()
+
+    def set_stopping(self) -> None:
+        self._stopping = True
+        self._update_button()
+
+    def _update_button(self) -> None:
+        if self._running:
+            self.run_button.setIcon(icon("stop"))
+            self.run_button.setText("Stopping…" if self._stopping else "&Stop  (Esc)")
+            self.run_button.setEnabled(not self._stopping)
+            self.run_button.setToolTip("Cancel every model call, kill the REPL, save the trace")
+        else:
+            self.run_button.setIcon(icon("run"))
+            self.run_button.setText("&Run  (Ctrl+Enter)")
+            self.run_button.setEnabled(True)
+            self.run_button.setToolTip("Run the question over the loaded documents")
+
+    def _on_button(self) -> None:
+        if self._running:
+            self.stop_requested.emit()
+        else:
+            self.run_requested.emit()

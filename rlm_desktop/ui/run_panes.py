@@ -1,0 +1,310 @@
+"""Smaller panes around a run: the answer, the status bar (spend meter, tokens, elapsed, sub-calls,
+sandbox isolation badge) and the run history (question, time, status, cost; kept in a JSONL file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QStatusBar,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from rlm_desktop.core.paths import data_dir
+from rlm_desktop.ui import fmt
+from rlm_desktop.ui.icons import icon, status_icon
+
+BUDGET_WARN = 0.8
+
+STOP_REASONS = {
+    "final": "the model gave its final answer",
+    "max_iterations": "the maximum number of iterations was reached",
+    "budget_usd": "the USD budget was reached",
+    "max_tokens": "the token budget was reached",
+    "max_sub_calls": "the maximum number of sub-calls was reached",
+    "run_timeout": "the run time limit was reached",
+    "call_timeout": "a model call timed out",
+    "cancelled": "you stopped the run",
+    "provider_error": "the provider returned an error",
+    "sandbox_refused": "the sandbox refused to start",
+    "sandbox_error": "the sandbox failed",
+}
+
+
+class AnswerPane(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("answerPane")
+        self.heading = QLabel("Answer")
+        self.heading.setObjectName("answerHeading")
+        f = self.heading.font()
+        f.setBold(True)
+        self.heading.setFont(f)
+        self.reason = QLabel()
+        self.reason.setObjectName("answerReason")
+        self.reason.setWordWrap(True)
+        self.text = QPlainTextEdit()
+        self.text.setObjectName("answerText")
+        self.text.setReadOnly(True)
+        self.text.setPlaceholderText("The final answer appears here when a run ends.")
+        self.text.setAccessibleName("Answer")
+        self.copy_btn = QPushButton(icon("copy"), "Cop&y answer")
+        self.copy_btn.clicked.connect(self.copy)
+        top = QHBoxLayout()
+        top.addWidget(self.heading, 1)
+        top.addWidget(self.copy_btn)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.reason)
+        lay.addWidget(self.text, 1)
+        self.clear()
+
+    def clear(self, running: bool = False) -> None:
+        self.heading.setText("Answer")
+        self.reason.setText("Running…" if running else "")
+        self.reason.setVisible(running)
+        self.text.setPlainText("")
+        self.copy_btn.setEnabled(False)
+
+    def set_result(self, answer: str | None, status: str, stop_reason: str | None,
+                   reason: str | None) -> None:
+        """``status``: ok | limit | cancelled | error (as RunResult.status)."""
+        partial = status != "ok"
+        if not partial:
+            self.heading.setText("Answer")
+            self.reason.setVisible(False)
+        else:
+            why = STOP_REASONS.get(stop_reason or "", stop_reason or status)
+            self.heading.setText("Partial answer" if answer else "No answer")
+            detail = f": {reason}" if reason and reason not in why else ""
+            self.reason.setText(f"The run stopped because {why}{detail}.")
+            self.reason.setVisible(True)
+        self.text.setPlainText(answer or "")
+        self.copy_btn.setEnabled(bool(answer))
+
+    def copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.text.toPlainText())
+
+
+ISOLATION_TIPS = {
+    "strong": "Strong: model code runs in its own namespaces with Landlock file rules, a seccomp "
+              "filter and resource limits — no network, no access to your files.",
+    "good": "Good: Landlock file rules, a seccomp filter and resource limits — no network, no access "
+            "to your files outside the loaded documents.",
+    "weak": "Weak: only a seccomp filter and resource limits protect your system; file access is "
+            "not restricted. Allowed because you enabled weak sandboxes in Settings.",
+    "none": "None: only resource limits apply. Model code could read your files.",
+}
+
+
+class RunStatusBar(QStatusBar):
+    """Live spend against the budget (warns at 80%), tokens, elapsed, sub-calls, isolation badge."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.meter = QProgressBar()
+        self.meter.setObjectName("budgetMeter")
+        self.meter.setRange(0, 1000)
+        self.meter.setMaximumWidth(220)
+        self.meter.setTextVisible(True)
+        self.tokens = QLabel()
+        self.elapsed = QLabel()
+        self.subcalls = QLabel()
+        self.badge = QLabel()
+        self.badge.setObjectName("isolationBadge")
+        self.badge.setMargin(2)
+        for w in (self.meter, self.tokens, self.subcalls, self.elapsed, self.badge):
+            self.addPermanentWidget(w)
+        self.warned = False
+        self.reset(None)
+
+    def reset(self, budget: float | None) -> None:
+        self._budget = budget
+        self.update_figures(0.0, True, 0, 0, 0, 0)
+        self.elapsed.setText("")
+        self.set_isolation(None)
+
+    def update_figures(self, cost: float, cost_known: bool, tin: int, tout: int, cached: int,
+                       sub_calls: int, max_sub_calls: int | None = None) -> None:
+        budget = self._budget
+        spent = fmt.fmt_usd(cost, cost_known) if (cost or not cost_known) else "$0"
+        if budget:
+            frac = min(1.0, cost / budget) if cost_known or cost else 0.0
+            self.meter.setValue(int(frac * 1000))
+            self.meter.setFormat(f"{spent} of ${budget:.2f}")
+            self.warned = frac >= BUDGET_WARN
+            self.meter.setToolTip(f"Spend so far against the run's USD budget (${budget:.2f})."
+                                  + (" Over 80% used." if self.warned else "")
+                                  + ("" if cost_known else " Some prices are unknown: the run stops "
+                                     "on tokens instead."))
+        else:
+            self.meter.setValue(0)
+            self.meter.setFormat(f"{spent} (no budget)")
+            self.warned = False
+            self.meter.setToolTip("Spend so far; this run has no USD budget")
+        pal = self.meter.palette()
+        default = QGuiApplication.palette().color(QPalette.ColorRole.Highlight)
+        pal.setColor(QPalette.ColorRole.Highlight, Qt.GlobalColor.darkRed if self.warned else default)
+        self.meter.setPalette(pal)
+        self.meter.setProperty("warning", self.warned)
+        self.tokens.setText(f"tokens in {tin:,} (cached {cached:,}) · out {tout:,}")
+        limit = f" / {max_sub_calls:,}" if max_sub_calls is not None else ""
+        self.subcalls.setText(f"sub-calls {sub_calls:,}{limit}")
+
+    def set_elapsed(self, seconds: float | None) -> None:
+        self.elapsed.setText("" if seconds is None else f"elapsed {fmt.fmt_duration(seconds)}")
+
+    def set_isolation(self, iso: dict[str, Any] | None) -> None:
+        if not iso:
+            self.badge.setText("sandbox: —")
+            self.badge.setToolTip("The sandbox isolation level is shown once a run has started its REPL.")
+            self.badge.setStyleSheet("")
+            return
+        level = str(iso.get("level", "?"))
+        self.badge.setText(f"sandbox: {level}")
+        tip = ISOLATION_TIPS.get(level, "")
+        summary = iso.get("summary")
+        layers = iso.get("layers")
+        extra = []
+        if summary:
+            extra.append(str(summary))
+        if isinstance(layers, dict) and layers:
+            extra.append("Layers: " + ", ".join(f"{k}={v}" for k, v in layers.items()))
+        self.badge.setToolTip("\n\n".join([tip, *extra]).strip())
+        color = {"strong": "#2e7d32", "good": "#1565c0", "weak": "#e65100", "none": "#c62828"}.get(level)
+        self.badge.setStyleSheet(f"QLabel {{ color: white; background: {color}; border-radius: 3px; "
+                                 "padding: 0 4px; }" if color else "")
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+@dataclass
+class HistoryEntry:
+    trace: str
+    query: str
+    started: float
+    finished: float
+    status: str                 # ok | limit | cancelled | error
+    stop_reason: str | None = None
+    cost_usd: float | None = None
+    cost_known: bool = True
+    provider: str = ""
+
+
+class HistoryStore:
+    """Finished runs, one JSON line each, in the user data folder."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or data_dir() / "history.jsonl"
+
+    def add(self, entry: HistoryEntry) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def entries(self) -> list[HistoryEntry]:
+        """Newest first; unreadable lines are skipped."""
+        out: list[HistoryEntry] = []
+        try:
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        names = set(HistoryEntry.__dataclass_fields__)
+        for line in lines:
+            try:
+                d = json.loads(line)
+                out.append(HistoryEntry(**{k: v for k, v in d.items() if k in names}))
+            except (json.JSONDecodeError, TypeError):
+                continue
+        out.reverse()
+        return out
+
+
+RUN_STATUS_ICONS = {"ok": "ok", "limit": "budget", "cancelled": "cancelled", "error": "error"}
+
+
+class HistoryPane(QWidget):
+    open_requested = Signal(str)     # trace path
+
+    def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("historyPane")
+        self.store = store
+        self.table = QTableWidget(0, 4)
+        self.table.setObjectName("historyTable")
+        self.table.setHorizontalHeaderLabels(["Question", "Time", "Status", "Cost"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        self.table.setShowGrid(False)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setStretchLastSection(False)
+        hh.resizeSection(0, 200)
+        hh.resizeSection(1, 110)
+        hh.resizeSection(2, 85)
+        hh.resizeSection(3, 70)
+        self.table.itemActivated.connect(lambda item: self.open_row(item.row()))
+        self.open_btn = QPushButton(icon("open-trace"), "&Open selected")
+        self.open_btn.clicked.connect(lambda: self.open_row(self.table.currentRow()))
+        self.hint = QLabel("Finished runs appear here. Double-click or press Enter to inspect one.")
+        self.hint.setWordWrap(True)
+        self.hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.hint)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.open_btn)
+        self._entries: list[HistoryEntry] = []
+        self.reload()
+
+    @property
+    def entries(self) -> list[HistoryEntry]:
+        return list(self._entries)
+
+    def reload(self) -> None:
+        self._entries = self.store.entries()
+        self.table.setRowCount(len(self._entries))
+        for row, e in enumerate(self._entries):
+            exists = Path(e.trace).is_file()
+            q = QTableWidgetItem(fmt.one_line(e.query, 120))
+            q.setToolTip(e.query + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
+            t = QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M", time.localtime(e.started)))
+            st = QTableWidgetItem(e.status if exists else f"{e.status} (file missing)")
+            st.setIcon(status_icon(RUN_STATUS_ICONS.get(e.status, "error")))
+            st.setToolTip(STOP_REASONS.get(e.stop_reason or "", e.stop_reason or ""))
+            c = QTableWidgetItem(fmt.fmt_usd(e.cost_usd, e.cost_known))
+            c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            for col, item in enumerate((q, t, st, c)):
+                self.table.setItem(row, col, item)
+        self.open_btn.setEnabled(bool(self._entries))
+
+    def add(self, entry: HistoryEntry) -> None:
+        self.store.add(entry)
+        self.reload()
+
+    def open_row(self, row: int) -> None:
+        if 0 <= row < len(self._entries):
+            self.open_requested.emit(self._entries[row].trace)

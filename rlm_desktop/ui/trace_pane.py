@@ -1,0 +1,253 @@
+"""Trace pane: the QTreeView over the trace model, a filter box, "errors only", expand/collapse,
+and following the newest node unless the user scrolled or selected something."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from rlm_desktop.core.trace import EventType, Span, TraceEvent
+from rlm_desktop.ui.icons import icon
+from rlm_desktop.ui.trace_model import (
+    COL_COST,
+    COL_DURATION,
+    COL_NAME,
+    COL_STATUS,
+    COL_TOKENS,
+    TraceFilterProxy,
+    TraceModel,
+)
+
+DEFAULT_WIDTHS = {COL_NAME: 360, COL_STATUS: 95, COL_DURATION: 75, COL_TOKENS: 115, COL_COST: 80}
+
+
+class TracePane(QWidget):
+    span_selected = Signal(object)     # Span | None
+    follow_changed = Signal(bool)
+
+    def __init__(self, model: TraceModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("tracePane")
+        self.model = model
+        self.proxy = TraceFilterProxy(self)
+        self.proxy.setSourceModel(model)
+        self._programmatic = 0
+        self._follow = True
+
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setObjectName("traceFilter")
+        self.filter_edit.setPlaceholderText("Filter steps by name or content (Ctrl+F)")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.textChanged.connect(self._on_filter)
+        self.errors_only = QCheckBox("&Errors only")
+        self.errors_only.setToolTip("Show only failed, timed-out, limited and incomplete steps "
+                                    "(with their ancestors)")
+        self.errors_only.toggled.connect(self._on_errors_only)
+        self.expand_btn = QToolButton()
+        self.expand_btn.setIcon(icon("expand"))
+        self.expand_btn.setToolTip("Expand all (Ctrl+Shift+Down)")
+        self.expand_btn.clicked.connect(self.expand_all)
+        self.collapse_btn = QToolButton()
+        self.collapse_btn.setIcon(icon("collapse"))
+        self.collapse_btn.setToolTip("Collapse all (Ctrl+Shift+Up)")
+        self.collapse_btn.clicked.connect(self.collapse_all)
+        self.follow_btn = QToolButton()
+        self.follow_btn.setText("Follow")
+        self.follow_btn.setIcon(icon("follow"))
+        self.follow_btn.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.follow_btn.setCheckable(True)
+        self.follow_btn.setChecked(True)
+        self.follow_btn.setToolTip("Keep the newest step in view (turns off when you scroll or select; "
+                                   "Ctrl+L turns it back on)")
+        self.follow_btn.toggled.connect(self.set_follow)
+        bar = QHBoxLayout()
+        bar.addWidget(self.filter_edit, 1)
+        bar.addWidget(self.errors_only)
+        bar.addWidget(self.expand_btn)
+        bar.addWidget(self.collapse_btn)
+        bar.addWidget(self.follow_btn)
+
+        self.view = QTreeView()
+        self.view.setObjectName("traceView")
+        self.view.setUniformRowHeights(True)
+        self.view.setAlternatingRowColors(True)
+        self.view.setAnimated(False)
+        self.view.setAllColumnsShowFocus(True)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setAccessibleName("Trace")
+        self.view.setModel(model)
+        header = self.view.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for col, w in DEFAULT_WIDTHS.items():
+            header.resizeSection(col, w)
+        self.view.verticalScrollBar().actionTriggered.connect(self._on_user_scroll)
+        self._connect_selection()
+        model.batch_applied.connect(self._on_batch)
+        model.modelReset.connect(self._on_reset)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(bar)
+        lay.addWidget(self.view, 1)
+
+    # -- API ---------------------------------------------------------------------------------------
+    @property
+    def follow(self) -> bool:
+        return self._follow
+
+    def set_follow(self, on: bool) -> None:
+        if on == self._follow:
+            return
+        self._follow = on
+        self.follow_btn.blockSignals(True)
+        self.follow_btn.setChecked(on)
+        self.follow_btn.blockSignals(False)
+        self.follow_changed.emit(on)
+        if on:
+            self._scroll_to_newest()
+
+    def selected_span(self) -> Span | None:
+        idx = self.view.currentIndex()
+        if not idx.isValid():
+            return None
+        return self.model.span_for_index(self._to_source(idx))
+
+    def select_span(self, span: Span | None) -> None:
+        """Select ``span`` as the user would (stops following)."""
+        if span is None:
+            self.view.clearSelection()
+            return
+        idx = self._to_view(self.model.index_for_span(span))
+        if not idx.isValid():
+            return
+        self._expand_ancestors(idx)
+        self.view.selectionModel().setCurrentIndex(
+            idx, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.view.scrollTo(idx)
+
+    def expand_all(self) -> None:
+        self.view.expandAll()
+
+    def collapse_all(self) -> None:
+        self.view.collapseAll()
+
+    def focus_filter(self) -> None:
+        self.filter_edit.setFocus()
+        self.filter_edit.selectAll()
+
+    def visible_model(self) -> Any:
+        return self.view.model()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _connect_selection(self) -> None:
+        self.view.selectionModel().currentRowChanged.connect(self._on_current)
+
+    def _to_source(self, idx: QModelIndex) -> QModelIndex:
+        return self.proxy.mapToSource(idx) if self.view.model() is self.proxy else idx
+
+    def _to_view(self, idx: QModelIndex) -> QModelIndex:
+        return self.proxy.mapFromSource(idx) if self.view.model() is self.proxy else idx
+
+    def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if not self._programmatic and current.isValid():
+            self.set_follow(False)
+        self.span_selected.emit(self.model.span_for_index(self._to_source(current))
+                                if current.isValid() else None)
+
+    def _on_user_scroll(self, _action: int) -> None:
+        if not self._programmatic:
+            self.set_follow(False)
+
+    def _use_proxy(self, on: bool) -> None:
+        want = self.proxy if on else self.model
+        if self.view.model() is want:
+            return
+        selected = self.selected_span()
+        header_state = self.view.header().saveState()
+        self._programmatic += 1
+        try:
+            self.view.setModel(want)
+            self._connect_selection()
+            self.view.header().restoreState(header_state)
+            if on:
+                self.view.expandAll()
+            if selected is not None:
+                self.select_span(selected)
+        finally:
+            self._programmatic -= 1
+
+    def _on_filter(self, text: str) -> None:
+        self.proxy.set_text(text)
+        self._use_proxy(self.proxy.active)
+        if self.proxy.active:
+            self.view.expandAll()
+
+    def _on_errors_only(self, on: bool) -> None:
+        self.proxy.set_errors_only(on)
+        self._use_proxy(self.proxy.active)
+        if self.proxy.active:
+            self.view.expandAll()
+
+    def _on_reset(self) -> None:
+        self._programmatic += 1
+        try:
+            root = self.model.index(0, 0)
+            if root.isValid():
+                self.view.expand(self._to_view(root))
+        finally:
+            self._programmatic -= 1
+        self.span_selected.emit(None)
+
+    def _on_batch(self, events: list[TraceEvent]) -> None:
+        newest: Span | None = None
+        for ev in reversed(events):
+            if ev.type is EventType.STARTED:
+                newest = self.model.trace.get(ev.span_id)
+                break
+        if newest is not None:
+            self._newest = newest
+            if self._follow:
+                self._scroll_to(newest)
+        current = self.selected_span()
+        if current is not None and any(ev.span_id == current.id for ev in events):
+            self.span_selected.emit(current)   # the selected step changed: refresh its detail
+
+    def _scroll_to_newest(self) -> None:
+        span = getattr(self, "_newest", None)
+        if span is not None:
+            self._scroll_to(span)
+
+    def _scroll_to(self, span: Span) -> None:
+        idx = self._to_view(self.model.index_for_span(span))
+        if not idx.isValid():
+            return
+        self._programmatic += 1
+        try:
+            self._expand_ancestors(idx)
+            self.view.scrollTo(idx, QAbstractItemView.ScrollHint.EnsureVisible)
+        finally:
+            self._programmatic -= 1
+
+    def _expand_ancestors(self, idx: QModelIndex) -> None:
+        chain = []
+        p = idx.parent()
+        while p.isValid():
+            chain.append(p)
+            p = p.parent()
+        for p in reversed(chain):
+            if not self.view.isExpanded(p):
+                self.view.expand(p)
