@@ -172,8 +172,8 @@ class DocumentsPane(QWidget):
         hh = self.table.horizontalHeader()
         hh.setStretchLastSection(True)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.resizeSection(0, 170)
-        for col, w in ((1, 60), (2, 70), (3, 80), (4, 95)):
+        hh.resizeSection(0, 150)
+        for col, w in ((1, 55), (2, 70), (3, 75), (4, 95)):
             hh.resizeSection(col, w)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.setAccessibleName("Documents")

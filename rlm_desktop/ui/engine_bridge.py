@@ -135,7 +135,7 @@ class RunOutcome:
 
 
 class _RunHandle:
-    def __init__(self, run_id: int, request: RunRequest, path: Path) -> None:
+    def __init__(self, run_id: int, request: RunRequest | None, path: Path) -> None:
         self.run_id = run_id
         self.request = request
         self.path = path
@@ -230,6 +230,26 @@ class EngineBridge(QObject):
             self._engine.shutdown(max(0.5, deadline - time.monotonic()))
             self._engine = None
 
+    def mirror(self, trace: Trace) -> int:
+        """Relay the events of ``trace`` (produced on any thread) under a new run id, exactly as a
+        run's events are relayed. For traces produced outside the engine thread (benchmarks,
+        tools); such a run is never "running" for :meth:`is_running`."""
+        run_id = next(self._ids)
+        h = _RunHandle(run_id, None, Path())
+        h.done = True
+        self._runs[run_id] = h
+        self._relay(h, trace)
+        return run_id
+
+    def _relay(self, h: _RunHandle, trace: Trace) -> None:
+        def listener(ev: TraceEvent, span: Span) -> None:
+            # A copy through JSON: the GUI never shares mutable objects with the engine thread,
+            # and it sees exactly what the file holds.
+            self._push(h, TraceEvent.from_dict(json.loads(ev.to_json())))
+
+        trace.subscribe(listener)
+        trace.subscribe_header(lambda attrs: self._push(h, json.loads(json.dumps(attrs, default=str))))
+
     # -- engine thread -----------------------------------------------------------------------------
     def _backstop(self, h: _RunHandle) -> None:
         def cancel_task() -> None:
@@ -248,6 +268,7 @@ class EngineBridge(QObject):
         from rlm_desktop.engine.run import RunResult, run_rlm
 
         req = h.request
+        assert req is not None
         header = {"query": req.config.query, "started": h.started, "run_id": h.run_id,
                   "models": {"root": req.config.root_model, "sub": req.config.sub_model},
                   "provider": req.provider.name, **req.header}
@@ -260,13 +281,7 @@ class EngineBridge(QObject):
             outcome.error = (f"could not write the trace file {h.path}: {exc.strerror or exc}; "
                              "check that the data folder is writable")
 
-        def listener(ev: TraceEvent, span: Span) -> None:
-            # A copy through JSON: the GUI never shares mutable objects with the engine thread,
-            # and it sees exactly what the file holds.
-            self._push(h, TraceEvent.from_dict(json.loads(ev.to_json())))
-
-        trace.subscribe(listener)
-        trace.subscribe_header(lambda attrs: self._push(h, json.loads(json.dumps(attrs, default=str))))
+        self._relay(h, trace)
         if outcome.error is None:
             h.task = asyncio.ensure_future(run_rlm(
                 req.config, req.context, provider=req.provider, sub_provider=req.sub_provider,

@@ -26,6 +26,7 @@ from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
 from rlm_desktop.ui.engine_bridge import EngineBridge, RunOutcome, RunRequest
+from rlm_desktop.ui.gc_policy import GcPolicy
 from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.jobs import ThreadJob
 from rlm_desktop.ui.query_pane import ModelChoice, QueryPane
@@ -129,7 +130,7 @@ class MainWindow(QMainWindow):
         self.main_split.setStretchFactor(0, 2)
         self.main_split.setStretchFactor(1, 4)
         self.main_split.setStretchFactor(2, 3)
-        self.main_split.setSizes([380, 620, 440])
+        self.main_split.setSizes([400, 600, 400])
         self.setCentralWidget(self.main_split)
 
         # wiring
@@ -152,6 +153,7 @@ class MainWindow(QMainWindow):
         self.reload_settings()
         self.resize(1400, 900)
         self.window_state.restore_geometry(self)
+        self.gc_policy = GcPolicy(lambda: self.model.live, self)
         self._state_restored = False
         self._update_actions()
 
@@ -378,6 +380,17 @@ class MainWindow(QMainWindow):
         self.run_started.emit(run_id)
         return run_id
 
+    def watch_trace(self, producer: Trace) -> int:
+        """Show a trace produced elsewhere (any thread) live, through the same relay as a run."""
+        if self.current_run is not None:
+            self.bridge.discard(self.current_run)
+        run_id = self.bridge.mirror(producer)
+        self.model.set_trace(Trace(dict(producer.header)), live=True)
+        self.current_run = run_id
+        self.detail.show_span(None, None)
+        self.trace_pane.set_follow(True)
+        return run_id
+
     def stop_run(self) -> None:
         if self.current_run is None or not self.bridge.is_running(self.current_run):
             return
@@ -446,6 +459,7 @@ class MainWindow(QMainWindow):
         self.model.enqueue(self.bridge.take_events(outcome.run_id))
         self.model.flush()
         self.model.set_live(False)
+        QTimer.singleShot(0, self.gc_policy.collect_full)
         self._elapsed.stop()
         self.status.set_elapsed(outcome.finished - outcome.started)
         self.query.set_running(False)
@@ -502,6 +516,7 @@ class MainWindow(QMainWindow):
             self.query.set_running(False)
         self.model.set_trace(trace, live=False)
         self.shown_trace_path = path
+        QTimer.singleShot(0, self.gc_policy.collect_full)   # frees the previous trace, off the open path
         self.detail.show_span(None, None)
         root = trace.roots[0] if trace.roots else None
         a = root.attributes if root is not None else {}
@@ -627,5 +642,6 @@ class MainWindow(QMainWindow):
         self.save_state()
         self.documents.cancel_and_wait()
         self.bridge.shutdown()
+        self.gc_policy.stop()
         super().closeEvent(event)
 

@@ -90,7 +90,8 @@ class ModelPicker(QWidget):
                     self.model.addItem(want)
                     i = self.model.count() - 1
                 self.model.setCurrentIndex(i)
-            self.model.setEnabled(not prof.is_demo)
+            # The demo's models are fixed: its picker shows only the (labelled) provider.
+            self.model.setVisible(not prof.is_demo)
         self.model.blockSignals(False)
 
     def profile(self) -> ProviderProfile | None:
@@ -192,7 +193,6 @@ class QueryPane(QWidget):
         s.setRange(lo, hi)
         s.setToolTip(tip)
         s.setSuffix(suffix)
-        s.setGroupSeparatorShown(True)
         return s
 
     # -- API ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from rlm_desktop.ui.trace_model import (
     TraceModel,
 )
 
-DEFAULT_WIDTHS = {COL_NAME: 360, COL_STATUS: 95, COL_DURATION: 75, COL_TOKENS: 115, COL_COST: 80}
+DEFAULT_WIDTHS = {COL_NAME: 250, COL_STATUS: 90, COL_DURATION: 70, COL_TOKENS: 105, COL_COST: 65}
 
 
 class TracePane(QWidget):

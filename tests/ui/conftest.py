@@ -28,7 +28,7 @@ def drop_paths(target: QWidget, paths: list[Path]) -> QDropEvent:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     pos = QPoint(target.width() // 2, target.height() // 2)
-    enter = QDragEnterEvent(pos.toPointF() if hasattr(pos, 'toPointF') else pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(target, enter)
     assert enter.isAccepted(), "the window refused the drag"
