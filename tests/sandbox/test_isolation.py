@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.util
 import json
 import os
 import re
@@ -192,7 +193,9 @@ def test_real_model_code_keeps_working() -> None:
      "6\n"),
 ])
 def test_numpy_and_pandas_when_installed(module: str, code: str, expected: str) -> None:
-    pytest.importorskip(module, reason=f"{module} is not installed in this environment")
+    # find_spec, not importorskip: the package must not be imported into the test process itself.
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed in this environment (the sandbox would import it)")
 
     async def go(sb: Sandbox):
         return await sb.run_cell(code, timeout_s=60, on_request=echo)
