@@ -214,7 +214,7 @@ class DetailPane(QWidget):
 
     def update_palette(self) -> None:
         if self.code.highlighter is not None:
-            self.code.highlighter.set_dark(is_dark(self.palette()))
+            self.code.highlighter.set_dark(is_dark())
 
     @property
     def span(self) -> Span | None:

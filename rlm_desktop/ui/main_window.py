@@ -599,8 +599,10 @@ class MainWindow(QMainWindow):
             self._warn(f"The Settings dialog could not be loaded: {exc}")
             return
         dlg = SettingsDialog(self.settings, self)
-        if dlg.exec():
-            self.reload_settings()
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.accepted.connect(self.reload_settings)
+        dlg.open()          # window-modal, without blocking the event loop (a run keeps streaming)
+        self.settings_dialog = dlg
 
     def _warn(self, text: str, title: str = APP_TITLE) -> None:
         self.status.showMessage(text, 10000)

@@ -1,0 +1,114 @@
+"""Smaller window behaviours: `rlm-desktop PATH` start-up, Settings, large payload previews,
+dark palette highlighting, keyboard paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PySide6.QtGui import QColor, QGuiApplication, QKeySequence, QPalette
+from PySide6.QtWidgets import QApplication
+
+from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace, TraceWriter
+from rlm_desktop.ui import fmt
+
+
+def _write_trace(path: Path, stdout: str = "ok\n") -> Path:
+    t = Trace()
+    w = TraceWriter(path, {"query": "how many?"}).attach(t)
+    run = t.start_span(SpanKind.RUN, "run", None, {Attr.QUERY: "how many?"})
+    cell = t.start_span(SpanKind.CODE_CELL, "cell", run, {Attr.CODE: "for i in range(9):\n    print(i)"})
+    t.update_span(cell, append={Attr.STDOUT: stdout})
+    t.end_span(cell, SpanStatus.OK)
+    t.end_span(run, SpanStatus.OK, {Attr.ANSWER: "nine"})
+    w.close()
+    return path
+
+
+_CHILD = r"""
+import sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from rlm_desktop.ui.app import make_app
+from rlm_desktop.ui.main_window import MainWindow
+from rlm_desktop.cli import main
+app = make_app()
+def check():
+    wins = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+    if wins and wins[0].shown_trace_path is not None and str(wins[0].shown_trace_path) == sys.argv[1]:
+        print("ANSWER=" + wins[0].answer.text.toPlainText())
+        print("TITLE=" + wins[0].windowTitle())
+        wins[0].close()
+        app.quit()
+    else:
+        QTimer.singleShot(20, check)
+QTimer.singleShot(0, check)
+QTimer.singleShot(20000, app.quit)
+print("RC=%d" % main([sys.argv[1]]))
+"""
+
+
+def test_cli_without_subcommand_opens_the_window_with_the_trace(tmp_path) -> None:  # noqa: ANN001
+    """`rlm-desktop PATH` (the CLI dispatcher → run_app with its qasync loop), in a child process."""
+    path = _write_trace(tmp_path / "saved.jsonl")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=str(Path(__file__).resolve().parents[2]))
+    assert "ANSWER=nine" in proc.stdout, proc.stderr[-2000:]
+    assert "TITLE=RLM Desktop — saved.jsonl" in proc.stdout
+    assert "RC=0" in proc.stdout
+
+
+def test_settings_dialog_opens_without_blocking(qtbot, window) -> None:  # noqa: ANN001
+    window.act_settings.trigger()
+    dlg = window.settings_dialog
+    qtbot.waitUntil(dlg.isVisible, timeout=3000)
+    dlg.reject()
+    qtbot.waitUntil(lambda: not dlg.isVisible(), timeout=3000)
+
+
+def test_large_output_preview_then_show_all_and_copy(qtbot, window, tmp_path) -> None:  # noqa: ANN001
+    big = "line of output\n" * 5000     # 75,000 characters
+    path = _write_trace(tmp_path / "big.jsonl", stdout=big)
+    with qtbot.waitSignal(window.trace_opened, timeout=10_000):
+        window.open_trace_file(path)
+    cell = next(s for s in window.model.trace if s.kind == SpanKind.CODE_CELL)
+    window.trace_pane.select_span(cell)
+    out = window.detail.stdout
+    assert out.truncated and len(out.edit.toPlainText()) == fmt.PREVIEW_CHARS
+    assert "Preview" in out.note.text() and out.show_all_btn.isVisibleTo(out)
+    out.copy()
+    assert QGuiApplication.clipboard().text() == big
+    out.show_all()
+    assert out.edit.toPlainText() == big and not out.show_all_btn.isVisibleTo(out)
+
+
+def test_dark_palette_switches_the_code_style(qtbot, window) -> None:  # noqa: ANN001
+    app = QApplication.instance()
+    old = app.palette()
+    dark = QPalette(old)
+    dark.setColor(QPalette.ColorRole.Window, QColor("#202020"))
+    dark.setColor(QPalette.ColorRole.Base, QColor("#181818"))
+    dark.setColor(QPalette.ColorRole.Text, QColor("#e0e0e0"))
+    try:
+        app.setPalette(dark)
+        qtbot.waitUntil(lambda: window.detail.code.highlighter.style_name == "monokai", timeout=3000)
+    finally:
+        app.setPalette(old)
+    qtbot.waitUntil(lambda: window.detail.code.highlighter.style_name == "default", timeout=3000)
+
+
+def test_every_menu_action_has_a_keyboard_path(window) -> None:  # noqa: ANN001
+    missing = []
+    for menu_action in window.menuBar().actions():
+        assert "&" in menu_action.text(), menu_action.text()
+        for act in menu_action.menu().actions():
+            if act.isSeparator() or act.menu() is not None:
+                continue
+            if act.shortcut().isEmpty() and "&" not in act.text():
+                missing.append(act.text())
+    assert missing == []
+    assert QKeySequence("Ctrl+Return") in window.act_run.shortcuts()
+    assert QKeySequence("Esc") in window.act_stop.shortcuts()
