@@ -31,8 +31,8 @@ from rlm_desktop.core.config import ProviderConfig, RunConfig
 from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.trace import Attr, Span, SpanStatus, Trace, TraceEvent, TraceWriter
 
-# Modules the engine imports lazily during its first run. They are imported here, on the GUI
-# thread: PySide6's import hook is not safe when another thread imports at the same time.
+# Modules the engine imports lazily during its first run, imported when the bridge is created so
+# the first Run starts at once (PySide6's import hook makes each import slower once Qt is loaded).
 _PRELOAD = (
     "rlm_desktop.engine.run", "rlm_desktop.engine.providers", "rlm_desktop.engine.demo",
     "rlm_desktop.sandbox.host", "pydantic", "pydantic.errors", "anyio._backends._asyncio",

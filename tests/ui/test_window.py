@@ -73,8 +73,8 @@ def test_drop_folder_run_batched_and_nested_then_inspect(qtbot, window, settings
     window.query.set_query(QUERY)
     with qtbot.waitSignal(window.run_finished, timeout=60_000) as finished:
         qtbot.keyClick(window.query.question, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+        assert window.current_run is not None   # Ctrl+Enter started the run
         qtbot.waitUntil(lambda: len(window.model.trace) > 3, timeout=20_000)   # the tree grows live
-        assert window.query.run_button.text().startswith("&Stop")
     outcome = finished.args[0]
     assert outcome.result.status == "ok", outcome.result.reason
     assert window.answer.text.toPlainText() == "NESTED SAW INNER TEXT"
@@ -157,6 +157,7 @@ def test_stop_mid_batch_cancels_nodes_and_closes_requests(qtbot, window, setting
     _load_docs(qtbot, window, docs_folder)
     window.query.set_query(QUERY)
     window.start_run()
+    assert window.query.run_button.text().startswith("&Stop")   # Run became Stop
     assert srv.wait_until(lambda s: s.open_now >= 4, timeout=20)
     qtbot.waitUntil(lambda: len(_spans(window, SpanKind.SUB_CALL)) == 4, timeout=5000)
     with qtbot.waitSignal(window.run_finished, timeout=10_000) as finished:
