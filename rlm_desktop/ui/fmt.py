@@ -78,7 +78,7 @@ def fmt_tokens(attrs: dict[str, Any]) -> str:
 def fmt_usd(value: float | None, known: bool = True) -> str:
     """"$0.0123"; "unknown" when the price is unknown (never shown as 0)."""
     if value is None or not known:
-        return "unknown" if value is None else f"≥ ${value:.4f} (part unknown)"
+        return "unknown" if not value else f"≥ ${value:.4f} (part unknown)"
     if value == 0:
         return "$0"
     if value < 0.0001:

@@ -112,3 +112,17 @@ def test_every_menu_action_has_a_keyboard_path(window) -> None:  # noqa: ANN001
     assert missing == []
     assert QKeySequence("Ctrl+Return") in window.act_run.shortcuts()
     assert QKeySequence("Esc") in window.act_stop.shortcuts()
+
+
+def test_budget_meter_warns_at_80_percent_and_unknown_cost_is_not_zero(window) -> None:  # noqa: ANN001
+    bar = window.status
+    bar.reset(2.0)
+    bar.update_figures(1.0, True, 1000, 100, 0, 3, 500)
+    assert not bar.warned and bar.meter.value() == 500
+    bar.update_figures(1.7, True, 1000, 100, 0, 3, 500)
+    assert bar.warned and "80%" in bar.meter.toolTip()
+    assert bar.meter.text().startswith("$1.7000 of $2.00")
+    bar.update_figures(0.0, False, 1000, 100, 0, 3, 500)
+    assert bar.meter.text() == "unknown of $2.00"
+    bar.set_isolation({"level": "strong", "summary": "namespaces, Landlock, seccomp", "layers": {"seccomp": 2}})
+    assert bar.badge.text() == "sandbox: strong" and "Landlock" in bar.badge.toolTip()
