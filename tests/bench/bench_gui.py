@@ -162,7 +162,7 @@ def bench_stream(app: Any, rate: int, seconds: float) -> dict[str, Any]:
         raise AssertionError(f"the window shows {applied} spans, the producer made {spans_expected}")
     return {"stall_ms_max": round(worst, 1),
             "stall_ms_p99": round(sorted(gaps)[int(len(gaps) * 0.99)] * 1000 - HEARTBEAT_MS, 1),
-            "events_per_s": round(produced[0] / seconds) if produced else 0, "stream_s": seconds,
+            "events_per_second": round(produced[0] / seconds) if produced else 0, "stream_s": seconds,
             "spans_streamed": applied}
 
 
