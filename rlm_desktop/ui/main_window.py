@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -644,6 +644,9 @@ class MainWindow(QMainWindow):
         self.save_state()
         self.documents.cancel_and_wait()
         self.bridge.shutdown()
+        # A run stopped by closing has reported its end by a queued signal: record it in the
+        # history now, before the event loop ends.
+        QCoreApplication.sendPostedEvents(self, QEvent.Type.MetaCall)
         self.gc_policy.stop()
         super().closeEvent(event)
 

@@ -286,3 +286,22 @@ def test_large_folder_needs_confirmation(qtbot, window, docs_folder) -> None:  #
     assert len(window.documents.documents) == 3
     window.documents.clear()
     assert window.documents.documents == []
+
+
+def test_closing_during_a_run_stops_it_and_records_it(qtbot, settings, fake_openai, docs_folder) -> None:  # noqa: ANN001
+    srv = fake_openai
+    srv.handler = lambda r: ("```repl\nprint(llm_query('x'))\n```" if _is_root(r) else Reply.hanging())
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.show()
+    _use_fake(w, settings, srv)
+    _load_docs(qtbot, w, docs_folder)
+    w.query.set_query(QUERY)
+    w.start_run()
+    assert srv.wait_until(lambda s: s.open_now >= 1, timeout=20)
+    path = w.shown_trace_path
+    w.close()
+    assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)
+    assert w.history.entries and w.history.entries[0].status == "cancelled"
+    lines = path.read_text().splitlines()
+    assert '"status":"cancelled"' in lines[-1]   # the trace was closed properly
