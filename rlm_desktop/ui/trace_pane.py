@@ -84,6 +84,7 @@ class TracePane(QWidget):
         self.view.setUniformRowHeights(True)
         self.view.setAlternatingRowColors(True)
         self.view.setAnimated(False)
+        self.view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.view.setAllColumnsShowFocus(True)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -95,6 +96,8 @@ class TracePane(QWidget):
         for col, w in DEFAULT_WIDTHS.items():
             header.resizeSection(col, w)
         self.view.verticalScrollBar().actionTriggered.connect(self._on_user_scroll)
+        self.view.verticalScrollBar().rangeChanged.connect(self._on_range)
+        self._stick_bottom = False
         self._connect_selection()
         model.batch_applied.connect(self._on_batch)
         model.modelReset.connect(self._on_reset)
@@ -168,6 +171,15 @@ class TracePane(QWidget):
         self.span_selected.emit(self.model.span_for_index(self._to_source(current))
                                 if current.isValid() else None)
 
+    def _on_range(self, _lo: int, hi: int) -> None:
+        # The layout settled after the scroll (e.g. a horizontal scroll bar appeared): stay at the end.
+        if self._follow and self._stick_bottom:
+            self._programmatic += 1
+            try:
+                self.view.verticalScrollBar().setValue(hi)
+            finally:
+                self._programmatic -= 1
+
     def _on_user_scroll(self, _action: int) -> None:
         if not self._programmatic:
             self.set_follow(False)
@@ -238,7 +250,11 @@ class TracePane(QWidget):
         self._programmatic += 1
         try:
             self._expand_ancestors(idx)
-            self.view.scrollTo(idx, QAbstractItemView.ScrollHint.EnsureVisible)
+            self._stick_bottom = not self.view.indexBelow(idx).isValid()
+            if self._stick_bottom:
+                self.view.scrollToBottom()    # the newest step is the last row: show the end
+            else:
+                self.view.scrollTo(idx, QAbstractItemView.ScrollHint.EnsureVisible)
         finally:
             self._programmatic -= 1
 

@@ -126,3 +126,29 @@ def test_budget_meter_warns_at_80_percent_and_unknown_cost_is_not_zero(window) -
     assert bar.meter.text() == "unknown of $2.00"
     bar.set_isolation({"level": "strong", "summary": "namespaces, Landlock, seccomp", "layers": {"seccomp": 2}})
     assert bar.badge.text() == "sandbox: strong" and "Landlock" in bar.badge.toolTip()
+
+
+def test_trace_view_follows_newest_until_the_user_scrolls(qtbot, window) -> None:  # noqa: ANN001
+    from PySide6.QtWidgets import QAbstractSlider
+
+    producer = Trace({"query": "q"})
+    window.watch_trace(producer)
+    run = producer.start_span(SpanKind.RUN, "run")
+
+    def grow(n: int) -> None:
+        for i in range(n):
+            producer.end_span(producer.start_span(SpanKind.ITERATION, f"iteration {i}", run), SpanStatus.OK)
+        qtbot.waitUntil(lambda: len(window.model.trace) == len(producer), timeout=5000)
+        window.model.flush()
+
+    bar = window.trace_pane.view.verticalScrollBar()
+    grow(200)
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=3000)
+    bar.triggerAction(QAbstractSlider.SliderAction.SliderPageStepSub)   # the user scrolls up
+    assert window.trace_pane.follow is False
+    held = bar.value()
+    grow(100)
+    qtbot.wait(100)
+    assert bar.value() == held and bar.value() < bar.maximum()
+    window.act_follow.trigger()                                          # Ctrl+L resumes
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=3000)
