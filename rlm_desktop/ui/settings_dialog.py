@@ -160,7 +160,7 @@ class SettingsDialog(QDialog):
         self._original_ids: list[str | None] = [p.id for p in self.profiles]
         self._current = -1          # index into self.profiles; -1 = the demo row
         self._loading = False
-        self._jobs: list[ThreadJob] = []
+        self._jobs: list[ThreadJob] = []      # probes whose result the GUI thread has not handled yet
         self.errors: dict[str, QLabel] = {}
 
         tabs = QTabWidget()
@@ -748,8 +748,8 @@ class SettingsDialog(QDialog):
         self.test_button.setEnabled(False)
         self.status_label.setText("Fetching models…" if which == "models" else "Testing the connection…")
         job = ThreadJob(work, name=f"provider-{which}", parent=self)
-        job.finished.connect(lambda res, pid=prof.id: self._on_probe_done(which, pid, res))
-        job.failed.connect(lambda msg: self._on_probe_done(which, prof.id, None, msg))
+        job.finished.connect(lambda res: self._on_probe_done(job, which, prof.id, res))
+        job.failed.connect(lambda msg: self._on_probe_done(job, which, prof.id, None, msg))
         self._jobs.append(job)
         job.start()
         return job
@@ -760,8 +760,10 @@ class SettingsDialog(QDialog):
     def test_connection(self) -> ThreadJob | None:
         return self._start_probe("test")
 
-    def _on_probe_done(self, which: str, profile_id: str, res: Any, failure: str = "") -> None:
-        self._jobs = [j for j in self._jobs if not j.done]
+    def _on_probe_done(self, job: ThreadJob, which: str, profile_id: str, res: Any,
+                       failure: str = "") -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
         self.fetch_button.setEnabled(self.current_profile() is not None)
         self.test_button.setEnabled(self.current_profile() is not None)
         prof = self.current_profile()
@@ -791,7 +793,8 @@ class SettingsDialog(QDialog):
             self._on_edited()
 
     def busy(self) -> bool:
-        return any(not j.done for j in self._jobs)
+        """True while a fetch/test result is still to be shown."""
+        return bool(self._jobs)
 
     # -- apply ------------------------------------------------------------------------------------
     def validation_errors(self) -> list[str]:

@@ -97,12 +97,11 @@ def secret_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subproc
 @pytest.fixture
 def real_keyring(secret_service: subprocess.Popen[bytes]) -> Iterator[None]:
     """The app's default backend detection, as a user's process would do it."""
-    import keyring
     import keyring.core
 
     keyring.core.init_backend()
     yield None
-    keyring.set_keyring(keyring.core._detect_backend())  # noqa: SLF001 - leave the default in place
+    keyring.core.init_backend()
 
 
 def _env() -> dict[str, str]:
