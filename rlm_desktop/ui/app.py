@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 APP_ID = "io.github.rlm_desktop.RLMDesktop"
@@ -35,13 +37,17 @@ def run_app(argv: list[str]) -> int:
     window.show()
     if argv:
         window.open_paths([Path(p) for p in argv])
+    # Ctrl+C / SIGTERM close the window like the user would: a running run is stopped and its
+    # trace saved first. (Python runs the handler at the next Python callback, e.g. a timer.)
+    previous = {sig: signal.signal(sig, lambda _s, _f: QTimer.singleShot(0, window.close))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    closed = asyncio.Event()
-    app.aboutToQuit.connect(closed.set)
     try:
         with loop:
-            loop.run_until_complete(closed.wait())
+            loop.run_forever()      # returns when the application quits (last window closed)
     finally:
         asyncio.set_event_loop(None)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
