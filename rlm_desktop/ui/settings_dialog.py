@@ -161,6 +161,8 @@ class SettingsDialog(QDialog):
         self._current = -1          # index into self.profiles; -1 = the demo row
         self._loading = False
         self._jobs: list[ThreadJob] = []      # probes whose result the GUI thread has not handled yet
+        self._key_jobs: list[ThreadJob] = []  # keyring calls still running or not yet shown
+        self._key_seq = 0
         self.errors: dict[str, QLabel] = {}
 
         tabs = QTabWidget()
@@ -642,32 +644,61 @@ class SettingsDialog(QDialog):
         return lbl.text() if lbl is not None and lbl.isVisibleTo(self) else ""
 
     # -- keys -------------------------------------------------------------------------------------
+    def _key_job(self, fn: Any, done: Any) -> ThreadJob:
+        """Run a keyring call on a worker thread (a locked keyring may wait for a password prompt);
+        ``done(result, error_message)`` runs on the GUI thread."""
+        job = ThreadJob(lambda _job: fn(), name="keyring", parent=self)
+        self._key_jobs.append(job)
+
+        def finish(res: Any, err: str | None) -> None:
+            if job in self._key_jobs:
+                self._key_jobs.remove(job)
+            done(res, err)
+
+        job.finished.connect(lambda res: finish(res, None))
+        job.failed.connect(lambda msg: finish(None, msg))
+        job.start()
+        return job
+
+    def _set_key_widgets(self, on: bool) -> None:
+        for w in (self.key_edit, self.save_key_button, self.session_key_button, self.delete_key_button):
+            w.setEnabled(on)
+
     def _refresh_key_status(self) -> None:
         prof = self.current_profile()
-        key_widgets = (self.key_edit, self.save_key_button, self.session_key_button, self.delete_key_button)
+        self._key_seq += 1
+        seq = self._key_seq
         if prof is None or not prof.needs_key:
-            for w in key_widgets:
-                w.setEnabled(False)
-            self.key_label.setText("No key is needed or sent." if prof is None or not prof.needs_key
-                                   else "")
+            self._set_key_widgets(False)
+            self.key_label.setText("No key is needed or sent.")
             return
-        status = secrets.keyring_status()
-        for w in key_widgets:
-            w.setEnabled(True)
-        self.save_key_button.setEnabled(status.available)
-        r = secrets.resolve_key(prof)
-        if r.found:
-            text = f"{secrets.mask(r.key)} — {secrets.describe_source(r)}"
-        else:
-            text = "No key stored yet."
-        envs = " or ".join(secrets.env_vars_for(prof))
-        if not status.available:
-            text += (f"<br><b>No system keyring:</b> keys cannot be saved here. Use a key for this session "
-                     f"only, or set {envs} before starting the app.")
-        else:
-            text += f" (the environment variable {envs} takes precedence when set)"
-        self.key_label.setText(text)
-        self.delete_key_button.setEnabled(status.available or secrets.get_session_key(prof.id) is not None)
+        self.key_label.setText("Checking the keyring…")
+
+        def look() -> tuple[Any, Any]:
+            return secrets.keyring_status(), secrets.resolve_key(prof)
+
+        def show(res: Any, err: str | None) -> None:
+            cur = self.current_profile()
+            if seq != self._key_seq or cur is None or cur.id != prof.id:
+                return    # a newer look-up (or another profile) took over
+            if res is None:
+                self.key_label.setText(f"The keyring could not be read: {err}")
+                self._set_key_widgets(True)
+                return
+            status, r = res
+            text = f"{secrets.mask(r.key)} — {secrets.describe_source(r)}" if r.found else "No key stored yet."
+            envs = " or ".join(secrets.env_vars_for(prof))
+            if not status.available:
+                text += (f"<br><b>No system keyring:</b> keys cannot be saved here. Use a key for this "
+                         f"session only, or set {envs} before starting the app.")
+            else:
+                text += f" (the environment variable {envs} takes precedence when set)"
+            self.key_label.setText(text)
+            self._set_key_widgets(True)
+            self.save_key_button.setEnabled(status.available)
+            self.delete_key_button.setEnabled(status.available or secrets.get_session_key(prof.id) is not None)
+
+        self._key_job(look, show)
 
     def _key_error(self, text: str) -> None:
         lbl = self.errors["key"]
@@ -684,20 +715,27 @@ class SettingsDialog(QDialog):
             return None
         return prof
 
+    def _after_key_change(self, _res: Any, err: str | None) -> None:
+        if err:
+            self._key_error(err)
+        else:
+            self.key_edit.clear()
+            self._key_error("")
+        self._refresh_key_status()
+
     def save_key(self) -> None:
         """Store the typed key in the keyring under the profile id (never in the preferences)."""
         prof = self._key_target()
         if prof is None:
             return
-        try:
-            secrets.set_key(prof.id, self.key_edit.text())
-        except secrets.SecretsError as exc:
-            self._key_error(str(exc))
-            return
-        secrets.clear_session_key(prof.id)
-        self.key_edit.clear()
-        self._key_error("")
-        self._refresh_key_status()
+        key = self.key_edit.text()
+        self._set_key_widgets(False)
+
+        def store() -> None:
+            secrets.set_key(prof.id, key)
+            secrets.clear_session_key(prof.id)
+
+        self._key_job(store, self._after_key_change)
 
     def use_session_key(self) -> None:
         prof = self._key_target()
@@ -708,23 +746,21 @@ class SettingsDialog(QDialog):
         except secrets.SecretsError as exc:
             self._key_error(str(exc))
             return
-        self.key_edit.clear()
-        self._key_error("")
-        self._refresh_key_status()
+        self._after_key_change(None, None)
 
     def delete_key(self) -> None:
         prof = self._key_target()
         if prof is None:
             return
-        try:
-            secrets.delete_key(prof.id)
-        except secrets.NoKeyringError:
-            secrets.clear_session_key(prof.id)
-        except secrets.SecretsError as exc:
-            self._key_error(str(exc))
-            return
-        self._key_error("")
-        self._refresh_key_status()
+        self._set_key_widgets(False)
+
+        def remove() -> None:
+            try:
+                secrets.delete_key(prof.id)
+            except secrets.NoKeyringError:
+                secrets.clear_session_key(prof.id)
+
+        self._key_job(remove, self._after_key_change)
 
     # -- fetch / test (worker thread; the GUI thread never waits) ----------------------------------
     def _start_probe(self, which: str) -> ThreadJob | None:
@@ -793,8 +829,8 @@ class SettingsDialog(QDialog):
             self._on_edited()
 
     def busy(self) -> bool:
-        """True while a fetch/test result is still to be shown."""
-        return bool(self._jobs)
+        """True while a fetch/test or keyring result is still to be shown."""
+        return bool(self._jobs or self._key_jobs)
 
     # -- apply ------------------------------------------------------------------------------------
     def validation_errors(self) -> list[str]:

@@ -37,6 +37,11 @@ def _dialog(qtbot: QtBot, settings: Settings | None = None) -> SettingsDialog:
     return d
 
 
+def _settled(qtbot: QtBot, d: SettingsDialog) -> None:
+    """Wait until the worker-thread keyring/probe results have been shown."""
+    qtbot.waitUntil(lambda: not d.busy(), timeout=10_000)
+
+
 def _ok(qtbot: QtBot, d: SettingsDialog) -> None:
     qtbot.mouseClick(d.button_box.button(QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
 
@@ -52,6 +57,8 @@ def test_first_run_shows_the_demo_and_a_hint(qtbot: QtBot) -> None:
     assert not d.id_edit.isEnabled() and not d.remove_button.isEnabled()
     d.add_from_preset("openai")
     assert not d.first_run_hint.isVisible() and d.id_edit.text() == "openai" and d.id_edit.isEnabled()
+    _settled(qtbot, d)
+    assert "No key stored yet" in d.key_label.text() and "OPENAI_API_KEY" in d.key_label.text()
 
 
 def test_every_field_round_trips(qtbot: QtBot) -> None:
@@ -82,6 +89,7 @@ def test_every_field_round_trips(qtbot: QtBot) -> None:
     d.allow_weak_check.setChecked(True)
     assert not d.weak_warning.isHidden() and "weak isolation" in d.weak_warning.text()
     d.memo_check.setChecked(False)
+    _settled(qtbot, d)
     with qtbot.waitSignal(d.settings_changed):
         _ok(qtbot, d)
     assert not d.isVisible()
@@ -97,6 +105,7 @@ def test_every_field_round_trips(qtbot: QtBot) -> None:
 
     d2 = _dialog(qtbot, s)                             # and back into the widgets
     d2.select_profile("gw")
+    _settled(qtbot, d2)
     assert (d2.id_edit.text(), d2.name_edit.text(), d2.preset_combo.currentData(),
             d2.base_url_edit.text(), d2.needs_key_check.isChecked(), d2.root_model_combo.currentText(),
             d2.sub_model_combo.currentText(), d2.models_edit.toPlainText(), d2.concurrency_spin.value(),
@@ -148,6 +157,7 @@ def test_duplicate_remove_and_rename_move_the_key(qtbot: QtBot, memory_keyring: 
     d.select_profile("gw2")
     d.remove_current()
     assert d.apply() and memory_keyring.entries == {} and not Settings().has_real_provider()
+    _settled(qtbot, d)
 
 
 def test_key_goes_to_the_keyring_masked_and_never_to_the_file(qtbot: QtBot,
@@ -156,15 +166,18 @@ def test_key_goes_to_the_keyring_masked_and_never_to_the_file(qtbot: QtBot,
     d.add_from_preset("custom")
     d.id_edit.setText("gw")
     d.base_url_edit.setText("http://h/v1")
+    _settled(qtbot, d)
     assert d.key_edit.echoMode() == d.key_edit.EchoMode.Password
     qtbot.keyClicks(d.key_edit, KEY)
     qtbot.mouseClick(d.save_key_button, Qt.MouseButton.LeftButton)
+    _settled(qtbot, d)
     assert memory_keyring.entries[("rlm-desktop", "gw")] == KEY and d.key_edit.text() == ""
     assert KEY not in d.key_label.text() and KEY[-4:] in d.key_label.text()
     assert d.apply()
     text = Settings().path.read_text()
     assert KEY not in text and KEY[-4:] not in text
     qtbot.mouseClick(d.delete_key_button, Qt.MouseButton.LeftButton)
+    _settled(qtbot, d)
     assert memory_keyring.entries == {} and "No key stored" in d.key_label.text()
 
 
@@ -173,10 +186,12 @@ def test_without_keyring_offers_session_key_and_env(qtbot: QtBot) -> None:
     d = _dialog(qtbot)
     d.add_from_preset("custom")
     d.id_edit.setText("gw")
+    _settled(qtbot, d)
     assert "No system keyring" in d.key_label.text() and "RLM_DESKTOP_KEY_GW" in d.key_label.text()
     assert not d.save_key_button.isEnabled() and d.session_key_button.isEnabled()
     qtbot.keyClicks(d.key_edit, KEY)
     qtbot.mouseClick(d.session_key_button, Qt.MouseButton.LeftButton)
+    _settled(qtbot, d)
     assert secrets.get_session_key("gw") == KEY and "this session only" in d.key_label.text()
     d.base_url_edit.setText("http://h/v1")
     assert d.apply() and KEY not in Settings().path.read_text()
