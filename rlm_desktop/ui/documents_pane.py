@@ -45,13 +45,13 @@ from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.jobs import ThreadJob
 
 AnyIndex = QModelIndex | QPersistentModelIndex
-COLUMNS = ("Name", "Type", "Size", "Characters", "≈ Tokens (est.)", "Status")
+COLUMNS = ("Name", "Type", "Size", "Chars", "≈ Tokens*", "Status")
 COLUMN_TIPS = (
     "Path relative to the folder it came from (the key in `context`)",
     "How the file was read",
     "Size on disk",
     "Characters of extracted text",
-    "Estimated tokens (characters / 4) — an estimate, not a tokenizer count",
+    "* Estimated tokens (characters / 4) — an estimate, not a tokenizer count",
     "Loaded, loaded with a warning, or why the file could not be used",
 )
 PREVIEW_LIMIT = 200_000
@@ -170,10 +170,11 @@ class DocumentsPane(QWidget):
         self.table.setShowGrid(False)
         self.table.setAlternatingRowColors(True)
         hh = self.table.horizontalHeader()
-        hh.setStretchLastSection(True)
+        hh.setStretchLastSection(False)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.resizeSection(0, 150)
-        for col, w in ((1, 55), (2, 70), (3, 75), (4, 95)):
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)   # the name takes what is left
+        hh.setMinimumSectionSize(40)
+        for col, w in ((1, 42), (2, 74), (3, 58), (4, 74), (5, 56)):
             hh.resizeSection(col, w)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.setAccessibleName("Documents")

@@ -30,7 +30,7 @@ from rlm_desktop.ui.trace_model import (
     TraceModel,
 )
 
-DEFAULT_WIDTHS = {COL_NAME: 250, COL_STATUS: 90, COL_DURATION: 70, COL_TOKENS: 105, COL_COST: 65}
+DEFAULT_WIDTHS = {COL_NAME: 225, COL_STATUS: 82, COL_DURATION: 68, COL_TOKENS: 105, COL_COST: 62}
 
 
 class TracePane(QWidget):
