@@ -52,7 +52,7 @@ from rlm_desktop.ui.jobs import ThreadJob
 from rlm_desktop.ui.settings import Settings, SettingsError
 
 UNKNOWN = "unknown"
-PRICE_COLUMNS = ("Model", "Input $/M", "Cached input $/M", "Output $/M", "Context window")
+PRICE_COLUMNS = ("Model", "Input $/M", "Cached $/M", "Output $/M", "Context")
 
 # field name -> (label, minimum, maximum, optional ("no limit" at the minimum), suffix, tooltip)
 LIMIT_SPECS: dict[str, tuple[str, float, float, bool, str, str]] = {
@@ -248,7 +248,11 @@ class SettingsDialog(QDialog):
         btns.addWidget(self.duplicate_button)
         btns.addWidget(self.remove_button)
         left.addLayout(btns)
-        row.addLayout(left, 1)
+        left_box = QWidget()
+        left_box.setLayout(left)
+        left.setContentsMargins(0, 0, 0, 0)
+        left_box.setMaximumWidth(280)
+        row.addWidget(left_box, 1)
 
         self.form_box = QGroupBox("Provider")
         form = QFormLayout(self.form_box)
@@ -332,6 +336,11 @@ class SettingsDialog(QDialog):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.price_table.verticalHeader().hide()
+        for c, tip in enumerate(("", "Input, USD per million tokens", "Cached input, USD per million "
+                                 "tokens (empty: billed as input)", "Output, USD per million tokens",
+                                 "Context window in tokens")):
+            if tip:
+                self.price_table.horizontalHeaderItem(c).setToolTip(tip)
         self.price_table.setMinimumHeight(170)
         self.price_table.setToolTip("USD per million tokens. Leave a price empty when it is unknown: the "
                                     "cost is then shown as unknown, never as 0.")
