@@ -186,3 +186,54 @@ def test_acceptance_add_set_key_run_provider(real_keyring: None, tmp_path: Path)
     assert KEY[-8:].encode() not in trace.read_bytes()
     r = _cli("provider", "remove", "mygw")
     assert r.returncode == 0 and _outside_check() is None
+
+
+def _read_until(fd: int, needle: bytes | None, timeout: float) -> bytes:
+    """Read a pty until ``needle`` appears (or EOF when None), within ``timeout`` seconds."""
+    import select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:          # EIO: the child closed the terminal
+            return buf
+        if not chunk:
+            return buf
+        buf += chunk
+        if needle is not None and needle in buf:
+            return buf
+    raise AssertionError(f"timed out waiting for {needle!r}; got {buf!r}")
+
+
+def test_set_key_on_a_terminal_prompts_without_echo(real_keyring: None) -> None:
+    import pty
+
+    r = _cli("provider", "add", "mygw", "--preset", "custom", "--base-url", "http://127.0.0.1:9/v1")
+    assert r.returncode == 0, r.stderr
+    env = _env()
+    pid, fd = pty.fork()
+    if pid == 0:                 # the child: a real terminal as its controlling tty
+        try:
+            os.chdir(ROOT)
+            os.execve(sys.executable, [sys.executable, "-m", "rlm_desktop", "provider", "set-key", "mygw"],
+                      env)
+        finally:
+            os._exit(127)
+    try:
+        prompt = _read_until(fd, b"(input hidden): ", 30)
+        assert b"API key for mygw" in prompt
+        os.write(fd, KEY.encode() + b"\n")
+        rest = _read_until(fd, None, 60)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, rest
+    assert KEY.encode() not in prompt + rest          # not echoed, not printed
+    assert b"stored in the keyring" in rest
+    assert _outside_check() == KEY
+    assert _cli("provider", "remove", "mygw").returncode == 0 and _outside_check() is None
