@@ -162,9 +162,10 @@ class ProviderProfile:
     def to_provider_config(self, api_key: str | None = None) -> ProviderConfig:
         """The engine's view. ``api_key`` is dropped when the profile needs none (never sent)."""
         if self.is_demo:
-            from rlm_desktop.engine.demo import DEMO_PROVIDER
-
-            return DEMO_PROVIDER
+            return ProviderConfig(
+                id=self.id, name=self.name, base_url=self.base_url, api_key=None, needs_key=False,
+                root_model=self.root_model, sub_model=self.sub_model, concurrency=self.concurrency,
+                request_timeout_s=self.request_timeout_s, max_retries=0, is_demo=True)
         return ProviderConfig(
             id=self.id, name=self.name or self.id, base_url=self.base_url.rstrip("/"),
             api_key=api_key if self.needs_key else None, needs_key=self.needs_key,
@@ -207,16 +208,13 @@ class ProviderProfile:
             raise ProfileError(f"a stored provider profile is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def demo_profile() -> ProviderProfile:
-    """The offline demo as a profile: always present, first, never removable."""
-    from rlm_desktop.engine.demo import DEMO_PROVIDER
-
+def demo_profile_from(demo: ProviderConfig) -> ProviderProfile:
+    """The offline demo (the engine's ``DEMO_PROVIDER``, passed in so ``core`` stays below
+    ``engine``) as a profile: always present, first, never removable."""
     return ProviderProfile(
-        id=DEMO_ID, name=DEMO_PROVIDER.name, preset="demo", base_url=DEMO_PROVIDER.base_url,
-        needs_key=False, root_model=DEMO_PROVIDER.root_model, sub_model=DEMO_PROVIDER.sub_model,
-        models=(DEMO_PROVIDER.root_model, DEMO_PROVIDER.sub_model),
-        concurrency=DEMO_PROVIDER.concurrency, request_timeout_s=DEMO_PROVIDER.request_timeout_s,
-        is_demo=True)
+        id=demo.id, name=demo.name, preset="demo", base_url=demo.base_url, needs_key=False,
+        root_model=demo.root_model, sub_model=demo.sub_model, models=(demo.root_model, demo.sub_model),
+        concurrency=demo.concurrency, request_timeout_s=demo.request_timeout_s, is_demo=True)
 
 
 def profile_from_preset(preset: str, profile_id: str, *, name: str | None = None,

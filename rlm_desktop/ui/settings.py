@@ -21,11 +21,12 @@ from rlm_desktop.core.profiles import (
     DEMO_ID,
     ProfileError,
     ProviderProfile,
-    demo_profile,
+    demo_profile_from,
     ensure_valid,
     env_var_for,
     profile_from_preset,
 )
+from rlm_desktop.engine.demo import DEMO_PROVIDER
 from rlm_desktop.ui import secrets
 
 SCHEMA_VERSION = 1
@@ -48,6 +49,11 @@ class UnknownProfileError(SettingsError):
 
 class MissingKeyError(SettingsError):
     """A profile needs a key and none was found anywhere in the resolution order."""
+
+
+def demo_profile() -> ProviderProfile:
+    """The offline demo provider as a profile."""
+    return demo_profile_from(DEMO_PROVIDER)
 
 
 def preferences_path() -> Path:
@@ -291,7 +297,7 @@ class Settings:
         then keyring, then session key). Raises UnknownProfileError or MissingKeyError."""
         prof = self.profile(profile_id)
         if prof.is_demo:
-            return prof.to_provider_config()
+            return DEMO_PROVIDER
         resolved = secrets.resolve_key(prof)
         if prof.needs_key and not resolved.found:
             extra = f" ({resolved.note})" if resolved.note else ""

@@ -13,7 +13,7 @@ from rlm_desktop.core.profiles import (
     ProfileError,
     ProviderProfile,
     builtin_prices_for,
-    demo_profile,
+    demo_profile_from,
     ensure_valid,
     env_var_for,
     profile_from_preset,
@@ -105,9 +105,9 @@ def test_to_provider_config_and_key_only_when_needed() -> None:
 
 
 def test_demo_profile_is_the_engine_demo() -> None:
-    demo = demo_profile()
+    demo = demo_profile_from(DEMO_PROVIDER)
     assert demo.id == "demo" and demo.is_demo and validate_profile(demo) == []
-    assert demo.to_provider_config() is DEMO_PROVIDER
+    assert demo.to_provider_config() == DEMO_PROVIDER
 
 
 def test_env_var_name() -> None:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from rlm_desktop.core.profiles import ProviderProfile, demo_profile, profile_from_preset
+from rlm_desktop.core.profiles import ProviderProfile, demo_profile_from, profile_from_preset
 from rlm_desktop.engine import connection
+from rlm_desktop.engine.demo import DEMO_PROVIDER
 from tests.fakeserver import FakeOpenAI, Reply
 
 KEY = "sk-conn-SECRET-4b1d9e"
@@ -105,5 +106,5 @@ def test_ollama_native_list_alone_when_v1_models_fails(fake_openai: FakeOpenAI) 
 def test_missing_key_and_bad_url_need_no_network() -> None:
     assert _run(connection.test_connection(_custom("http://127.0.0.1:9/v1"), None)).kind == "no_key"
     assert _run(connection.fetch_models(_custom("nonsense"), KEY)).kind == "invalid"
-    demo = _run(connection.test_connection(demo_profile(), None))
+    demo = _run(connection.test_connection(demo_profile_from(DEMO_PROVIDER), None))
     assert demo.ok and "offline demo" in demo.message
