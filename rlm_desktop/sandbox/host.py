@@ -122,6 +122,9 @@ def minimal_environment(scratch: str) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "NUMEXPR_NUM_THREADS": "1",
+        # glibc gives every thread its own 64 MB malloc arena; under the address-space limit a
+        # few dozen threads would exhaust it without using the memory. Two arenas are plenty.
+        "MALLOC_ARENA_MAX": "2",
     }
 
 

@@ -507,4 +507,14 @@ def main(argv: list[str]) -> None:
     worker.build_namespace(context, bool(init.get("rlm_query")))
     del init["context"]
     worker.send({"t": "ready", "pid": os.getpid(), "report": report})
-    worker.serve()
+    try:
+        worker.serve()
+    except BaseException as exc:  # noqa: BLE001 - the worker itself failed: say why on fd 2, then exit
+        try:
+            import traceback
+
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except BaseException:  # noqa: BLE001
+            text = repr(exc)
+        os.write(2, f"rlm worker internal error: {text}".encode("utf-8", "replace")[-8000:])
+        os._exit(70)

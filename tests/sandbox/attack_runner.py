@@ -322,6 +322,8 @@ async def _run_one(attack: Attack, srv: Any, provider: Any, base: Path,
             return fence(code)
         if n == 2:
             state["live"] = workers_now(ours)
+            state["procs"] = [(pid, _status(pid).get("PPid"), _status(pid).get("State"), _status(pid).get("Threads"))
+                              for pid in live_pids(set())]
             return fence("print('NEXT-CELL-' + str(6 * 7))")
         state["next_cell_ok"] = "NEXT-CELL-42" in req.last_user
         return "FINAL(attack-done)"
@@ -357,6 +359,7 @@ async def _run_one(attack: Attack, srv: Any, provider: Any, base: Path,
         "isolation": result.isolation if result else None,
         "next_cell_ok": state["next_cell_ok"],
         "live": state["live"],
+        "procs": state.get("procs"),
         "restarted": "sandbox restarted" in trace_text,
         "trace_bytes": len(trace_text.encode()),
         "_scan": trace_text + "\n" + bodies + "\n" + json.dumps(

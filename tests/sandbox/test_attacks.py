@@ -193,4 +193,6 @@ def test_attack_is_contained(suite_results: Any, user: str, attack: Attack) -> N
             problems.append(f"the worker entered a new namespace: {w}")
         if "namespaces" in have and w.get("host_scratch_entries") != 0:
             problems.append(f"files reached the host's disk under the scratch path: {w}")
-    assert not problems, f"{attack.name} ({user}): " + "; ".join(problems)
+    assert not problems, (f"{attack.name} ({user}): " + "; ".join(problems)
+                          + f" [run: {res['status']}, restarted={res['restarted']}, {res['seconds']} s, "
+                            f"processes at the check: {res.get('procs')}]")
