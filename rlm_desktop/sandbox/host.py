@@ -138,7 +138,9 @@ def _python_paths() -> list[str]:
         if not p or not os.path.isabs(p) or not os.path.exists(p):
             continue
         real = os.path.realpath(p)
-        if real == os.path.realpath(_PKG_ROOT) and not real.endswith(("site-packages", "dist-packages")):
+        # A source checkout is skipped; in a PyInstaller bundle that folder holds the stdlib too.
+        if (real == os.path.realpath(_PKG_ROOT) and not getattr(sys, "frozen", False)
+                and not real.endswith(("site-packages", "dist-packages"))):
             continue
         if real.endswith(("site-packages", "dist-packages")) or any(
                 (real + os.sep).startswith(pre) for pre in prefixes):
@@ -161,6 +163,9 @@ def _compute_read_paths() -> list[str]:
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *_python_paths(),
              os.path.dirname(os.path.realpath(__file__)), "/usr", "/etc/ld.so.cache",
              "/sys/devices/system/cpu"]
+    if getattr(sys, "frozen", False):
+        # PyInstaller keeps the bundled modules inside the executable itself.
+        paths.append(os.path.realpath(sys.executable))
     seen: dict[str, None] = {}
     for p in paths:
         if os.path.exists(p):

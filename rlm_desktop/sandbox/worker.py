@@ -36,6 +36,13 @@ class SubCallError(RuntimeError):
     """A sub-call (llm_query / rlm_query) failed on the host side; the message says why."""
 
 
+def _rlm_query_unavailable(prompt: str = "", context: Any = None) -> str:
+    """Stands in for rlm_query where nesting is not allowed, so the model gets a reason, not a NameError."""
+    raise SubCallError("rlm_query is not available here: this run is already at its maximum nesting "
+                       "depth (or nesting is off). Use llm_query / llm_query_batched on smaller "
+                       "pieces instead.")
+
+
 class _Stream:
     """sys.stdout / sys.stderr inside the worker: text goes to the host in coalesced frames."""
 
@@ -379,6 +386,8 @@ class Worker:
         if rlm_query_enabled:
             reserved["rlm_query"] = rlm_query
             reserved["rlm_query_async"] = rlm_query_async
+        else:
+            reserved["rlm_query"] = reserved["rlm_query_async"] = _rlm_query_unavailable
         self.ns.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None,
                         "context": context, **reserved})
 

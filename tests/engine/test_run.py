@@ -253,7 +253,7 @@ def test_limits_stop_with_distinct_reasons(srv: FakeOpenAI) -> None:
     res, _ = run(make_config(max_depth=0), "ctx", make_provider(srv))
     assert res.status == "ok"
     assert "rlm_query` is not available here (maximum recursion depth 0" in _root_requests(srv)[-2].system
-    assert "NameError" in _root_requests(srv)[-1].last_user
+    assert "maximum nesting depth" in _root_requests(srv)[-1].last_user
     assert reasons["max_sub_calls"].startswith("max sub-calls reached")
     assert reasons["budget_usd"].startswith("USD budget reached")
     assert reasons["max_tokens"].startswith("token budget reached")
