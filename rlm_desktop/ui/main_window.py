@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from rlm_desktop.core.config import ConfigError, RunConfig
+from rlm_desktop.core.exporters import totals
 from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace, TraceEvent, read_trace
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
@@ -522,11 +523,17 @@ class MainWindow(QMainWindow):
         a = root.attributes if root is not None else {}
         self.status.reset(None)
         self._max_sub_calls = None
-        self.status.update_figures(float(a.get(Attr.COST_USD) or 0.0),
-                                   bool(a.get(Attr.COST_KNOWN, a.get(Attr.COST_USD) is not None))
-                                   if Attr.COST_USD in a else True,
-                                   int(a.get(Attr.INPUT_TOKENS) or 0), int(a.get(Attr.OUTPUT_TOKENS) or 0),
-                                   int(a.get(Attr.CACHED_TOKENS) or 0), int(a.get(Attr.SUB_CALLS) or 0))
+        if root is not None and root.end is not None and Attr.INPUT_TOKENS in a:
+            self.status.update_figures(float(a.get(Attr.COST_USD) or 0.0),
+                                       bool(a.get(Attr.COST_KNOWN, a.get(Attr.COST_USD) is not None))
+                                       if Attr.COST_USD in a else True,
+                                       int(a.get(Attr.INPUT_TOKENS) or 0), int(a.get(Attr.OUTPUT_TOKENS) or 0),
+                                       int(a.get(Attr.CACHED_TOKENS) or 0), int(a.get(Attr.SUB_CALLS) or 0))
+        else:
+            # The run never recorded its totals (cut short): sum what its model calls did record.
+            t = totals(trace)
+            self.status.update_figures(t.cost_usd, t.cost_known, t.input_tokens, t.output_tokens,
+                                       t.cached_tokens, t.sub_calls)
         if root is not None and root.duration is not None:
             self.status.set_elapsed(root.duration)
         iso = trace.header.get("isolation") or a.get(Attr.ISOLATION)

@@ -45,6 +45,7 @@ STOP_REASONS = {
     "provider_error": "the provider returned an error",
     "sandbox_refused": "the sandbox refused to start",
     "sandbox_error": "the sandbox failed",
+    "incomplete": "the trace ends before the run did",
 }
 
 

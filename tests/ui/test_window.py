@@ -202,7 +202,7 @@ def test_drop_truncated_trace_opens_with_incomplete_nodes(qtbot, window, tmp_pat
     run = t.start_span(SpanKind.RUN, "run", None, {Attr.QUERY: "what happened?"})
     it = t.start_span(SpanKind.ITERATION, "iteration 1", run)
     call = t.start_span(SpanKind.LLM_CALL, "chat m", it)
-    t.end_span(call, SpanStatus.OK)
+    t.end_span(call, SpanStatus.OK, {Attr.INPUT_TOKENS: 1234, Attr.OUTPUT_TOKENS: 56, Attr.COST_USD: 0.01})
     t.start_span(SpanKind.CODE_CELL, "cell", it, {Attr.CODE: "while True:\n    pass"})
     w.close()
     path.write_text(path.read_text() + '{"event": "span_upd')
@@ -213,6 +213,8 @@ def test_drop_truncated_trace_opens_with_incomplete_nodes(qtbot, window, tmp_pat
     assert [m.index(r, COL_STATUS, it_idx).data() for r in range(m.rowCount(it_idx))] == ["ok", "incomplete"]
     assert "cut short" in window.status.currentMessage()
     assert "cut short" in window.answer.reason.text()
+    # The run never recorded totals: the status bar sums what its model calls recorded.
+    assert "tokens in 1,234" in window.status.tokens.text() and "out 56" in window.status.tokens.text()
     window.trace_pane.errors_only.setChecked(True)
     view_model = window.trace_pane.visible_model()
     assert view_model is window.trace_pane.proxy
