@@ -237,12 +237,9 @@ class _Progress:
 
 
 def handle(args: argparse.Namespace) -> int:
-    try:
-        from rlm_desktop.sandbox.host import harden_host_process
-    except ImportError:
-        harden_host_process = None
-    if harden_host_process is not None:
-        harden_host_process()
+    from rlm_desktop.sandbox.host import harden_host_process
+
+    harden_host_process()
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 

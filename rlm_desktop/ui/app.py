@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,13 +26,32 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+def display_problem() -> str | None:
+    """Why no window can open here (no display on Linux), or None. Qt's own message only suggests
+    reinstalling, which is wrong advice."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no graphical display (neither DISPLAY nor WAYLAND_DISPLAY is set). Start the app from "
+            "a desktop session, run it on a virtual display (xvfb-run rlm-desktop), or use the "
+            "headless command: rlm-desktop run --docs PATH --query TEXT")
+
+
 def run_app(argv: list[str]) -> int:
     """Open the main window with ``argv`` paths loaded (a trace file opens that trace)."""
     import qasync
 
+    from rlm_desktop.sandbox.host import harden_host_process
     from rlm_desktop.ui.main_window import MainWindow
     from rlm_desktop.ui.settings import Settings
 
+    problem = display_problem()
+    if problem:
+        print(f"rlm-desktop: {problem}", file=sys.stderr)
+        return 2
+    # Before any key is read from the keyring: no other process of this user may read our memory.
+    harden_host_process()
     app = make_app()
     window = MainWindow(Settings())
     window.show()

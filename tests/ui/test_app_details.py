@@ -61,6 +61,16 @@ def test_cli_without_subcommand_opens_the_window_with_the_trace(tmp_path) -> Non
     assert "RC=0" in proc.stdout
 
 
+def test_without_a_display_the_app_says_so_instead_of_aborting(tmp_path) -> None:  # noqa: ANN001
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "rlm_desktop"], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=str(Path(__file__).resolve().parents[2]))
+    assert proc.returncode == 2
+    assert "no graphical display" in proc.stderr and "rlm-desktop run" in proc.stderr
+    assert "Reinstalling" not in proc.stderr
+
+
 def test_settings_dialog_opens_without_blocking(qtbot, window) -> None:  # noqa: ANN001
     window.act_settings.trigger()
     dlg = window.settings_dialog
