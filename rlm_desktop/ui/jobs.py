@@ -15,11 +15,15 @@ from rlm_desktop.core.cancel import CancelToken
 
 class ThreadJob(QObject):
     """``fn(job)`` runs on a daemon thread; it may call ``job.report(done, total, text)`` and check
-    ``job.cancel``. Exactly one of ``finished(result)`` / ``failed(message)`` is emitted."""
+    ``job.cancel``. Exactly one of ``finished(result)`` / ``failed(message)`` is emitted, on the
+    thread the job lives in (the GUI thread), and only then does ``done`` become True: ``done`` means
+    "the result has been handled by the receivers", never merely "the worker has returned" (a flag
+    set by the worker would be True while the result still waits in the GUI thread's event queue)."""
 
     progress = Signal(int, int, str)
     finished = Signal(object)
     failed = Signal(str)
+    _outcome = Signal(bool, object)      # worker → job's thread (queued): (ok, result or message)
 
     def __init__(self, fn: Callable[[ThreadJob], Any], *, name: str = "job",
                  parent: QObject | None = None) -> None:
@@ -28,6 +32,7 @@ class ThreadJob(QObject):
         self.name = name
         self.cancel = CancelToken()
         self.done = False
+        self._outcome.connect(self._deliver)
         self._thread = threading.Thread(target=self._main, name=f"rlm-{name}", daemon=True)
 
     def start(self) -> ThreadJob:
@@ -38,6 +43,8 @@ class ThreadJob(QObject):
         self.progress.emit(done, total, text)
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Join the worker thread. The result may still be on its way to the GUI thread: use
+        ``done`` or the signals to know when it has been handled."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -45,9 +52,22 @@ class ThreadJob(QObject):
         try:
             result = self._fn(self)
         except Exception as exc:   # reported to the user by the receiver of `failed`
-            self.done = True
             msg = str(exc) or "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.failed.emit(msg)
+            self._send(False, msg)
             return
-        self.done = True
-        self.finished.emit(result)
+        self._send(True, result)
+
+    def _send(self, ok: bool, payload: Any) -> None:
+        try:
+            self._outcome.emit(ok, payload)
+        except RuntimeError:       # the job's owner (and the job) was deleted meanwhile: nobody to tell
+            pass
+
+    def _deliver(self, ok: bool, payload: Any) -> None:
+        try:
+            if ok:
+                self.finished.emit(payload)
+            else:
+                self.failed.emit(str(payload))
+        finally:
+            self.done = True

@@ -208,7 +208,13 @@ def test_fetch_models_and_test_connection_run_off_the_gui_thread(qtbot: QtBot) -
         d.key_edit.setText("sk-wrong-key-00000000")      # typed, not saved: used for the test
         job = d.test_connection()
         assert job is not None and not d.test_button.isEnabled()   # returned at once; GUI not waiting
+        # The worker has returned and sent its result, but the GUI thread has not handled it yet (no
+        # event processed since): still busy. A "done" flag set by the worker once made busy() False
+        # here, and the status was read while it still said "Testing the connection…".
+        assert job.wait(10)
+        assert d.busy() and not job.done and d.status_label.text() == "Testing the connection…"
         qtbot.waitUntil(lambda: not d.busy(), timeout=10_000)
+        assert job.done
         assert "Bad key" in d.status_label.text() and "sk-wrong" not in d.status_label.text()
         d.key_edit.setText(KEY)
         d.fetch_models()
