@@ -10,7 +10,7 @@ mode="${1:-start}"; shift || true
 # screenshots, util-linux's unshare for the confined sandbox attack suite.
 sys_pkgs=(libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0
           libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0
-          libxcb-render-util0 libxcb-image0
+          libxcb-render-util0 libxcb-image0 libxcb-xkb1 fonts-dejavu-core
           dbus dbus-x11 gnome-keyring xvfb xauth util-linux python3-venv)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
