@@ -102,8 +102,8 @@ How to work:
    FINAL(your answer) on its own line outside code. Do not write a final answer in the same reply as
    code whose output you have not seen yet.
 
-Limits: at most {max_iterations} replies from you, {cell_timeout_s:g} s per cell, {_fmt_int(max_sub_calls)}
-sub-calls in total. Be economical: every sub-call costs money."""
+Limits: at most {max_iterations} replies from you, {cell_timeout_s:g} s of computing per cell (time
+spent waiting for sub-calls does not count), {_fmt_int(max_sub_calls)} sub-calls in total. Be economical: every sub-call costs money."""
 
 
 def first_user_message(query: str) -> str:

@@ -220,6 +220,32 @@ class _Cell:
     truncated: bool = False
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     in_flight: set[int] = field(default_factory=set)
+    # The per-cell timeout counts the cell's own wall time: time during which at least one
+    # sub-call is being served by the host (a slow model, a long batch) does not count, so a cell
+    # is never killed, and its paid answers lost, for waiting on the provider. Sub-calls have
+    # their own limits (call timeout, run timeout, budgets).
+    started: float = 0.0
+    waited: float = 0.0
+    waiting_since: float | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def request_started(self, rid: int) -> None:
+        if not self.in_flight:
+            self.waiting_since = time.monotonic()
+        self.in_flight.add(rid)
+
+    def request_ended(self, rid: int) -> None:
+        if rid not in self.in_flight:
+            return
+        self.in_flight.discard(rid)
+        if not self.in_flight and self.waiting_since is not None:
+            self.waited += time.monotonic() - self.waiting_since
+            self.waiting_since = None
+
+    def own_time(self, now: float) -> float:
+        """Wall time since the cell started, less the time spent waiting for sub-calls."""
+        waiting = self.waited + (now - self.waiting_since if self.waiting_since is not None else 0.0)
+        return now - self.started - waiting
 
     def add_output(self, stream: str, text: str) -> None:
         if not text:
@@ -615,17 +641,17 @@ class Sandbox:
         cell = _Cell(id=next(self._cell_ids), on_request=on_request, on_output=on_output,
                      cap=self.limits.output_cap_bytes, done=loop.create_future())
         self._cell = cell
-        t0 = time.monotonic()
-        timer = loop.call_later(timeout_s, self._on_timeout, cell, timeout_s)
+        t0 = cell.started = time.monotonic()
+        cell.timer = loop.call_later(timeout_s, self._on_timeout, cell, timeout_s)
         worker.send({"t": "run", "id": cell.id, "code": code})
         try:
             kind, detail = await cell.done
         except asyncio.CancelledError:
-            timer.cancel()
+            cell.timer.cancel()
             self._end_cell(cell)
             self.kill()
             raise
-        timer.cancel()
+        cell.timer.cancel()
         duration = time.monotonic() - t0
         if kind == "done":
             worker._drain_raw()
@@ -821,8 +847,14 @@ class Sandbox:
         return report
 
     def _on_timeout(self, cell: _Cell, timeout_s: float) -> None:
-        if not cell.done.done():
-            cell.done.set_result(("timeout", timeout_s))
+        if cell.done.done():
+            return
+        remaining = timeout_s - cell.own_time(time.monotonic())
+        if remaining > 0.001 and self._loop is not None:
+            # Part of the time went to waiting for sub-calls: the cell still has time of its own.
+            cell.timer = self._loop.call_later(remaining, self._on_timeout, cell, timeout_s)
+            return
+        cell.done.set_result(("timeout", timeout_s))
         self.kill()
 
     def _end_cell(self, cell: _Cell) -> None:
@@ -929,7 +961,7 @@ class Sandbox:
                          "error": f"too many sub-calls in flight (limit {MAX_REQUESTS_IN_FLIGHT}); "
                                   "wait for some to finish or use llm_query_batched"})
             return
-        cell.in_flight.add(rid)
+        cell.request_started(rid)
         task = asyncio.ensure_future(self._serve(worker, cell, rid, req))
         cell.tasks.add(task)
         task.add_done_callback(cell.tasks.discard)
@@ -984,13 +1016,13 @@ class Sandbox:
         except asyncio.CancelledError:
             reply = {"t": "resp", "id": rid, "ok": False,
                      "error": "cancelled: the cell that made this request has ended"}
-            cell.in_flight.discard(rid)
+            cell.request_ended(rid)
             worker.send(reply)
             raise
         except Exception as exc:
             reply = {"t": "resp", "id": rid, "ok": False,
                      "error": str(exc) or exc.__class__.__name__}
-        cell.in_flight.discard(rid)
+        cell.request_ended(rid)
         worker.send(reply)
 
     def _remove_scratch(self) -> None:

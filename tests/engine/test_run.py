@@ -449,12 +449,19 @@ def test_reply_cut_at_the_token_limit_inside_code_does_not_run(srv: FakeOpenAI) 
     assert not any("x = [1, 2," in str(s.attributes.get(Attr.CODE)) for s in trace)
 
 
-def test_nested_run_cut_by_its_cell_timeout_ends_its_spans_at_once(srv: FakeOpenAI) -> None:
+def test_nested_run_cut_by_its_cell_ending_ends_its_spans_at_once(srv: FakeOpenAI) -> None:
+    # The cell ends (its code returns) while a thread's rlm_query is still in flight: the host
+    # cancels the sub-call, and the nested run must close every span at once. (Waiting for a
+    # sub-call does not count toward the cell timeout, so the cell's own end is what cuts it.)
+    cell = ("import threading, time\n"
+            "threading.Thread(target=rlm_query, args=('slow nested task',), daemon=True).start()\n"
+            "time.sleep(0.8)")
+
     def handler(r: Request) -> Reply | str:
         if "nested run at depth 1" in r.system:
             return Reply.hanging()
         step = sum(1 for m in r.messages if m["role"] == "assistant")
-        return "```repl\nrlm_query('slow nested task')\n```" if step == 0 else "FINAL(moved on)"
+        return f"```repl\n{cell}\n```" if step == 0 else "FINAL(moved on)"
     srv.handler = handler
     trace = Trace({})
     open_after_cell: list[str] = []

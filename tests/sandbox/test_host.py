@@ -142,6 +142,25 @@ def test_timeout_kills_restarts_and_loses_variables() -> None:
     assert r2.stdout == "the context\n" and "NameError" in r2.error
 
 
+def test_cell_timeout_does_not_count_time_waiting_for_sub_calls() -> None:
+    """A slow provider must not get a cell (and the answers already paid for) killed; the cell's
+    own time still counts, before and after its sub-calls."""
+    async def slow(req: SubRequest) -> Any:
+        await asyncio.sleep(0.6)
+        return await echo(req)
+
+    async def go(sb: Sandbox):
+        waited = await cell(sb, "a = [llm_query(str(i)) for i in range(3)]\nprint(a)",
+                            timeout=0.5, handler=slow)          # 1.8 s of waiting, ~0 s of its own
+        spun = await cell(sb, "llm_query('x')\nwhile True: pass", timeout=0.5, handler=slow)
+        return waited, spun
+    waited, spun = run(go)
+    assert waited.ok and waited.stdout == "['A(0)', 'A(1)', 'A(2)']\n", waited.error
+    assert waited.duration_s >= 1.8
+    assert spun.status == "timeout" and spun.restart_reason == "timeout after 0.5 s"
+    assert spun.duration_s >= 1.1                       # 0.6 s waiting + 0.5 s of its own
+
+
 @pytest.mark.parametrize("code,needle", [
     ("import os\nos._exit(7)", "status 7"),
     ("import ctypes\nctypes.string_at(0)", "SIGSEGV"),
