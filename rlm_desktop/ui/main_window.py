@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDropEvent, QKeySequence, QScreen
 from PySide6.QtWidgets import (
     QFileDialog,
     QMainWindow,
@@ -66,6 +66,19 @@ class _Totals:
         self.calls = 0
         self.tin = self.tout = self.cached = 0
         self.sub_calls = 0
+
+
+PREFERRED_SIZE = QSize(1400, 900)
+
+
+def default_window_size(screen: QScreen | None) -> QSize:
+    """The first-start size: the preferred size, shrunk to fit the screen's available area (a
+    1366×768 laptop must see the Run button and the answer pane without moving the window)."""
+    if screen is None:
+        return QSize(PREFERRED_SIZE)
+    avail = screen.availableGeometry()
+    return QSize(min(PREFERRED_SIZE.width(), int(avail.width() * 0.95)),
+                 min(PREFERRED_SIZE.height(), int(avail.height() * 0.92)))
 
 
 class MainWindow(QMainWindow):
@@ -152,7 +165,7 @@ class MainWindow(QMainWindow):
             if w.acceptDrops():
                 w.installEventFilter(self)
         self.reload_settings()
-        self.resize(1400, 900)
+        self.resize(default_window_size(self.screen()))
         self.window_state.restore_geometry(self)
         self.gc_policy = GcPolicy(lambda: self.model.live, self)
         self._state_restored = False
@@ -521,7 +534,9 @@ class MainWindow(QMainWindow):
         self.detail.show_span(None, None)
         root = trace.roots[0] if trace.roots else None
         a = root.attributes if root is not None else {}
-        self.status.reset(None)
+        recorded = a.get(Attr.LIMITS)
+        budget = recorded.get("budget_usd") if isinstance(recorded, dict) else None
+        self.status.reset(float(budget) if isinstance(budget, (int, float)) and budget > 0 else None)
         self._max_sub_calls = None
         if root is not None and root.end is not None and Attr.INPUT_TOKENS in a:
             self.status.update_figures(float(a.get(Attr.COST_USD) or 0.0),

@@ -158,7 +158,7 @@ class RunStatusBar(QStatusBar):
                                      "on tokens instead."))
         else:
             self.meter.setValue(0)
-            self.meter.setFormat(f"{spent} (no budget)")
+            self.meter.setFormat(f"{spent} spent (no USD budget)")
             self.warned = False
             self.meter.setToolTip("Spend so far; this run has no USD budget")
         pal = self.meter.palette()

@@ -162,3 +162,13 @@ def test_trace_view_follows_newest_until_the_user_scrolls(qtbot, window) -> None
     assert bar.value() == held and bar.value() < bar.maximum()
     window.act_follow.trigger()                                          # Ctrl+L resumes
     qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=3000)
+
+
+def test_first_start_window_fits_the_screen(window) -> None:  # noqa: ANN001
+    from rlm_desktop.ui.main_window import PREFERRED_SIZE, default_window_size
+
+    avail = window.screen().availableGeometry()
+    size = default_window_size(window.screen())
+    assert size.width() <= avail.width() and size.height() <= avail.height()
+    assert size.width() <= PREFERRED_SIZE.width() and size.height() <= PREFERRED_SIZE.height()
+    assert default_window_size(None) == PREFERRED_SIZE

@@ -139,6 +139,8 @@ def test_drop_folder_run_batched_and_nested_then_inspect(qtbot, window, settings
     assert not window.model.live
     assert window.model.data(window.model.index(0, COL_STATUS)) == "ok"
     assert window.answer.text.toPlainText() == "NESTED SAW INNER TEXT"
+    # the meter shows the budget the run was given (recorded in the trace), not "no budget"
+    assert " of $" in window.status.meter.format()
 
     out = window.export_trace(window.shown_trace_path.with_suffix(".html"))
     assert out is not None and "<html" in out.read_text().lower()
