@@ -94,6 +94,69 @@ def _worker_code() -> bytes:
     return marshal.dumps(mods)
 
 
+SCRATCH_PREFIX = "rlm-sandbox-"
+OWNER_FILE = "owner"
+UNOWNED_STALE_AFTER_S = 24 * 3600
+
+
+def _process_identity(pid: int) -> str | None:
+    """``"<pid> <start time>"`` for a live process (the start time tells a reused pid apart)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return f"{pid} {fields[19]}"            # field 22 of stat: start time since boot
+    except (OSError, IndexError):
+        if os.path.isdir("/proc"):
+            return None
+        try:                                     # no procfs (macOS): existence only
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return f"{pid} ?"
+
+
+def sweep_stale_scratch(tmpdir: str | None = None) -> list[str]:
+    """Remove scratch folders left by app processes that are gone (killed, crashed, power loss).
+
+    Only folders named ``rlm-sandbox-*``, really folders (not links), owned by this user, whose
+    owner file names a process that no longer exists (or, without an owner file, older than a
+    day) are removed. Returns what was removed."""
+    base = tmpdir or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != uid:
+            continue
+        try:
+            fd = os.open(os.path.join(path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, encoding="ascii", errors="replace") as f:
+                owner = f.read(64).strip()
+        except FileNotFoundError:
+            owner = None
+        except OSError:
+            continue
+        if owner is None:
+            stale = time.time() - st.st_mtime > UNOWNED_STALE_AFTER_S
+        else:
+            pid_text = owner.split(" ", 1)[0]
+            stale = not pid_text.isdigit() or _process_identity(int(pid_text)) not in (owner, f"{pid_text} ?")
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def harden_host_process() -> bool:
     """Mark the app process non-dumpable (Linux): other processes of the same user can then not
     read its memory or ``/proc/<pid>/environ`` (where API keys live). Safe to call repeatedly;
@@ -600,7 +663,11 @@ class Sandbox:
             raise SandboxError("the REPL sandbox needs Linux or macOS; Windows is not supported yet")
         harden_host_process()
         self._loop = asyncio.get_running_loop()
-        self._scratch_root = tempfile.mkdtemp(prefix="rlm-sandbox-")
+        sweep_stale_scratch()
+        self._scratch_root = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+        # Who owns this folder: a later app process removes it if this one dies without cleaning up.
+        with open(os.path.join(self._scratch_root, OWNER_FILE), "w", encoding="ascii") as f:
+            f.write(_process_identity(os.getpid()) or f"{os.getpid()} ?")
         self._scratch = os.path.join(self._scratch_root, "scratch")
         os.mkdir(self._scratch, 0o700)
         # A file no Landlock rule covers: the worker must fail to read it (checked in _measure).
