@@ -197,7 +197,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def bench_stop(app: Any) -> dict[str, Any]:
+def bench_stop(app: Any, tmp: Path) -> dict[str, Any]:
     from rlm_desktop.core.profiles import ProviderProfile
     from tests.fakeserver import FakeOpenAI, Reply
 
@@ -212,7 +212,7 @@ def bench_stop(app: Any) -> dict[str, Any]:
         w.settings.set_last_root_choice("bench", "r")
         w.settings.set_last_sub_choice("bench", "s")
         w.reload_settings()
-        folder = Path(tempfile.mkdtemp(prefix="rlm-bench-docs-"))
+        folder = Path(tempfile.mkdtemp(prefix="rlm-bench-docs-", dir=tmp))
         (folder / "a.txt").write_text("Acme was late.\n")
         w.open_paths([folder])
         _spin(app, lambda: len(w.documents.documents) == 1 and not w.documents.loading, 10)
@@ -251,7 +251,7 @@ def run(args: Any = None) -> dict[str, Any]:
             figures: dict[str, Any] = {"name": "gui"}
             figures.update(bench_open(app, Path(tmp), spans))
             figures.update(bench_stream(app, rate, seconds))
-            figures.update(bench_stop(app))
+            figures.update(bench_stop(app, Path(tmp)))
         finally:
             if old_home is None:
                 os.environ.pop("RLM_DESKTOP_HOME", None)
