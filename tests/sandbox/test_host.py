@@ -63,18 +63,51 @@ def test_namespace_persists_and_context_is_loaded() -> None:
     assert r2.ok and r2.stdout == "42 beta\n"
 
 
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
+            except OSError:
+                continue
+            for k in map(int, kids):
+                found.append(k)
+                todo.append(k)
+    return found
+
+
 def test_runs_in_a_separate_process_with_own_session_and_minimal_env(monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-ENV-0123456789")
     monkeypatch.setenv("SOME_USER_VAR", "user-value")
 
     async def go(sb: Sandbox):
-        r = await cell(sb, "import os, json\nprint(json.dumps([os.getpid(), os.getsid(0), os.getpgrp(), dict(os.environ)]))")
-        return sb.pid, r
-    pid, r = run(go)
+        r = await cell(sb, "import os, json\nprint(json.dumps(dict(os.environ)))")
+        # Judged from the host, in the host's PID namespace: inside the sandbox's own PID
+        # namespace getsid() reports 0 for a leader outside it, and so does the test runner's
+        # own getsid() when CI runs it in a container -- neither says anything.
+        assert sb.pid is not None
+        leader = os.getsid(sb.pid)
+        procs = [leader, *_descendants(leader)]
+        sessions = {p: (os.getsid(p), os.getpgid(p)) for p in procs}
+        ppid = int(re.search(r"^PPid:\s*(\d+)", Path(f"/proc/{leader}/status").read_text(), re.M)[1])
+        return sb.pid, leader, ppid, r, sessions
+    pid, leader, leader_parent, r, sessions = run(go)
     import json
-    wpid, sid, pgrp, env = json.loads(r.stdout)
-    assert pid is not None and pid != os.getpid()
-    assert sid == pgrp and sid != os.getsid(0)
+    env = json.loads(r.stdout)
+    assert pid != os.getpid()
+    # The process the app started leads a new session and process group, the code runs in it,
+    # and everything the worker started stays in it (so the watchdog's killpg reaches all of it
+    # and nothing of the app's).
+    assert leader_parent == os.getpid() and leader not in (os.getsid(0), os.getpgid(0))
+    assert pid in sessions
+    assert all(sp == (leader, leader) for sp in sessions.values()), sessions
     assert "OPENAI_API_KEY" not in env and "SOME_USER_VAR" not in env
     assert "sk-canary" not in r.stdout
     assert set(env) <= set(minimal_environment("/x")) | {"LC_CTYPE"}
