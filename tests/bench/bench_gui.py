@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.proctree import descendants
+
 OPEN_GOAL_S = 2.0
 STALL_GOAL_MS = 50.0
 STOP_GOAL_MS = 200.0
@@ -166,28 +168,6 @@ def bench_stream(app: Any, rate: int, seconds: float) -> dict[str, Any]:
             "spans_streamed": applied}
 
 
-def _descendants(pid: int) -> set[int]:
-    out: set[int] = set()
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                with open(f"/proc/{p}/task/{t}/children") as fh:
-                    kids = [int(x) for x in fh.read().split()]
-            except OSError:
-                continue
-            for k in kids:
-                if k not in out:
-                    out.add(k)
-                    stack.append(k)
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -223,7 +203,7 @@ def bench_stop(app: Any, tmp: Path) -> dict[str, Any]:
             raise RuntimeError("the run did not start: " + w.status.currentMessage())
         if not _spin(app, lambda: srv.open_now >= batch, 30):
             raise RuntimeError(f"the batch never reached the server (open: {srv.open_now})")
-        procs = {p for p in _descendants(os.getpid()) if _alive(p)}
+        procs = {p for p in descendants(os.getpid()) if _alive(p)}
         t0 = time.perf_counter()
         w.stop_run()
         ok = _spin(app, lambda: srv.open_now == 0 and not any(_alive(p) for p in procs), 10)

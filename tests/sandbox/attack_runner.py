@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from rlm_desktop.core.config import SandboxLimits  # noqa: E402
+from tests.proctree import proc_status  # noqa: E402
 from tests.sandbox.attack_cases import ATTACKS, Attack  # noqa: E402
 
 # The engine path needs the openai SDK; --direct (used where only a bare interpreter is readable,
@@ -98,18 +99,6 @@ class Listeners:
         return hits
 
 
-def _status(pid: int) -> dict[str, str]:
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                out[k] = v.strip()
-    except OSError:
-        pass
-    return out
-
-
 def live_pids(exclude: set[int]) -> list[int]:
     out = []
     for name in os.listdir("/proc"):
@@ -118,7 +107,7 @@ def live_pids(exclude: set[int]) -> list[int]:
         pid = int(name)
         if pid in exclude:
             continue
-        st = _status(pid)
+        st = proc_status(pid)
         if st and not st.get("State", "").startswith(("Z", "X")):
             out.append(pid)
     return out
@@ -128,7 +117,7 @@ def workers_now(exclude: set[int]) -> list[dict[str, Any]]:
     """Evidence from the REPL processes alive right now (inner workers: parent is a launcher)."""
     found = []
     for pid in live_pids(exclude):
-        st = _status(pid)
+        st = proc_status(pid)
         ppid = int(st.get("PPid", "0") or 0)
         if ppid in exclude or ppid == 0:
             continue
@@ -322,7 +311,7 @@ async def _run_one(attack: Attack, srv: Any, provider: Any, base: Path,
             return fence(code)
         if n == 2:
             state["live"] = workers_now(ours)
-            state["procs"] = [(pid, _status(pid).get("PPid"), _status(pid).get("State"), _status(pid).get("Threads"))
+            state["procs"] = [(pid, proc_status(pid).get("PPid"), proc_status(pid).get("State"), proc_status(pid).get("Threads"))
                               for pid in live_pids(set())]
             return fence("print('NEXT-CELL-' + str(6 * 7))")
         state["next_cell_ok"] = "NEXT-CELL-42" in req.last_user
@@ -397,7 +386,7 @@ def _collect_evidence(res: dict[str, Any], attack: Attack, base: Path, canary: s
     res["worker_code_ok"] = WORKER_PY.read_bytes() == worker_bytes
     if not res["worker_code_ok"]:
         WORKER_PY.write_bytes(worker_bytes)
-    st = _status(bystander.pid)
+    st = proc_status(bystander.pid)
     res["bystander_ok"] = bystander.poll() is None and st.get("TracerPid") == "0"
     left = wait_gone(ours)
     res["processes_left"] = left

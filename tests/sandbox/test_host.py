@@ -22,6 +22,7 @@ from rlm_desktop.core.config import SandboxLimits
 from rlm_desktop.sandbox import worker as worker_mod
 from rlm_desktop.sandbox.api import SandboxError, SubRequest
 from rlm_desktop.sandbox.host import Sandbox, minimal_environment, sweep_stale_scratch
+from tests.proctree import descendants, proc_status
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(allow_weak=True)
@@ -63,26 +64,6 @@ def test_namespace_persists_and_context_is_loaded() -> None:
     assert r2.ok and r2.stdout == "42 beta\n"
 
 
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
-            except OSError:
-                continue
-            for k in map(int, kids):
-                found.append(k)
-                todo.append(k)
-    return found
-
-
 def test_runs_in_a_separate_process_with_own_session_and_minimal_env(monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-ENV-0123456789")
     monkeypatch.setenv("SOME_USER_VAR", "user-value")
@@ -94,9 +75,9 @@ def test_runs_in_a_separate_process_with_own_session_and_minimal_env(monkeypatch
         # own getsid() when CI runs it in a container -- neither says anything.
         assert sb.pid is not None
         leader = os.getsid(sb.pid)
-        procs = [leader, *_descendants(leader)]
+        procs = [leader, *descendants(leader)]
         sessions = {p: (os.getsid(p), os.getpgid(p)) for p in procs}
-        ppid = int(re.search(r"^PPid:\s*(\d+)", Path(f"/proc/{leader}/status").read_text(), re.M)[1])
+        ppid = int(proc_status(leader)["PPid"])
         return sb.pid, leader, ppid, r, sessions
     pid, leader, leader_parent, r, sessions = run(go)
     import json
