@@ -389,6 +389,8 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
         if result.cost_usd is not None and not result.cost_known:
             cost += " + unknown"
         est = " (estimated)" if result.tokens_estimated else ""
+        if est and result.cost_usd:
+            cost += " (estimated from estimated tokens)"
         _err(f"done: {result.iterations} iterations, {result.sub_calls} sub-calls, "
              f"{result.input_tokens + result.output_tokens:,} tokens{est}, cost {cost}. "
              f"Trace: {trace_path}")

@@ -90,6 +90,7 @@ class Totals:
     cached_tokens: int = 0
     cost_usd: float = 0.0
     cost_unknown_calls: int = 0
+    estimated_calls: int = 0      # model calls whose tokens (and so cost) are estimates
     incomplete_spans: int = 0
     errors: int = 0
 
@@ -97,12 +98,17 @@ class Totals:
     def cost_known(self) -> bool:
         return self.cost_unknown_calls == 0
 
+    @property
+    def tokens_estimated(self) -> bool:
+        return self.estimated_calls > 0
+
     def as_dict(self) -> dict[str, Any]:
         return {"llm_calls": self.llm_calls, "code_cells": self.code_cells, "sub_calls": self.sub_calls,
                 "iterations": self.iterations, "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens, "cached_tokens": self.cached_tokens,
                 "cost_usd": round(self.cost_usd, 6) if self.llm_calls > self.cost_unknown_calls else None,
-                "cost_known": self.cost_known, "incomplete_spans": self.incomplete_spans,
+                "cost_known": self.cost_known, "tokens_estimated": self.tokens_estimated,
+                "incomplete_spans": self.incomplete_spans,
                 "errors": self.errors}
 
 
@@ -124,6 +130,8 @@ def totals(trace: Trace) -> Totals:
             t.input_tokens += _int(a.get(Attr.INPUT_TOKENS))
             t.output_tokens += _int(a.get(Attr.OUTPUT_TOKENS))
             t.cached_tokens += _int(a.get(Attr.CACHED_TOKENS))
+            if a.get(Attr.TOKENS_ESTIMATED):
+                t.estimated_calls += 1
             cost = a.get(Attr.COST_USD)
             if isinstance(cost, (int, float)) and not isinstance(cost, bool):
                 t.cost_usd += float(cost)
@@ -185,6 +193,22 @@ def _fmt_cost(v: Any) -> str:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return f"${v:.4f}" if v < 1 else f"${v:.2f}"
     return "unknown"
+
+
+def _totals_rows(t: Totals) -> list[tuple[str, str]]:
+    """The report's totals table, shared by the Markdown and HTML exports."""
+    est = (f" (estimated for {t.estimated_calls} of {t.llm_calls} calls: no usage reported)"
+           if t.tokens_estimated else "")
+    cost = _fmt_cost(t.cost_usd) if t.llm_calls > t.cost_unknown_calls else "unknown"
+    if not t.cost_known:
+        cost += f" (price unknown for {t.cost_unknown_calls} calls)"
+    if t.tokens_estimated and t.cost_usd:
+        cost += " (estimated: priced from estimated tokens)"
+    return [("Iterations", f"{t.iterations}"), ("Model calls", f"{t.llm_calls}"),
+            ("Code cells", f"{t.code_cells}"), ("Sub-calls", f"{t.sub_calls}"),
+            ("Input tokens", f"{t.input_tokens:,} ({t.cached_tokens:,} cached){est}"),
+            ("Output tokens", f"{t.output_tokens:,}{est}"), ("Cost", cost),
+            ("Errors / timeouts", f"{t.errors}"), ("Incomplete steps", f"{t.incomplete_spans}")]
 
 
 def _walk(span: Span, depth: int = 0) -> Iterator[tuple[Span, int]]:
@@ -265,7 +289,8 @@ def _usage(a: dict[str, Any]) -> str:
             t += " (estimated)"
         parts.append(t)
     if Attr.COST_USD in a:
-        parts.append("cost " + _fmt_cost(a.get(Attr.COST_USD)))
+        est = " (estimated)" if a.get(Attr.TOKENS_ESTIMATED) and a.get(Attr.COST_USD) else ""
+        parts.append("cost " + _fmt_cost(a.get(Attr.COST_USD)) + est)
     if a.get(Attr.CACHE_HIT):
         parts.append("memo cache hit")
     return ", ".join(parts)
@@ -296,14 +321,7 @@ def to_markdown(trace: Trace) -> str:
         out += [line, ""]
     answer = run_answer(trace)
     out += ["## Answer", "", _fence(answer, "text") if answer is not None else "_No final answer._", ""]
-    out += ["## Totals", "", "| | |", "|---|---|",
-            f"| Iterations | {t.iterations} |", f"| Model calls | {t.llm_calls} |",
-            f"| Code cells | {t.code_cells} |", f"| Sub-calls | {t.sub_calls} |",
-            f"| Input tokens | {t.input_tokens:,} ({t.cached_tokens:,} cached) |",
-            f"| Output tokens | {t.output_tokens:,} |",
-            f"| Cost | {_fmt_cost(t.cost_usd) if t.llm_calls > t.cost_unknown_calls else 'unknown'}"
-            f"{'' if t.cost_known else f' (price unknown for {t.cost_unknown_calls} calls)'} |",
-            f"| Errors / timeouts | {t.errors} |", f"| Incomplete steps | {t.incomplete_spans} |", ""]
+    out += ["## Totals", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in _totals_rows(t)), ""]
     iso = trace.header.get("isolation")
     if iso:
         level = iso.get("level") if isinstance(iso, dict) else iso
@@ -465,12 +483,7 @@ def to_html(trace: Trace) -> str:
     parts.append("<h2>Answer</h2>")
     parts.append(f'<div class="answer">{_esc(answer)}</div>' if answer is not None
                  else '<p class="muted">No final answer.</p>')
-    cost = (_fmt_cost(t.cost_usd) if t.llm_calls > t.cost_unknown_calls else "unknown") + (
-        "" if t.cost_known else f" (price unknown for {t.cost_unknown_calls} calls)")
-    rows = [("Iterations", t.iterations), ("Model calls", t.llm_calls), ("Code cells", t.code_cells),
-            ("Sub-calls", t.sub_calls), ("Input tokens", f"{t.input_tokens:,} ({t.cached_tokens:,} cached)"),
-            ("Output tokens", f"{t.output_tokens:,}"), ("Cost", cost), ("Errors / timeouts", t.errors),
-            ("Incomplete steps", t.incomplete_spans)]
+    rows: list[tuple[str, Any]] = _totals_rows(t)
     iso = trace.header.get("isolation")
     if iso:
         rows.append(("Sandbox isolation", iso.get("level") if isinstance(iso, dict) else iso))

@@ -93,7 +93,9 @@ def fmt_cost(attrs: dict[str, Any]) -> str:
     known = attrs.get(Attr.COST_KNOWN, value is not None)
     if value is None:
         return "unknown"
-    return fmt_usd(value, bool(known))
+    text = fmt_usd(value, bool(known))
+    # Priced from estimated tokens (the server reported no usage): an estimate too.
+    return "~" + text if value and attrs.get(Attr.TOKENS_ESTIMATED) else text
 
 
 def one_line(text: Any, limit: int = 80) -> str:

@@ -66,6 +66,7 @@ class _Totals:
         self.calls = 0
         self.tin = self.tout = self.cached = 0
         self.sub_calls = 0
+        self.estimated = False
 
 
 PREFERRED_SIZE = QSize(1400, 900)
@@ -109,6 +110,7 @@ class MainWindow(QMainWindow):
         self._totals = _Totals()
         self._max_sub_calls: int | None = None
         self._open_job: ThreadJob | None = None
+        self._run_models: dict[int, str] = {}     # run id -> "provider: model" for the history
 
         # panes
         self.documents = DocumentsPane()
@@ -383,6 +385,12 @@ class MainWindow(QMainWindow):
         self._refresh_figures()
         self.trace_pane.set_follow(True)
         run_id = self.bridge.start_run(request)
+        models = f"{provider.name}: {root_model}"
+        if sub_provider is not provider:
+            models += f"; sub-calls {sub_provider.name}: {sub_model}"
+        elif sub_model != root_model:
+            models += f", sub-calls {sub_model}"
+        self._run_models[run_id] = models
         self.current_run = run_id
         self.shown_trace_path = self.bridge.trace_path(run_id)
         self._run_t0 = time.monotonic()
@@ -436,6 +444,7 @@ class MainWindow(QMainWindow):
                 t.tin += int(a.get(Attr.INPUT_TOKENS) or 0)
                 t.tout += int(a.get(Attr.OUTPUT_TOKENS) or 0)
                 t.cached += int(a.get(Attr.CACHED_TOKENS) or 0)
+                t.estimated = t.estimated or bool(a.get(Attr.TOKENS_ESTIMATED))
                 cost = a.get(Attr.COST_USD)
                 if cost is None:
                     if Attr.INPUT_TOKENS in a:
@@ -448,7 +457,7 @@ class MainWindow(QMainWindow):
     def _refresh_figures(self) -> None:
         t = self._totals
         self.status.update_figures(t.cost, t.cost_unknown == 0, t.tin, t.tout, t.cached, t.sub_calls,
-                                   self._max_sub_calls)
+                                   self._max_sub_calls, estimated=t.estimated)
 
     def _on_header(self, attrs: dict[str, Any]) -> None:
         if "isolation" in attrs:
@@ -467,7 +476,8 @@ class MainWindow(QMainWindow):
             stop_reason=res.stop_reason if res is not None else "error",
             cost_usd=res.cost_usd if res is not None else None,
             cost_known=res.cost_known if res is not None else False,
-            provider=""))
+            cost_estimated=res.tokens_estimated if res is not None else False,
+            provider=self._run_models.pop(outcome.run_id, "")))
         if outcome.run_id != self.current_run:
             return
         self.model.enqueue(self.bridge.take_events(outcome.run_id))
@@ -483,7 +493,7 @@ class MainWindow(QMainWindow):
             t = self._totals
             self.status.update_figures(res.cost_usd or 0.0, res.cost_known, res.input_tokens,
                                        res.output_tokens, res.cached_tokens, res.sub_calls,
-                                       self._max_sub_calls)
+                                       self._max_sub_calls, estimated=res.tokens_estimated)
             t.sub_calls = res.sub_calls
             if res.isolation:
                 self.status.set_isolation(res.isolation)
@@ -543,12 +553,13 @@ class MainWindow(QMainWindow):
                                        bool(a.get(Attr.COST_KNOWN, a.get(Attr.COST_USD) is not None))
                                        if Attr.COST_USD in a else True,
                                        int(a.get(Attr.INPUT_TOKENS) or 0), int(a.get(Attr.OUTPUT_TOKENS) or 0),
-                                       int(a.get(Attr.CACHED_TOKENS) or 0), int(a.get(Attr.SUB_CALLS) or 0))
+                                       int(a.get(Attr.CACHED_TOKENS) or 0), int(a.get(Attr.SUB_CALLS) or 0),
+                                       estimated=bool(a.get(Attr.TOKENS_ESTIMATED)))
         else:
             # The run never recorded its totals (cut short): sum what its model calls did record.
             t = totals(trace)
             self.status.update_figures(t.cost_usd, t.cost_known, t.input_tokens, t.output_tokens,
-                                       t.cached_tokens, t.sub_calls)
+                                       t.cached_tokens, t.sub_calls, estimated=t.tokens_estimated)
         if root is not None and root.duration is not None:
             self.status.set_elapsed(root.duration)
         iso = trace.header.get("isolation") or a.get(Attr.ISOLATION)

@@ -144,9 +144,15 @@ class RunStatusBar(QStatusBar):
         self.set_isolation(None)
 
     def update_figures(self, cost: float, cost_known: bool, tin: int, tout: int, cached: int,
-                       sub_calls: int, max_sub_calls: int | None = None) -> None:
+                       sub_calls: int, max_sub_calls: int | None = None, *, estimated: bool = False) -> None:
+        """Show the run's spend, tokens and sub-calls. ``estimated``: some model call reported no
+        usage, so its tokens (and the cost priced from them) are estimates; they are marked '~'."""
         budget = self._budget
         spent = fmt.fmt_usd(cost, cost_known) if (cost or not cost_known) else "$0"
+        if estimated and cost:
+            spent = "~" + spent
+        est_note = (" Marked '~': some calls reported no token usage, so their tokens are estimated "
+                    "(characters ÷ 4) and so is the cost priced from them." if estimated else "")
         if budget:
             frac = min(1.0, cost / budget) if cost_known or cost else 0.0
             self.meter.setValue(int(frac * 1000))
@@ -155,18 +161,21 @@ class RunStatusBar(QStatusBar):
             self.meter.setToolTip(f"Spend so far against the run's USD budget (${budget:.2f})."
                                   + (" Over 80% used." if self.warned else "")
                                   + ("" if cost_known else " Some prices are unknown: the run stops "
-                                     "on tokens instead."))
+                                     "on tokens instead.") + est_note)
         else:
             self.meter.setValue(0)
             self.meter.setFormat(f"{spent} spent (no USD budget)")
             self.warned = False
-            self.meter.setToolTip("Spend so far; this run has no USD budget")
+            self.meter.setToolTip("Spend so far; this run has no USD budget." + est_note)
         pal = self.meter.palette()
         default = QGuiApplication.palette().color(QPalette.ColorRole.Highlight)
         pal.setColor(QPalette.ColorRole.Highlight, Qt.GlobalColor.darkRed if self.warned else default)
         self.meter.setPalette(pal)
         self.meter.setProperty("warning", self.warned)
-        self.tokens.setText(f"tokens in {tin:,} (cached {cached:,}) · out {tout:,}")
+        mark = "~" if estimated else ""
+        self.tokens.setText(f"tokens in {mark}{tin:,} (cached {cached:,}) · out {mark}{tout:,}")
+        self.tokens.setToolTip(est_note.strip() if estimated else
+                               "Tokens as the provider reported them, summed over every model call.")
         limit = f" / {max_sub_calls:,}" if max_sub_calls is not None else ""
         self.subcalls.setText(f"sub-calls {sub_calls:,}{limit}")
 
@@ -208,6 +217,7 @@ class HistoryEntry:
     cost_usd: float | None = None
     cost_known: bool = True
     provider: str = ""
+    cost_estimated: bool = False    # priced from estimated tokens (no usage reported)
 
 
 class HistoryStore:
@@ -291,12 +301,16 @@ class HistoryPane(QWidget):
         for row, e in enumerate(self._entries):
             exists = Path(e.trace).is_file()
             q = QTableWidgetItem(fmt.one_line(e.query, 120))
-            q.setToolTip(e.query + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
+            q.setToolTip(e.query + (f"\n\nModels: {e.provider}" if e.provider else "")
+                         + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
             t = QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M", time.localtime(e.started)))
             st = QTableWidgetItem(e.status if exists else f"{e.status} (file missing)")
             st.setIcon(status_icon(RUN_STATUS_ICONS.get(e.status, "error")))
             st.setToolTip(STOP_REASONS.get(e.stop_reason or "", e.stop_reason or ""))
-            c = QTableWidgetItem(fmt.fmt_usd(e.cost_usd, e.cost_known))
+            c = QTableWidgetItem(("~" if e.cost_estimated and e.cost_usd else "")
+                                 + fmt.fmt_usd(e.cost_usd, e.cost_known))
+            if e.cost_estimated and e.cost_usd:
+                c.setToolTip("Estimated: some model calls reported no token usage.")
             c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             for col, item in enumerate((q, t, st, c)):
                 self.table.setItem(row, col, item)

@@ -100,6 +100,35 @@ def test_totals_count_each_model_call_once(trace: Trace) -> None:
 
 # -- JSON ----------------------------------------------------------------------------------------
 
+def test_estimated_tokens_and_the_cost_priced_from_them_are_labelled(tmp_path: Path) -> None:
+    """A server that reports no usage: its tokens are chars/4 estimates, and so is their price."""
+    trace = Trace()
+    writer = TraceWriter(tmp_path / "e.jsonl", {"query": "q"}).attach(trace)
+    run = trace.start_span(SpanKind.RUN, "run", None, {Attr.QUERY: "q"}, now=1.0)
+    measured = trace.start_span(SpanKind.LLM_CALL, "chat a", run, {Attr.MODEL: "a"}, now=1.1)
+    trace.end_span(measured, SpanStatus.OK, {Attr.INPUT_TOKENS: 10, Attr.OUTPUT_TOKENS: 2,
+                                             Attr.COST_USD: 0.01, Attr.COST_KNOWN: True}, now=1.2)
+    guessed = trace.start_span(SpanKind.LLM_CALL, "chat b", run, {Attr.MODEL: "b"}, now=1.3)
+    trace.end_span(guessed, SpanStatus.OK, {Attr.INPUT_TOKENS: 400, Attr.OUTPUT_TOKENS: 30,
+                                            Attr.COST_USD: 0.5, Attr.COST_KNOWN: True,
+                                            Attr.TOKENS_ESTIMATED: True}, now=1.4)
+    trace.end_span(run, SpanStatus.OK, now=1.5)
+    writer.close()
+    back = read_trace(tmp_path / "e.jsonl")
+    t = totals(back)
+    assert t.estimated_calls == 1 and t.tokens_estimated
+    assert json.loads(export_trace(back, "json"))["totals"]["tokens_estimated"] is True
+    md = export_trace(back, "markdown")
+    assert "| Input tokens | 410 (0 cached) (estimated for 1 of 2 calls: no usage reported) |" in md
+    assert "$0.5100 (estimated: priced from estimated tokens)" in md
+    assert "cost $0.5000 (estimated)" in md and "cost $0.0100 (estimated)" not in md
+    html = export_trace(back, "html")
+    assert "estimated for 1 of 2 calls" in html and "priced from estimated tokens" in html
+    plain = read_trace(tmp_path / "e.jsonl")
+    plain.spans[guessed].attributes.pop(Attr.TOKENS_ESTIMATED)
+    assert "estimated" not in export_trace(plain, "markdown")
+
+
 def test_json_is_one_nested_document(trace: Trace) -> None:
     doc = json.loads(export_trace(trace, "json"))
     assert doc["format"] == "rlm-trace-export"

@@ -138,6 +138,18 @@ def test_budget_meter_warns_at_80_percent_and_unknown_cost_is_not_zero(window) -
     assert bar.badge.text() == "sandbox: strong" and "Landlock" in bar.badge.toolTip()
 
 
+def test_status_bar_marks_estimated_tokens_and_cost(window) -> None:  # noqa: ANN001
+    bar = window.status
+    bar.reset(2.0)
+    bar.update_figures(0.25, True, 1000, 100, 0, 3, 500)
+    assert bar.tokens.text() == "tokens in 1,000 (cached 0) · out 100" and "~" not in bar.meter.text()
+    assert "reported" in bar.tokens.toolTip()
+    bar.update_figures(0.25, True, 1000, 100, 0, 3, 500, estimated=True)
+    assert bar.tokens.text() == "tokens in ~1,000 (cached 0) · out ~100"
+    assert bar.meter.text().startswith("~$0.2500 of $2.00")
+    assert "estimated" in bar.tokens.toolTip() and "estimated" in bar.meter.toolTip()
+
+
 def test_trace_view_follows_newest_until_the_user_scrolls(qtbot, window) -> None:  # noqa: ANN001
     from PySide6.QtWidgets import QAbstractSlider
 

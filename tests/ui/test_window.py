@@ -254,6 +254,12 @@ def test_demo_run_streams_under_qtmodeltester(qtbot, qtmodeltester, window, docs
     assert finished.args[0].result.status == "ok"
     assert "Acme" in window.answer.text.toPlainText()
     assert window.model.rowCount() == 1
+    # The demo reports no usage: its token counts are estimates and the status bar says so.
+    assert finished.args[0].result.tokens_estimated
+    assert window.status.tokens.text().startswith("tokens in ~")
+    entry = window.history.store.entries()[0]
+    assert entry.provider == "Offline demo (no model): demo-root, sub-calls demo-sub"
+    assert entry.cost_estimated and entry.cost_usd == 0
 
 
 def test_window_state_restored(qtbot, settings) -> None:  # noqa: ANN001
