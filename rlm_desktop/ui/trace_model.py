@@ -194,8 +194,8 @@ class TraceModel(QAbstractItemModel):
 
     # -- lookup ----------------------------------------------------------------------------------
     def span_for_index(self, index: AnyIndex) -> Span | None:
-        if not index.isValid():
-            return None
+        if not index.isValid() or index.model() is not self:
+            return None     # an index of a proxy (or another model) carries no Span: never deref it
         span = index.internalPointer()
         return span if isinstance(span, Span) else None
 

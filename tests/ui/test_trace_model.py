@@ -183,3 +183,22 @@ def test_events_for_unknown_spans_are_dropped_not_half_applied() -> None:
     model.flush()
     assert model.dropped_events == 1 and model.rowCount() == 0
     assert model.data(model.index(0, 0), Qt.ItemDataRole.DisplayRole) is None
+
+
+def test_an_index_of_another_model_is_never_dereferenced() -> None:
+    """Proxy indexes carry the proxy's own internal pointer, not a Span: handing one to the source
+    model by mistake (a view switched between proxy and source) must give nothing, not a crash."""
+    src = Trace()
+    _produce_run(src, iterations=2, batch=2)
+    model = TraceModel()
+    model.set_trace(src, live=False)
+    proxy = TraceFilterProxy()
+    proxy.setSourceModel(model)
+    proxy.set_text("chunk")
+    run = proxy.index(0, 0)
+    it = proxy.index(0, 0, run)
+    assert it.isValid() and it.model() is proxy
+    assert model.span_for_index(it) is None
+    assert not model.index(0, 0, it).isValid()
+    assert model.rowCount(it) == 0 and not model.parent(it).isValid()
+    assert model.span_for_index(proxy.mapToSource(it)).name == "iteration 1"
