@@ -103,6 +103,24 @@ def one_line(text: Any, limit: int = 80) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+_BOILERPLATE = ("try:", "else:", "finally:", "pass")
+
+
+def cell_hint(code: str) -> str:
+    """What a code cell does, in one line: its leading comment when it has one (models state their
+    intent there), else its first line that is not an import, a comment or ``try:``."""
+    lines = [ln.strip() for ln in code.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if lines[0].startswith("#") and lines[0].lstrip("#").strip():
+        return lines[0].lstrip("#").strip()
+    for ln in lines:
+        if ln.startswith(("#", "import ", "from ")) or ln in _BOILERPLATE:
+            continue
+        return ln
+    return lines[0]
+
+
 def span_label(span: Span) -> str:
     """The name shown in the tree: the span's name plus a short hint of what it did."""
     a = span.attributes
@@ -116,9 +134,7 @@ def span_label(span: Span) -> str:
         prompt = a.get(Attr.PROMPT)
         return f"{name}: {one_line(prompt, 60)}" if prompt else name
     if kind == SpanKind.CODE_CELL:
-        code = str(a.get(Attr.CODE) or "")
-        first = next((ln.strip() for ln in code.splitlines() if ln.strip()), "")
-        hint = one_line(first, 60)
+        hint = one_line(cell_hint(str(a.get(Attr.CODE) or "")), 60)
     elif kind == SpanKind.FINAL:
         hint = one_line(a.get(Attr.ANSWER) or "", 60)
     elif kind == SpanKind.RUN:
