@@ -701,8 +701,8 @@ def _fmt_bytes(n: int) -> str:
 
 
 def format_size(n: int) -> str:
-    """Human size (``1.5 MB``) as shown next to documents."""
-    return _fmt_bytes(n)
+    """Human size (``1.5 MB``, ``904 B``) as shown next to documents."""
+    return f"{n} B" if 0 <= n < 1024 else _fmt_bytes(n)
 
 
 __all__: Sequence[str] = (

@@ -167,6 +167,7 @@ class DocumentsPane(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)   # keep the file's extension in view
         self.table.setShowGrid(False)
         self.table.setAlternatingRowColors(True)
         hh = self.table.horizontalHeader()
@@ -174,8 +175,9 @@ class DocumentsPane(QWidget):
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)   # the name takes what is left
         hh.setMinimumSectionSize(40)
-        for col, w in ((1, 42), (2, 74), (3, 58), (4, 74), (5, 56)):
-            hh.resizeSection(col, w)
+        fm = self.table.fontMetrics()
+        for col, sample in ((1, "markdown"), (2, "999.9 KB"), (3, "99,999"), (4, "~99,999"), (5, "loaded")):
+            hh.resizeSection(col, fm.horizontalAdvance(sample) + 16)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.setAccessibleName("Documents")
 

@@ -146,7 +146,7 @@ class MainWindow(QMainWindow):
         self.main_split.setStretchFactor(0, 2)
         self.main_split.setStretchFactor(1, 4)
         self.main_split.setStretchFactor(2, 3)
-        self.main_split.setSizes([440, 570, 390])
+        self.main_split.setSizes([460, 570, 370])
         self.setCentralWidget(self.main_split)
 
         # wiring

@@ -272,11 +272,11 @@ class HistoryPane(QWidget):
         self.table.setShowGrid(False)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)   # the question takes what is left
         hh.setStretchLastSection(False)
-        hh.resizeSection(0, 200)
-        hh.resizeSection(1, 110)
-        hh.resizeSection(2, 85)
-        hh.resizeSection(3, 70)
+        hh.setMinimumSectionSize(40)
+        for col, sample in ((1, "2026-11-24 12:00"), (2, "cancelled"), (3, "$0.0000")):
+            hh.resizeSection(col, self.table.fontMetrics().horizontalAdvance(sample) + 28)
         self.table.itemActivated.connect(lambda item: self.open_row(item.row()))
         self.open_btn = QPushButton(icon("open-trace"), "&Open selected")
         self.open_btn.clicked.connect(lambda: self.open_row(self.table.currentRow()))
