@@ -61,4 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
-    return int(handler(args))
+    from rlm_desktop.core.logs import setup_logging, shutdown_logging
+
+    setup_logging(console=True)
+    try:
+        return int(handler(args))
+    finally:
+        shutdown_logging()

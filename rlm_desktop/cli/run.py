@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm_desktop.cli import EXIT_CANCELLED, EXIT_FAILURE, EXIT_LIMIT, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+
+log = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -328,6 +331,7 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
               "source": "cli"}
     try:
         writer = TraceWriter(trace_path, header)
+        log.info("trace %s", trace_path)
     except OSError as exc:
         raise UsageError(f"cannot write the trace file {trace_path}: {exc.strerror or exc}") from None
     trace = Trace(header)

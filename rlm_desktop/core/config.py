@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from rlm_desktop.core.logs import register_secret
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and what is allowed."""
@@ -101,6 +103,10 @@ class ProviderConfig:
     request_timeout_s: float = 120.0
     max_retries: int = 4
     is_demo: bool = False
+
+    def __post_init__(self) -> None:
+        # Whatever path a key took to get here, it can never be written to the log.
+        register_secret(self.api_key)
 
     def price_for(self, model: str) -> ModelPrice | None:
         return self.prices.get(model)

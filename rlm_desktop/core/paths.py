@@ -31,5 +31,10 @@ def cache_dir() -> Path:
     return _base("XDG_CACHE_HOME", ".cache") / APP_ID
 
 
+def log_dir() -> Path:
+    """Where the app's own log (JSON Lines, rotated) lives."""
+    return _base("XDG_STATE_HOME", ".local/state") / APP_ID / "logs"
+
+
 def traces_dir() -> Path:
     return data_dir() / "traces"

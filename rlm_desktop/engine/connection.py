@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
+from rlm_desktop.core.logs import register_secret
 from rlm_desktop.core.profiles import ProviderProfile
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -167,6 +168,7 @@ def _precheck(profile: ProviderProfile, key: str | None) -> ConnectionResult | N
 async def fetch_models(profile: ProviderProfile, key: str | None, *,
                        timeout_s: float = DEFAULT_TIMEOUT_S) -> ConnectionResult:
     """The server's models (``/models`` under the base URL; for Ollama also its native ``/api/tags``)."""
+    register_secret(key)
     pre = _precheck(profile, key)
     if pre is not None:
         return pre

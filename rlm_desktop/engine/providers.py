@@ -154,7 +154,7 @@ def _backoff(attempt: int) -> float:
 def _classify(exc: BaseException, provider: ProviderConfig, model: str,
               timeout_s: float) -> tuple[str, int | None, bool, str, float | None]:
     """(kind, status, retryable, message, retry_after) for an attempt's exception."""
-    where = f"{provider.name} ({provider.base_url})"
+    where = provider.name if provider.name == provider.base_url else f"{provider.name} ({provider.base_url})"
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = scrub(_server_message(exc), provider)

@@ -295,6 +295,8 @@ class _Shared:
             retries: list[dict[str, Any]] = []
 
             def on_retry(attempt: int, error: str, wait: float) -> None:
+                log.warning("%s: attempt %d failed (%s); retrying in %.1f s", model, attempt, error, wait,
+                            extra={"provider": provider.name, "span": sid})
                 retries.append({"attempt": attempt, "error": error, "wait_s": round(wait, 3)})
                 response.flush()
                 self.trace.update_span(sid, {Attr.RETRIES: list(retries)})
@@ -305,6 +307,8 @@ class _Shared:
                                  on_delta=response.add, on_retry=on_retry)
             except ProviderError as exc:
                 response.close()
+                log.warning("%s: the call failed: %s", model, exc,
+                            extra={"provider": provider.name, "span": sid, "kind": exc.kind})
                 status = SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR
                 self.end(sid, status, {Attr.ERROR: str(exc), Attr.ATTEMPTS: exc.attempts})
                 raise
@@ -629,6 +633,8 @@ class _RLM:
         if cell.restarted:
             attrs[Attr.SANDBOX_RESTARTED] = (f"sandbox restarted: {cell.restart_reason or cell.status}; "
                                              "variables lost")
+            log.warning("sandbox restarted after a cell (%s); the REPL's variables were lost",
+                        cell.restart_reason or cell.status, extra={"span": sid})
         if cell.output_truncated:
             attrs["output_truncated"] = True
         status = {"ok": SpanStatus.OK, "timeout": SpanStatus.TIMEOUT,
@@ -859,6 +865,9 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     if warning:
         run_attrs[Attr.WARNING] = warning
     run_span = state.start(SpanKind.RUN, "run", None, run_attrs)
+    log.info("run started: %s (root %s, sub %s), %d characters of context",
+             provider.name, config.root_model, config.sub_model, info.total_chars,
+             extra={"limits": dataclasses.asdict(lim), "run_started": trace.header.get("started")})
     unregister = cancel.on_cancel(state.on_cancel)
     timer = state.loop.call_later(lim.run_timeout_s, state.halt, "limit", "run_timeout",
                                   f"run time limit reached ({lim.run_timeout_s:g} s)")
@@ -927,6 +936,12 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         input_tokens=state.input_tokens, output_tokens=state.output_tokens,
         cached_tokens=state.cached_tokens, iterations=state.iterations, sub_calls=state.sub_calls,
         isolation=state.isolation, tokens_estimated=state.tokens_estimated)
+    log.log(logging.INFO if status in ("ok", "limit", "cancelled") else logging.WARNING,
+            "run finished: %s (%s)%s; %d iterations, %d sub-calls, %d+%d tokens%s, cost %s",
+            status, stop_reason, f": {reason}" if reason else "", result.iterations, result.sub_calls,
+            result.input_tokens, result.output_tokens, " (estimated)" if result.tokens_estimated else "",
+            "unknown" if not result.cost_known else f"${result.cost_usd or 0:.4f}",
+            extra={"run_started": trace.header.get("started")})
     if external_cancel:
         raise asyncio.CancelledError()
     return result

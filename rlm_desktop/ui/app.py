@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
 APP_ID = "io.github.rlm_desktop.RLMDesktop"
@@ -38,10 +42,47 @@ def display_problem() -> str | None:
             "headless command: rlm-desktop run --docs PATH --query TEXT")
 
 
+class _ErrorRelay(QObject):
+    """Carries an error summary from any thread to the GUI thread (queued signal)."""
+
+    error = Signal(str)
+
+
+def install_error_hooks(report: Callable[[str], None]) -> Callable[[], None]:
+    """Log every exception nothing else caught (a Qt slot, a thread) and tell the user through
+    ``report`` on the GUI thread. Returns a function that puts the previous hooks back."""
+    log = logging.getLogger("rlm_desktop.ui")
+    old_hook, old_thread_hook = sys.excepthook, threading.excepthook
+    relay = _ErrorRelay()
+    relay.error.connect(report, Qt.ConnectionType.QueuedConnection)
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            old_hook(exc_type, exc, tb)
+            return
+        log.critical("unhandled exception", exc_info=(exc_type, exc, tb))
+        relay.error.emit(f"{exc_type.__name__}: {exc}")
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        hook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+
+    def restore() -> None:
+        sys.excepthook, threading.excepthook = old_hook, old_thread_hook
+        relay.error.disconnect()
+        relay.deleteLater()
+    return restore
+
+
 def run_app(argv: list[str]) -> int:
     """Open the main window with ``argv`` paths loaded (a trace file opens that trace)."""
     import qasync
 
+    from rlm_desktop.core.logs import setup_logging, shutdown_logging
     from rlm_desktop.sandbox.host import harden_host_process
     from rlm_desktop.ui.main_window import MainWindow
     from rlm_desktop.ui.settings import Settings
@@ -52,8 +93,11 @@ def run_app(argv: list[str]) -> int:
         return 2
     # Before any key is read from the keyring: no other process of this user may read our memory.
     harden_host_process()
+    log_path = setup_logging(console=True)
+    logging.getLogger("rlm_desktop.ui").info("app started; log %s", log_path)
     app = make_app()
     window = MainWindow(Settings())
+    restore_hooks = install_error_hooks(window.report_internal_error)
     window.show()
     if argv:
         window.open_paths([Path(p) for p in argv])
@@ -70,4 +114,6 @@ def run_app(argv: list[str]) -> int:
         asyncio.set_event_loop(None)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        restore_hooks()
+        shutdown_logging()
     return 0

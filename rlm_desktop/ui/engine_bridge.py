@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import logging
 import threading
 import time
 import traceback
@@ -30,6 +31,8 @@ from rlm_desktop.core.cancel import CancelToken
 from rlm_desktop.core.config import ProviderConfig, RunConfig
 from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.trace import Attr, Span, SpanStatus, Trace, TraceEvent, TraceWriter
+
+log = logging.getLogger(__name__)
 
 # Modules the engine imports lazily during its first run, imported when the bridge is created so
 # the first Run starts at once (PySide6's import hook makes each import slower once Qt is loaded).
@@ -179,6 +182,7 @@ class EngineBridge(QObject):
         path = request.trace_path or new_trace_path(run_id)
         handle = _RunHandle(run_id, request, path)
         self._runs[run_id] = handle
+        log.info("run %d starting; trace %s", run_id, path)
         self.engine.submit(self._run(handle))
         return run_id
 

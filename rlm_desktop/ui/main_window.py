@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDropEvent, QKeySequence, QScreen
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDropEvent, QKeySequence, QScreen
 from PySide6.QtWidgets import (
     QFileDialog,
     QMainWindow,
@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
 
 from rlm_desktop.core.config import ConfigError, RunConfig
 from rlm_desktop.core.exporters import totals
+from rlm_desktop.core.logs import log_file, redact
+from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace, TraceEvent, read_trace
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
@@ -111,6 +113,7 @@ class MainWindow(QMainWindow):
         self._max_sub_calls: int | None = None
         self._open_job: ThreadJob | None = None
         self._run_models: dict[int, str] = {}     # run id -> "provider: model" for the history
+        self._last_error_dialog = -1e9
 
         # panes
         self.documents = DocumentsPane()
@@ -252,6 +255,8 @@ class MainWindow(QMainWindow):
 
         help_menu = mb.addMenu("&Help")
         help_menu.addAction(a("&Keyboard shortcuts", self._show_shortcuts, ["F1"]))
+        self.act_open_logs = a("Open the &log folder", self.open_log_folder, [])
+        help_menu.addAction(self.act_open_logs)
         help_menu.addAction(a("&About RLM Desktop", self._show_about, []))
 
         tb = QToolBar("Main")
@@ -658,12 +663,35 @@ class MainWindow(QMainWindow):
             lines.append(f"{act.text().replace('&', '')}: {keys}")
         self._notify("Keyboard shortcuts", "\n".join(lines), QMessageBox.Icon.Information)
 
+    def open_log_folder(self) -> bool:
+        """Show the folder of the app's log (JSON Lines; keys are never in it) in the file manager."""
+        folder = log_file().parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            return True
+        self._warn(f"No file manager could be opened. The log is in {folder}")
+        return False
+
+    def report_internal_error(self, summary: str) -> None:
+        """Say that something inside the app failed (the details are in the log), without a flood:
+        one dialog per minute at most, the status bar every time."""
+        text = (f"RLM Desktop hit an internal error: {redact(summary)}\n\nThe details are in the log "
+                f"({log_file()}). A run in progress carries on; if something looks wrong, save what "
+                "you need (the trace is already on disk) and restart the app. Please include the log "
+                "in a bug report.")
+        self.status.showMessage(f"Internal error: {redact(summary)} (details in the log)", 15000)
+        now = time.monotonic()
+        if now - self._last_error_dialog >= 60.0:
+            self._last_error_dialog = now
+            self._notify("Internal error", text, QMessageBox.Icon.Warning)
+
     def _show_about(self) -> None:
         from rlm_desktop import __version__
 
         QMessageBox.about(self, "About RLM Desktop",
                           f"RLM Desktop {__version__}\n\nRun Recursive Language Models over folders of "
-                          "documents, watch every step, control spend, stop at once.")
+                          "documents, watch every step, control spend, stop at once.\n\n"
+                          f"Traces: {traces_dir()}\nLog: {log_file()}")
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):

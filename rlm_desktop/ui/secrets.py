@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from rlm_desktop.core.logs import register_secret
 from rlm_desktop.core.profiles import ProviderProfile, env_var_for
 
 SERVICE = "rlm-desktop"
@@ -243,6 +244,12 @@ def resolve_key(profile: ProviderProfile) -> ResolvedKey:
     A keyring that is missing or fails is not fatal here: the note says why it was skipped, and the
     session key is still consulted. Profiles that need no key resolve to no key.
     """
+    resolved = _resolve_key(profile)
+    register_secret(resolved.key)      # whatever happens next, it never reaches the log
+    return resolved
+
+
+def _resolve_key(profile: ProviderProfile) -> ResolvedKey:
     if profile.is_demo or not profile.needs_key:
         return ResolvedKey(None, None, "this provider needs no key")
     for name in env_vars_for(profile):

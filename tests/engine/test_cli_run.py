@@ -221,3 +221,28 @@ def test_app_settings_provide_the_provider_and_default_limits(srv: FakeOpenAI, d
     r = _cli("--docs", str(docs), "--query", "q", "--provider", "gw", "--max-iterations", "5",
              "--allow-weak-sandbox")
     assert r.returncode == 0 and r.stdout.strip() == "via flag"
+
+
+def test_the_log_records_the_run_and_its_retry_but_never_the_key(srv: FakeOpenAI, docs: Path,
+                                                                 tmp_path: Path) -> None:
+    key = "gwkey-PLAIN-9c1e44d0"          # not key-shaped: only the registration can hide it
+    srv.handler = route([
+        Reply.error(429, "slow down " + key, retry_after=0.05),   # a server that echoes the key back
+        "```repl\nprint(len(context))\n```",
+        "FINAL(done)",
+    ])
+    r = _cli("--docs", str(docs), "--query", "Anything?", "--base-url", srv.base_url, "--model", "m",
+             "--allow-weak-sandbox", "--quiet", key=key)
+    assert r.returncode == 0, r.stderr
+    assert "attempt 1 failed" in r.stderr and key not in r.stderr      # the console warning
+    log_path = Path(os.environ["RLM_DESKTOP_HOME"]) / "state" / "rlm-desktop" / "logs" / "rlm-desktop.log"
+    text = log_path.read_text(encoding="utf-8")
+    assert key not in text
+    recs = [json.loads(line) for line in text.splitlines()]
+    msgs = [r["msg"] for r in recs]
+    assert any(m.startswith("trace ") for m in msgs)
+    assert any(m.startswith("run started: ") and "root m" in m for m in msgs)
+    retry = next(r for r in recs if "attempt 1 failed" in r["msg"])
+    assert retry["level"] == "warning" and "slow down" in retry["msg"]
+    done = next(r for r in recs if r["msg"].startswith("run finished: ok (final)"))
+    assert "2 iterations" in done["msg"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PySide6.QtGui import QColor, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -184,3 +185,78 @@ def test_first_start_window_fits_the_screen(window) -> None:  # noqa: ANN001
     assert size.width() <= avail.width() and size.height() <= avail.height()
     assert size.width() <= PREFERRED_SIZE.width() and size.height() <= PREFERRED_SIZE.height()
     assert default_window_size(None) == PREFERRED_SIZE
+
+
+@pytest.mark.qt_no_exception_capture
+def test_unhandled_errors_are_logged_and_reported_on_the_gui_thread(qtbot) -> None:  # noqa: ANN001
+    import json
+    import threading
+
+    from PySide6.QtCore import QThread, QTimer
+
+    from rlm_desktop.core.logs import setup_logging, shutdown_logging
+    from rlm_desktop.ui.app import install_error_hooks
+
+    path = setup_logging()
+    assert path is not None
+    reports: list[tuple[str, bool]] = []
+    gui = QThread.currentThread()
+    restore = install_error_hooks(lambda s: reports.append((s, QThread.currentThread() is gui)))
+
+    def boom() -> None:
+        raise ValueError("slot exploded")
+
+    def thread_boom() -> None:
+        raise RuntimeError("thread exploded")
+    try:
+        QTimer.singleShot(0, boom)
+        qtbot.waitUntil(lambda: len(reports) == 1, timeout=5000)
+        t = threading.Thread(target=thread_boom)
+        t.start()
+        t.join()
+        qtbot.waitUntil(lambda: len(reports) == 2, timeout=5000)
+    finally:
+        restore()
+        shutdown_logging()
+    assert reports == [("ValueError: slot exploded", True), ("RuntimeError: thread exploded", True)]
+    crit = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["level"] == "critical"]
+    assert len(crit) == 2
+    assert "Traceback" in crit[0]["exc"] and "slot exploded" in crit[0]["exc"]
+    assert "thread exploded" in crit[1]["exc"]
+
+
+def test_internal_error_dialog_is_not_a_flood_and_points_at_the_log(qtbot, window) -> None:  # noqa: ANN001
+    from rlm_desktop.core.logs import log_file
+
+    window.report_internal_error("KeyError: 'x'")
+    first = window.last_notice
+    assert first is not None and str(log_file()) in first.text() and "KeyError" in first.text()
+    window.report_internal_error("KeyError: 'y'")
+    assert window.last_notice is first                      # no second dialog within a minute
+    assert "KeyError: 'y'" in window.status.currentMessage()
+    first.close()
+
+
+def test_help_opens_the_log_folder(qtbot, window) -> None:  # noqa: ANN001
+    from PySide6.QtCore import QObject, QUrl, Slot
+    from PySide6.QtGui import QDesktopServices
+
+    from rlm_desktop.core.logs import log_file
+
+    class Catcher(QObject):
+        def __init__(self) -> None:
+            super().__init__()
+            self.urls: list[QUrl] = []
+
+        @Slot(QUrl)
+        def handle(self, url: QUrl) -> None:
+            self.urls.append(url)
+
+    catcher = Catcher()
+    QDesktopServices.setUrlHandler("file", catcher, "handle")
+    try:
+        window.act_open_logs.trigger()
+    finally:
+        QDesktopServices.unsetUrlHandler("file")
+    assert [u.toLocalFile() for u in catcher.urls] == [str(log_file().parent)]
+    assert log_file().parent.is_dir()
