@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -80,10 +79,9 @@ def install_error_hooks(report: Callable[[str], None]) -> Callable[[], None]:
 
 def run_app(argv: list[str]) -> int:
     """Open the main window with ``argv`` paths loaded (a trace file opens that trace)."""
-    import qasync
-
     from rlm_desktop.core.logs import setup_logging, shutdown_logging
     from rlm_desktop.sandbox.host import harden_host_process
+    from rlm_desktop.ui.aio import close_gui_loop, gui_loop
     from rlm_desktop.ui.main_window import MainWindow
     from rlm_desktop.ui.settings import Settings
 
@@ -105,13 +103,11 @@ def run_app(argv: list[str]) -> int:
     # trace saved first. (Python runs the handler at the next Python callback, e.g. a timer.)
     previous = {sig: signal.signal(sig, lambda _s, _f: QTimer.singleShot(0, window.close))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
+    gui_loop()                      # qasync: asyncio tasks of the UI turn with Qt's event loop
     try:
-        with loop:
-            loop.run_forever()      # returns when the application quits (last window closed)
+        app.exec()                  # returns when the application quits (last window closed)
     finally:
-        asyncio.set_event_loop(None)
+        close_gui_loop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         restore_hooks()

@@ -1,5 +1,7 @@
-"""Background jobs for the GUI: run a function on a worker thread, report progress and the result
-back to the GUI thread through queued signals, cancellable with a CancelToken."""
+"""Background jobs for the GUI: run a *blocking* function (file loading, trace parsing, a keyring
+call) on a worker thread, report progress and the result back to the GUI thread through queued
+signals, cancellable with a CancelToken. Async I/O (provider probes) runs as a qasync task on the
+GUI thread instead: see :mod:`rlm_desktop.ui.aio`."""
 
 from __future__ import annotations
 

@@ -48,6 +48,7 @@ from rlm_desktop.core.profiles import (
     validate_profile,
 )
 from rlm_desktop.ui import secrets
+from rlm_desktop.ui.aio import AsyncJob
 from rlm_desktop.ui.jobs import ThreadJob
 from rlm_desktop.ui.settings import Settings, SettingsError
 
@@ -160,7 +161,7 @@ class SettingsDialog(QDialog):
         self._original_ids: list[str | None] = [p.id for p in self.profiles]
         self._current = -1          # index into self.profiles; -1 = the demo row
         self._loading = False
-        self._jobs: list[ThreadJob] = []      # probes whose result the GUI thread has not handled yet
+        self._jobs: list[AsyncJob] = []       # probes whose result the GUI thread has not handled yet
         self._key_jobs: list[ThreadJob] = []  # keyring calls still running or not yet shown
         self._key_seq = 0
         self.errors: dict[str, QLabel] = {}
@@ -771,8 +772,8 @@ class SettingsDialog(QDialog):
 
         self._key_job(remove, self._after_key_change)
 
-    # -- fetch / test (worker thread; the GUI thread never waits) ----------------------------------
-    def _start_probe(self, which: str) -> ThreadJob | None:
+    # -- fetch / test (a qasync task on the GUI loop; the GUI thread never waits) -------------------
+    def _start_probe(self, which: str) -> AsyncJob | None:
         prof, errs = self._form_profile()
         if prof is None:
             return None
@@ -782,30 +783,32 @@ class SettingsDialog(QDialog):
             return None
         typed = self.key_edit.text().strip()
 
-        def work(_job: ThreadJob) -> Any:
+        async def work() -> Any:
             from rlm_desktop.engine import connection
 
-            key = typed or secrets.resolve_key(prof).key
+            # The keyring may block (D-Bus, an unlock prompt): it gets a worker thread.
+            key = typed or (await asyncio.get_running_loop().run_in_executor(
+                None, lambda: secrets.resolve_key(prof).key))
             fn = connection.fetch_models if which == "models" else connection.test_connection
-            return asyncio.run(fn(prof, key))
+            return await fn(prof, key)
 
         self.fetch_button.setEnabled(False)
         self.test_button.setEnabled(False)
         self.status_label.setText("Fetching models…" if which == "models" else "Testing the connection…")
-        job = ThreadJob(work, name=f"provider-{which}", parent=self)
+        job = AsyncJob(work, name=f"provider-{which}", parent=self)
         job.finished.connect(lambda res: self._on_probe_done(job, which, prof.id, res))
         job.failed.connect(lambda msg: self._on_probe_done(job, which, prof.id, None, msg))
         self._jobs.append(job)
         job.start()
         return job
 
-    def fetch_models(self) -> ThreadJob | None:
+    def fetch_models(self) -> AsyncJob | None:
         return self._start_probe("models")
 
-    def test_connection(self) -> ThreadJob | None:
+    def test_connection(self) -> AsyncJob | None:
         return self._start_probe("test")
 
-    def _on_probe_done(self, job: ThreadJob, which: str, profile_id: str, res: Any,
+    def _on_probe_done(self, job: AsyncJob, which: str, profile_id: str, res: Any,
                        failure: str = "") -> None:
         if job in self._jobs:
             self._jobs.remove(job)

@@ -12,6 +12,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
 from rlm_desktop.core.profiles import ProviderProfile
+from rlm_desktop.ui.aio import close_gui_loop
 from rlm_desktop.ui.main_window import MainWindow
 from rlm_desktop.ui.settings import Settings
 from tests.fakeserver import FakeOpenAI
@@ -36,6 +37,14 @@ def drop_paths(target: QWidget, paths: list[Path]) -> QDropEvent:
                       Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(target, drop)
     return drop
+
+
+@pytest.fixture(autouse=True)
+def _gui_loop_closed_after_each_test() -> Iterator[None]:
+    """A test that started UI async jobs leaves no qasync loop behind: the next test (GUI or not)
+    may use plain asyncio.run in this thread."""
+    yield
+    close_gui_loop()
 
 
 @pytest.fixture
