@@ -82,6 +82,7 @@ def root_reply(messages: list[dict[str, Any]]) -> str:
         return (
             "Offline demo step 1 of 3: peek at the documents before searching them.\n\n"
             "```repl\n"
+            "# Peek at the context: how many documents, how big, how each one starts\n"
             "if isinstance(context, dict):\n"
             "    print(f\"{len(context)} documents, {sum(len(t) for t in context.values()):,} characters\")\n"
             "    for name, text in list(context.items())[:10]:\n"
@@ -94,6 +95,7 @@ def root_reply(messages: list[dict[str, Any]]) -> str:
             f"Offline demo step 2 of 3: search for the question's words {words!r} and ask the "
             "sub-model about each matching chunk, concurrently.\n\n"
             "```repl\n"
+            "# Find the chunks that mention the question's words; ask the sub-model about each\n"
             "import re\n"
             f"QUESTION = {question!r}\n"
             f"words = {words!r}\n"
@@ -119,6 +121,7 @@ def root_reply(messages: list[dict[str, Any]]) -> str:
     return (
         "Offline demo step 3 of 3: combine the sub-model's extracts into the answer.\n\n"
         "```repl\n"
+        "# Gather what the sub-model found into the final answer\n"
         "try:\n"
         "    found = findings\n"
         "except NameError:\n"
