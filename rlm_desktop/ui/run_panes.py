@@ -10,19 +10,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QGuiApplication, QPalette, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QStatusBar,
     QTableWidget,
     QTableWidgetItem,
+    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -49,6 +50,28 @@ STOP_REASONS = {
 }
 
 
+# Markdown as GitHub writes it, without raw HTML (an answer is model output, shown, never obeyed).
+MARKDOWN = (QTextDocument.MarkdownFeature.MarkdownDialectGitHub
+            | QTextDocument.MarkdownFeature.MarkdownNoHTML)
+
+
+class AnswerView(QTextEdit):
+    """Read-only rich view of an answer that never loads what the answer points at: an image
+    ``![](http://…)`` or ``![](file:///…)`` written by a prompt-injected model shows as its alt
+    text, and nothing is fetched or read (each refused name is kept in ``refused``)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                     | Qt.TextInteractionFlag.TextSelectableByKeyboard)
+        self.refused: list[str] = []
+
+    def loadResource(self, kind: int, name: QUrl) -> Any:  # noqa: N802 - Qt's name
+        self.refused.append(name.toString())
+        return None
+
+
 class AnswerPane(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -61,15 +84,22 @@ class AnswerPane(QWidget):
         self.reason = QLabel()
         self.reason.setObjectName("answerReason")
         self.reason.setWordWrap(True)
-        self.text = QPlainTextEdit()
+        self.text = AnswerView()
         self.text.setObjectName("answerText")
-        self.text.setReadOnly(True)
         self.text.setPlaceholderText("The final answer appears here when a run ends.")
         self.text.setAccessibleName("Answer")
+        self.formatted = QCheckBox("&Formatted")
+        self.formatted.setToolTip("Show the answer's Markdown formatted (headings, lists, tables, code); "
+                                  "off: the text exactly as the model wrote it")
+        self.formatted.setChecked(True)
+        self.formatted.toggled.connect(self._render)
         self.copy_btn = QPushButton(icon("copy"), "Cop&y answer")
+        self.copy_btn.setToolTip("Copy the answer exactly as the model wrote it (Markdown source)")
         self.copy_btn.clicked.connect(self.copy)
+        self._answer = ""
         top = QHBoxLayout()
         top.addWidget(self.heading, 1)
+        top.addWidget(self.formatted)
         top.addWidget(self.copy_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -82,6 +112,7 @@ class AnswerPane(QWidget):
         self.heading.setText("Answer")
         self.reason.setText("Running…" if running else "")
         self.reason.setVisible(running)
+        self._answer = ""
         self.text.setPlainText("")
         self.copy_btn.setEnabled(False)
 
@@ -98,11 +129,22 @@ class AnswerPane(QWidget):
             detail = f": {reason}" if reason and reason not in why else ""
             self.reason.setText(f"The run stopped because {why}{detail}.")
             self.reason.setVisible(True)
-        self.text.setPlainText(answer or "")
+        self._answer = answer or ""
+        self._render()
         self.copy_btn.setEnabled(bool(answer))
 
+    def _render(self) -> None:
+        if self.formatted.isChecked():
+            self.text.document().setMarkdown(self._answer, MARKDOWN)
+        else:
+            self.text.setPlainText(self._answer)
+
+    def source(self) -> str:
+        """The answer exactly as the model wrote it."""
+        return self._answer
+
     def copy(self) -> None:
-        QGuiApplication.clipboard().setText(self.text.toPlainText())
+        QGuiApplication.clipboard().setText(self._answer)
 
 
 ISOLATION_TIPS = {

@@ -260,3 +260,20 @@ def test_help_opens_the_log_folder(qtbot, window) -> None:  # noqa: ANN001
         QDesktopServices.unsetUrlHandler("file")
     assert [u.toLocalFile() for u in catcher.urls] == [str(log_file().parent)]
     assert log_file().parent.is_dir()
+
+
+def test_answer_is_shown_formatted_never_loads_what_it_points_at_and_copies_the_source(window) -> None:  # noqa: ANN001
+    pane = window.answer
+    md = ("# Late suppliers\n\n**Acme** was late *twice*:\n\n| order | days |\n|---|---|\n| A-1 | 3 |\n\n"
+          "![chart](http://127.0.0.1:9/track.png) ![key](file:///etc/shadow)\n\n<b>raw html</b>")
+    pane.set_result(md, "ok", "final", None)
+    shown = pane.text.toPlainText()
+    assert "Late suppliers" in shown and "**" not in shown and "# " not in shown
+    assert pane.text.document().toMarkdown().count("|") >= 6           # the table is a table
+    assert "<b>" in shown                                                # raw HTML is text, not markup
+    assert sorted(pane.text.refused) == ["file:///etc/shadow", "http://127.0.0.1:9/track.png"]
+    pane.formatted.setChecked(False)
+    assert pane.text.toPlainText() == md
+    pane.formatted.setChecked(True)
+    pane.copy()
+    assert QGuiApplication.clipboard().text() == md == pane.source()
