@@ -10,14 +10,13 @@ import gc
 import hashlib
 import html
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlm_desktop import __version__
+from rlm_desktop.core.paths import write_text_atomic
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
 FORMATS = ("json", "markdown", "html", "otlp")
@@ -64,17 +63,7 @@ def format_for_path(path: Path) -> str:
 def write_export(trace: Trace, path: Path, fmt: str | None = None) -> Path:
     """Write an export next to its final name, then move it into place (never a half-written file)."""
     path = Path(path)
-    text = export_trace(trace, fmt or format_for_path(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, export_trace(trace, fmt or format_for_path(path)))
 
 
 # -- facts shared by every format ---------------------------------------------------------------

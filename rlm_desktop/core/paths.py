@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 APP_ID = "rlm-desktop"
@@ -38,3 +39,21 @@ def log_dir() -> Path:
 
 def traces_dir() -> Path:
     return data_dir() / "traces"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` next to ``path``, fsync it, then move it into place: readers see the old
+    file or the new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

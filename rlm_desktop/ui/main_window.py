@@ -156,6 +156,7 @@ class MainWindow(QMainWindow):
         self.documents.status_message.connect(lambda m: self.status.showMessage(m, 8000))
         self.documents.loading_changed.connect(self._update_actions)
         self.history.open_requested.connect(lambda p: self.open_trace_file(Path(p)))
+        self.history.ask_again_requested.connect(self._ask_again)
         self.query.run_requested.connect(self.start_run)
         self.query.stop_requested.connect(self.stop_run)
         self.query.settings_requested.connect(self.open_settings)
@@ -406,6 +407,13 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.run_started.emit(run_id)
         return run_id
+
+    def _ask_again(self, question: str) -> None:
+        self.query.set_query(question)
+        self.query.question.setFocus()
+        n = len(self.documents.documents)
+        self.status.showMessage(f"Question taken from the history; Run (Ctrl+Enter) asks it over the "
+                                f"{n} document{'s' if n != 1 else ''} loaded now.", 10000)
 
     def watch_trace(self, producer: Trace) -> int:
         """Show a trace produced elsewhere (any thread) live, through the same relay as a run."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QGuiApplication, QPalette, QTextDocument
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPalette, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rlm_desktop.core.paths import data_dir
+from rlm_desktop.core.paths import data_dir, write_text_atomic
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import icon, status_icon
 
@@ -292,12 +292,33 @@ class HistoryStore:
         out.reverse()
         return out
 
+    def remove(self, traces: set[str]) -> int:
+        """Forget the runs whose trace path is in ``traces`` (their trace files stay on disk).
+        Unreadable lines are kept as they are. Returns how many entries were removed."""
+        try:
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return 0
+        kept: list[str] = []
+        for line in lines:
+            try:
+                gone = json.loads(line).get("trace") in traces
+            except (json.JSONDecodeError, AttributeError):
+                gone = False
+            if not gone:
+                kept.append(line)
+        removed = len(lines) - len(kept)
+        if removed:
+            write_text_atomic(self.path, "".join(k + "\n" for k in kept))
+        return removed
+
 
 RUN_STATUS_ICONS = {"ok": "ok", "limit": "budget", "cancelled": "cancelled", "error": "error"}
 
 
 class HistoryPane(QWidget):
     open_requested = Signal(str)     # trace path
+    ask_again_requested = Signal(str)  # the question of a past run
 
     def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -322,6 +343,20 @@ class HistoryPane(QWidget):
         self.table.itemActivated.connect(lambda item: self.open_row(item.row()))
         self.open_btn = QPushButton(icon("open-trace"), "&Open selected")
         self.open_btn.clicked.connect(lambda: self.open_row(self.table.currentRow()))
+        self.again_btn = QPushButton(icon("run"), "Ask a&gain")
+        self.again_btn.setToolTip("Put this run's question in the question box (the documents loaded "
+                                  "now are the ones it will run on)")
+        self.again_btn.clicked.connect(self.ask_again)
+        self.remove_btn = QPushButton(icon("remove"), "Re&move")
+        self.remove_btn.setToolTip("Remove the selected run from the history (Delete). Its trace file "
+                                   "stays on disk and can still be opened with File → Open trace.")
+        self.remove_btn.clicked.connect(self.remove_selected)
+        remove_act = QAction("Remove from history", self.table)
+        remove_act.setShortcut(QKeySequence.StandardKey.Delete)
+        remove_act.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        remove_act.triggered.connect(self.remove_selected)
+        self.table.addAction(remove_act)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
         self.hint = QLabel("Finished runs appear here. Double-click or press Enter to inspect one.")
         self.hint.setWordWrap(True)
         self.hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
@@ -329,7 +364,11 @@ class HistoryPane(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.hint)
         lay.addWidget(self.table, 1)
-        lay.addWidget(self.open_btn)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_btn, 1)
+        buttons.addWidget(self.again_btn)
+        buttons.addWidget(self.remove_btn)
+        lay.addLayout(buttons)
         self._entries: list[HistoryEntry] = []
         self.reload()
 
@@ -356,7 +395,25 @@ class HistoryPane(QWidget):
             c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             for col, item in enumerate((q, t, st, c)):
                 self.table.setItem(row, col, item)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        has = 0 <= self.table.currentRow() < len(self._entries) and bool(self.table.selectedItems())
         self.open_btn.setEnabled(bool(self._entries))
+        self.again_btn.setEnabled(has)
+        self.remove_btn.setEnabled(has)
+
+    def ask_again(self) -> None:
+        row = self.table.currentRow()
+        if 0 <= row < len(self._entries):
+            self.ask_again_requested.emit(self._entries[row].query)
+
+    def remove_selected(self) -> int:
+        rows = {i.row() for i in self.table.selectedItems()}
+        traces = {self._entries[r].trace for r in rows if 0 <= r < len(self._entries)}
+        removed = self.store.remove(traces) if traces else 0
+        self.reload()
+        return removed
 
     def add(self, entry: HistoryEntry) -> None:
         self.store.add(entry)

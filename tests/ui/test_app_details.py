@@ -277,3 +277,36 @@ def test_answer_is_shown_formatted_never_loads_what_it_points_at_and_copies_the_
     pane.formatted.setChecked(True)
     pane.copy()
     assert QGuiApplication.clipboard().text() == md == pane.source()
+
+
+def test_history_ask_again_and_remove_keep_the_trace_files(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001
+    from PySide6.QtCore import Qt
+
+    from rlm_desktop.ui.run_panes import HistoryEntry
+
+    pane = window.history
+    window.left_tabs.setCurrentWidget(pane)
+    window.activateWindow()
+    traces = [_write_trace(tmp_path / f"run{i}.jsonl") for i in range(3)]
+    for i, t in enumerate(traces):
+        pane.add(HistoryEntry(trace=str(t), query=f"question {i}?", started=1000.0 + i, finished=1001.0 + i,
+                              status="ok"))
+    with pane.store.path.open("a", encoding="utf-8") as fh:
+        fh.write("{not json\n")                                   # a damaged line is kept, not lost
+    pane.reload()
+    assert [e.query for e in pane.entries] == ["question 2?", "question 1?", "question 0?"]
+    assert not pane.again_btn.isEnabled() and not pane.remove_btn.isEnabled()
+
+    pane.table.selectRow(1)
+    assert pane.again_btn.isEnabled()
+    qtbot.mouseClick(pane.again_btn, Qt.MouseButton.LeftButton)
+    assert window.query.query() == "question 1?"
+    assert "loaded now" in window.status.currentMessage()
+
+    pane.table.selectRow(1)
+    pane.table.setFocus()
+    qtbot.keyClick(pane.table, Qt.Key.Key_Delete)
+    assert [e.query for e in pane.entries] == ["question 2?", "question 0?"]
+    assert all(t.is_file() for t in traces)                      # only forgotten, never deleted
+    lines = pane.store.path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and "{not json" in lines
