@@ -387,7 +387,7 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
         partial = " (the answer printed is partial)" if result.answer and code == EXIT_LIMIT else ""
         hint = (" Pass --allow-weak-sandbox to run with weaker isolation anyway."
                 if result.stop_reason == "sandbox_refused" else "")
-        _err(f"{label}: {result.reason}{partial}.{hint} Trace: {trace_path}")
+        _err(f"{label}: {(result.reason or '').rstrip('.')}{partial}.{hint} Trace: {trace_path}")
     elif not args.quiet and not args.json:
         cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
         if result.cost_usd is not None and not result.cost_known:

@@ -151,6 +151,16 @@ def _backoff(attempt: int) -> float:
     return base * random.uniform(0.75, 1.25)
 
 
+# What to do once the retries are spent, per kind of failure (auth/404 messages carry their own).
+GIVE_UP_ADVICE = {
+    "connection": ". Check that the server is running and reachable, and that the base URL is right.",
+    "timeout": ". The server or model may be overloaded: try again, or raise the call timeout.",
+    "rate_limit": ". Wait a little, lower the provider's concurrency in Settings, or raise the account's "
+                  "rate limit.",
+    "server": ". The provider is having trouble: try again later, or pick another model or provider.",
+}
+
+
 def _classify(exc: BaseException, provider: ProviderConfig, model: str,
               timeout_s: float) -> tuple[str, int | None, bool, str, float | None]:
     """(kind, status, retryable, message, retry_after) for an attempt's exception."""
@@ -257,7 +267,8 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
                 continue
             if not retryable or attempt >= attempts_allowed:
                 suffix = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
-                raise ProviderError(message + suffix, kind=kind, status=status,
+                advice = GIVE_UP_ADVICE.get(kind, "") if retryable else ""
+                raise ProviderError(message + suffix + advice, kind=kind, status=status,
                                     attempts=attempt) from None
             wait = min(MAX_RETRY_WAIT_S, retry_after) if retry_after is not None else _backoff(attempt)
             if on_retry is not None:

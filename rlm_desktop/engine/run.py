@@ -307,8 +307,8 @@ class _Shared:
                                  on_delta=response.add, on_retry=on_retry)
             except ProviderError as exc:
                 response.close()
-                log.warning("%s: the call failed: %s", model, exc,
-                            extra={"provider": provider.name, "span": sid, "kind": exc.kind})
+                log.info("%s: the call failed: %s", model, exc,
+                         extra={"provider": provider.name, "span": sid, "kind": exc.kind})
                 status = SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR
                 self.end(sid, status, {Attr.ERROR: str(exc), Attr.ATTEMPTS: exc.attempts})
                 raise
@@ -936,12 +936,13 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         input_tokens=state.input_tokens, output_tokens=state.output_tokens,
         cached_tokens=state.cached_tokens, iterations=state.iterations, sub_calls=state.sub_calls,
         isolation=state.isolation, tokens_estimated=state.tokens_estimated)
-    log.log(logging.INFO if status in ("ok", "limit", "cancelled") else logging.WARNING,
-            "run finished: %s (%s)%s; %d iterations, %d sub-calls, %d+%d tokens%s, cost %s",
-            status, stop_reason, f": {reason}" if reason else "", result.iterations, result.sub_calls,
-            result.input_tokens, result.output_tokens, " (estimated)" if result.tokens_estimated else "",
-            "unknown" if not result.cost_known else f"${result.cost_usd or 0:.4f}",
-            extra={"run_started": trace.header.get("started")})
+    # INFO either way: the caller (CLI, window) reports the outcome to the user itself.
+    log.info("run finished: %s (%s)%s; %d iterations, %d sub-calls, %d+%d tokens%s, cost %s",
+             status, stop_reason, f": {reason}" if reason else "", result.iterations, result.sub_calls,
+             result.input_tokens, result.output_tokens, " (estimated)" if result.tokens_estimated else "",
+             "unknown" if not result.cost_known else f"${result.cost_usd or 0:.4f}",
+             extra={"run_started": trace.header.get("started"), "status": status,
+                    "stop_reason": stop_reason})
     if external_cancel:
         raise asyncio.CancelledError()
     return result

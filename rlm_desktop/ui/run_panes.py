@@ -126,7 +126,7 @@ class AnswerPane(QWidget):
         else:
             why = STOP_REASONS.get(stop_reason or "", stop_reason or status)
             self.heading.setText("Partial answer" if answer else "No answer")
-            detail = f": {reason}" if reason and reason not in why else ""
+            detail = f": {reason.rstrip('.')}" if reason and reason not in why else ""
             self.reason.setText(f"The run stopped because {why}{detail}.")
             self.reason.setVisible(True)
         self._answer = answer or ""

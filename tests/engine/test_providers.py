@@ -72,6 +72,7 @@ def test_server_error_retried_auth_error_not_and_key_never_in_message(srv: FakeO
     with pytest.raises(ProviderError) as ei:
         _call(make_provider(srv, max_retries=2))
     assert ei.value.kind == "server" and ei.value.attempts == 3 and "gave up after 3" in str(ei.value)
+    assert str(ei.value).endswith("try again later, or pick another model or provider.")
     srv.script(Reply.error(401, f"Incorrect API key provided: {TEST_KEY}"))
     with pytest.raises(ProviderError) as ei:
         _call(make_provider(srv, max_retries=3))
@@ -119,3 +120,16 @@ def test_connection_cut_mid_stream_is_retried(srv: FakeOpenAI) -> None:
     res = _call(make_provider(srv, max_retries=3), on_retry=lambda a, e, w: retries.append((a, e, w)))
     assert res.text == "complete answer" and res.attempts == 3
     assert "broke during the answer" in retries[0][1] or "cannot reach" in retries[0][1]
+
+
+def test_a_refused_connection_says_what_to_check_once_retries_are_spent(srv: FakeOpenAI) -> None:
+    provider = make_provider(srv, max_retries=1)
+    srv.stop()                                   # nothing listens on that port any more
+    retries: list[str] = []
+    with pytest.raises(ProviderError) as ei:
+        _call(provider, on_retry=lambda a, e, w: retries.append(e))
+    msg = str(ei.value)
+    assert ei.value.kind == "connection" and ei.value.attempts == 2
+    assert msg.startswith("cannot reach ") and "(gave up after 2 attempts)" in msg
+    assert msg.endswith("Check that the server is running and reachable, and that the base URL is right.")
+    assert retries and "Check that" not in retries[0]      # advice once, when giving up
