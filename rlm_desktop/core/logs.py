@@ -105,12 +105,8 @@ def setup_logging(*, console: bool = False, level: int = logging.INFO) -> Path |
     Idempotent: a second call replaces what the first installed (the folder may have changed).
     Returns the log file, or None when its folder cannot be written (then it says so on stderr
     once and the app goes on without a file log)."""
+    shutdown_logging()
     root = logging.getLogger()
-    with _lock:
-        for h in _installed:
-            root.removeHandler(h)
-            h.close()
-        _installed.clear()
     path: Path | None = log_file()
     handlers: list[logging.Handler] = []
     try:

@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import qasync
-from PySide6.QtCore import QCoreApplication, QObject, Signal
+from PySide6.QtCore import QCoreApplication, QObject
+
+from rlm_desktop.ui.jobs import JobBase
 
 
 def gui_loop() -> asyncio.AbstractEventLoop:
@@ -55,21 +57,17 @@ def close_gui_loop() -> None:
     asyncio.set_event_loop(None)
 
 
-class AsyncJob(QObject):
+class AsyncJob(JobBase):
     """``coro_fn()`` runs as a task on the GUI loop. Exactly one of ``finished(result)`` /
     ``failed(message)`` is emitted, on the GUI thread, and only then does ``done`` become True (the
     same contract as :class:`~rlm_desktop.ui.jobs.ThreadJob`). Deleting the job's owner cancels the
     task; :meth:`cancel` does too (then ``failed("cancelled")``)."""
-
-    finished = Signal(object)
-    failed = Signal(str)
 
     def __init__(self, coro_fn: Callable[[], Awaitable[Any]], *, name: str = "job",
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._coro_fn = coro_fn
         self.name = name
-        self.done = False
         self._task: asyncio.Task[Any] | None = None
 
     def start(self) -> AsyncJob:
@@ -94,18 +92,6 @@ class AsyncJob(QObject):
             self._deliver(False, str(exc) or type(exc).__name__)
         else:
             self._deliver(True, task.result())
-
-    def _deliver(self, ok: bool, payload: Any) -> None:
-        try:
-            try:
-                if ok:
-                    self.finished.emit(payload)
-                else:
-                    self.failed.emit(str(payload))
-            finally:
-                self.done = True
-        except RuntimeError:       # the owner (and this job) was deleted meanwhile: nobody to tell
-            pass
 
 
 __all__ = ["AsyncJob", "close_gui_loop", "gui_loop"]

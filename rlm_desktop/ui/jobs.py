@@ -15,7 +15,32 @@ from PySide6.QtCore import QObject, Signal
 from rlm_desktop.core.cancel import CancelToken
 
 
-class ThreadJob(QObject):
+class JobBase(QObject):
+    """What every UI job promises: exactly one of ``finished(result)`` / ``failed(message)`` is
+    emitted on the GUI thread, and only then does ``done`` become True — ``done`` means "the result
+    has been handled by the receivers", never merely "the work has returned"."""
+
+    finished = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.done = False
+
+    def _deliver(self, ok: bool, payload: Any) -> None:
+        try:
+            try:
+                if ok:
+                    self.finished.emit(payload)
+                else:
+                    self.failed.emit(str(payload))
+            finally:
+                self.done = True
+        except RuntimeError:       # the owner (and this job) was deleted meanwhile: nobody to tell
+            pass
+
+
+class ThreadJob(JobBase):
     """``fn(job)`` runs on a daemon thread; it may call ``job.report(done, total, text)`` and check
     ``job.cancel``. Exactly one of ``finished(result)`` / ``failed(message)`` is emitted, on the
     thread the job lives in (the GUI thread), and only then does ``done`` become True: ``done`` means
@@ -23,8 +48,6 @@ class ThreadJob(QObject):
     set by the worker would be True while the result still waits in the GUI thread's event queue)."""
 
     progress = Signal(int, int, str)
-    finished = Signal(object)
-    failed = Signal(str)
     _outcome = Signal(bool, object)      # worker → job's thread (queued): (ok, result or message)
 
     def __init__(self, fn: Callable[[ThreadJob], Any], *, name: str = "job",
@@ -33,7 +56,6 @@ class ThreadJob(QObject):
         self._fn = fn
         self.name = name
         self.cancel = CancelToken()
-        self.done = False
         self._outcome.connect(self._deliver)
         self._thread = threading.Thread(target=self._main, name=f"rlm-{name}", daemon=True)
 
@@ -64,12 +86,3 @@ class ThreadJob(QObject):
             self._outcome.emit(ok, payload)
         except RuntimeError:       # the job's owner (and the job) was deleted meanwhile: nobody to tell
             pass
-
-    def _deliver(self, ok: bool, payload: Any) -> None:
-        try:
-            if ok:
-                self.finished.emit(payload)
-            else:
-                self.failed.emit(str(payload))
-        finally:
-            self.done = True
