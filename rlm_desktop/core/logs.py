@@ -86,10 +86,15 @@ class JsonFormatter(logging.Formatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """``rlm-desktop: warning: …`` on stderr for headless use, redacted like the file."""
+    """``rlm-desktop: warning: …`` on stderr for headless use, redacted like the file. On a terminal
+    the line first erases the CLI's live progress line (which redraws itself on its next update)."""
+
+    def __init__(self, tty: bool = False) -> None:
+        super().__init__()
+        self.prefix = "\r\x1b[K" if tty else ""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"rlm-desktop: {record.levelname.lower()}: {redact(record.getMessage())}"
+        text = f"{self.prefix}rlm-desktop: {record.levelname.lower()}: {redact(record.getMessage())}"
         if record.exc_info and record.levelno >= logging.ERROR:
             text += "\n" + redact(self.formatException(record.exc_info))
         return text
@@ -124,7 +129,11 @@ def setup_logging(*, console: bool = False, level: int = logging.INFO) -> Path |
         path = None
     if console:
         ch = logging.StreamHandler(sys.stderr)
-        ch.setFormatter(ConsoleFormatter())
+        try:
+            tty = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        ch.setFormatter(ConsoleFormatter(tty))
         ch.setLevel(logging.WARNING)
         handlers.append(ch)
     app_logger = logging.getLogger("rlm_desktop")

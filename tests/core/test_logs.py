@@ -95,3 +95,9 @@ def test_setup_twice_replaces_the_handlers(logfile: Path) -> None:
     assert len(root.handlers) == before + 1      # file + console, not two of each
     logs.shutdown_logging()
     assert len(root.handlers) == before - 1
+
+
+def test_console_lines_erase_the_live_progress_line_only_on_a_terminal() -> None:
+    rec = logging.LogRecord("rlm_desktop.x", logging.WARNING, __file__, 1, "retrying %s", ("sk-abcdefabcdef123456",), None)
+    assert logs.ConsoleFormatter(tty=True).format(rec) == "\r\x1b[Krlm-desktop: warning: retrying [redacted]"
+    assert logs.ConsoleFormatter(tty=False).format(rec) == "rlm-desktop: warning: retrying [redacted]"
