@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from rlm_desktop.core.logs import setup_logging, shutdown_logging
 
-    setup_logging(console=True)
+    setup_logging(console=not getattr(args, "quiet", False))   # --quiet: the log file only
     try:
         return int(handler(args))
     finally:

@@ -232,9 +232,13 @@ def test_the_log_records_the_run_and_its_retry_but_never_the_key(srv: FakeOpenAI
         "FINAL(done)",
     ])
     r = _cli("--docs", str(docs), "--query", "Anything?", "--base-url", srv.base_url, "--model", "m",
-             "--allow-weak-sandbox", "--quiet", key=key)
+             "--allow-weak-sandbox", key=key)
     assert r.returncode == 0, r.stderr
     assert "attempt 1 failed" in r.stderr and key not in r.stderr      # the console warning
+    srv.handler = route([Reply.error(429, "slow down", retry_after=0.05), "FINAL(done)"])
+    quiet = _cli("--docs", str(docs), "--query", "Anything?", "--base-url", srv.base_url, "--model", "m",
+                 "--allow-weak-sandbox", "--quiet", key=key)
+    assert quiet.returncode == 0 and quiet.stderr == ""                 # --quiet: only the log file
     log_path = Path(os.environ["RLM_DESKTOP_HOME"]) / "state" / "rlm-desktop" / "logs" / "rlm-desktop.log"
     text = log_path.read_text(encoding="utf-8")
     assert key not in text
