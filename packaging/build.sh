@@ -44,15 +44,16 @@ echo "Built $wheel"
 # The wheel must carry the resources the app loads at run time.
 "$py" - "$wheel" <<'PY'
 import sys, zipfile
+from pathlib import Path
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-need = ["rlm_desktop/resources/icons/app.svg"] + [
-    f"rlm_desktop/resources/icons/status-{n}.svg"
-    for n in ("running", "ok", "error", "timeout", "cancelled", "budget", "incomplete")]
+src = [p for p in Path("resources").rglob("*") if p.is_file()]
+need = [f"rlm_desktop/resources/{p.relative_to('resources').as_posix()}" for p in src]
 missing = [n for n in need if n not in names]
-samples = [n for n in names if n.startswith("rlm_desktop/resources/samples/")]
-if missing or not samples:
-    sys.exit(f"wheel is missing resources: {missing or 'samples'}")
-print(f"  resources inside: {len(need)} icons, {len(samples)} sample documents")
+if missing or not need:
+    sys.exit(f"wheel is missing resources: {missing or 'all of resources/'}")
+icons = sum(1 for n in need if "/icons/" in n)
+print(f"  resources inside: all {len(need)} files of resources/ ({icons} icons, "
+      f"{len(need) - icons} sample documents)")
 PY
 
 if "$py" -m build --version >/dev/null 2>&1; then
