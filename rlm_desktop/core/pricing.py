@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from rlm_desktop.core.config import ModelPrice
 
@@ -24,3 +24,9 @@ def lookup(prices: Mapping[str, ModelPrice], model: str) -> ModelPrice | None:
         return prices[model]
     short = model.rsplit("/", 1)[-1]
     return prices.get(short)
+
+
+def unpriced_models(choices: Iterable[tuple[Mapping[str, ModelPrice], str]]) -> list[str]:
+    """The models among ``(prices, model)`` choices that have no price: their cost is unknown, so a
+    USD budget cannot stop them (sorted, each once)."""
+    return sorted({m for prices, m in choices if m and lookup(prices, m) is None})

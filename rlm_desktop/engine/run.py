@@ -16,7 +16,7 @@ from typing import Any
 
 from rlm_desktop.core.cancel import CancelToken
 from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits
-from rlm_desktop.core.pricing import lookup
+from rlm_desktop.core.pricing import unpriced_models
 from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace
 from rlm_desktop.engine import prompts
 from rlm_desktop.engine.parsing import TextualFinal, parse_reply
@@ -830,11 +830,12 @@ def price_warning(config: RunConfig, provider: ProviderConfig,
     sub_provider = sub_provider or provider
     if config.limits.budget_usd is None:
         return None
-    unknown = [m for p, m in ((provider, config.root_model), (sub_provider, config.sub_model))
-               if not p.is_demo and lookup(p.prices, m) is None]
+    unknown = unpriced_models((p.prices, m) for p, m in ((provider, config.root_model),
+                                                         (sub_provider, config.sub_model))
+                              if not p.is_demo)
     if not unknown:
         return None
-    names = ", ".join(sorted(set(unknown)))
+    names = ", ".join(unknown)
     tail = ("the token budget still applies" if config.limits.max_tokens is not None
             else "set a token budget (max_tokens) to bound spend")
     return (f"no price known for {names}: its cost is unknown, so the USD budget cannot limit it; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from rlm_desktop.core.config import RunLimits
+from rlm_desktop.core.pricing import unpriced_models
 from rlm_desktop.core.profiles import ProviderProfile
 from rlm_desktop.ui.icons import icon
 
@@ -154,19 +155,31 @@ class QueryPane(QWidget):
         self.budget.setSpecialValueText("no limit")
         self.budget.setToolTip("USD budget for the whole run (0 = no limit). Runs with unknown prices "
                                "stop on tokens instead.")
+        self.max_tokens = self._spin(0, 2_000_000_000, "Input + output tokens of every model call "
+                                     "together (0 = no limit). Bounds spend even when a price is unknown.")
+        self.max_tokens.setSpecialValueText("no limit")
+        self.max_tokens.setSingleStep(10_000)
+        self.max_tokens.setGroupSeparatorShown(True)
         self.cell_timeout = self._spin(1, 86_400, "Wall-clock seconds per code cell", suffix=" s")
         self.run_timeout = self._spin(1, 7 * 86_400, "Wall-clock seconds for the whole run", suffix=" s")
         limits = QGroupBox("Limits")
         grid = QGridLayout(limits)
         grid.setContentsMargins(6, 4, 6, 4)
         cells = (("Iterations", self.max_iterations), ("Depth", self.max_depth),
-                 ("Sub-calls", self.max_sub_calls), ("Budget", self.budget),
-                 ("Cell timeout", self.cell_timeout), ("Run timeout", self.run_timeout))
+                 ("Sub-calls", self.max_sub_calls), ("Cell timeout", self.cell_timeout),
+                 ("Budget", self.budget), ("Tokens", self.max_tokens), ("Run timeout", self.run_timeout))
         for i, (text, w) in enumerate(cells):
             lbl = QLabel(text + ":")
             lbl.setBuddy(w)
-            grid.addWidget(lbl, i // 3 * 2, i % 3)
-            grid.addWidget(w, i // 3 * 2 + 1, i % 3)
+            grid.addWidget(lbl, i // 4 * 2, i % 4)
+            grid.addWidget(w, i // 4 * 2 + 1, i % 4)
+        self.price_note = QLabel()
+        self.price_note.setObjectName("priceNote")
+        self.price_note.setWordWrap(True)
+        self.price_note.setVisible(False)
+        for sig in (self.root_picker.changed, self.sub_picker.changed, self.budget.valueChanged,
+                    self.max_tokens.valueChanged):
+            sig.connect(lambda *_: self._update_price_note())
 
         self.run_button = QPushButton()
         self.run_button.setObjectName("runButton")
@@ -185,6 +198,7 @@ class QueryPane(QWidget):
         lay.addLayout(models)
         lay.addWidget(self.hint)
         lay.addWidget(limits)
+        lay.addWidget(self.price_note)
         lay.addWidget(self.run_button)
 
     @staticmethod
@@ -199,6 +213,7 @@ class QueryPane(QWidget):
     def set_providers(self, profiles: list[ProviderProfile], root: ModelChoice, sub: ModelChoice) -> None:
         self.root_picker.set_profiles(profiles, root, sub=False)
         self.sub_picker.set_profiles(profiles, sub, sub=True)
+        self._update_price_note()
         only_demo = all(p.is_demo for p in profiles)
         if only_demo:
             self.hint.setText("Using the <b>offline demo</b> (no model, extractive answers). "
@@ -213,6 +228,7 @@ class QueryPane(QWidget):
         self.max_depth.setValue(limits.max_depth)
         self.max_sub_calls.setValue(limits.max_sub_calls)
         self.budget.setValue(limits.budget_usd or 0.0)
+        self.max_tokens.setValue(min(limits.max_tokens or 0, self.max_tokens.maximum()))
         self.cell_timeout.setValue(int(round(limits.cell_timeout_s)))
         self.run_timeout.setValue(int(round(limits.run_timeout_s)))
 
@@ -222,8 +238,41 @@ class QueryPane(QWidget):
         return replace(self._base_limits, max_iterations=self.max_iterations.value(),
                        max_depth=self.max_depth.value(), max_sub_calls=self.max_sub_calls.value(),
                        budget_usd=budget if budget > 0 else None,
+                       max_tokens=self.max_tokens.value() or None,
                        cell_timeout_s=float(self.cell_timeout.value()),
                        run_timeout_s=float(self.run_timeout.value()))
+
+    def _update_price_note(self) -> None:
+        """Say, before the run, when the USD budget cannot bound what the chosen models spend."""
+        choices = []
+        for picker in (self.root_picker, self.sub_picker):
+            prof = picker.profile()
+            if prof is not None and not prof.is_demo:
+                choices.append((prof.prices, picker.model.currentText().strip()))
+        unknown = unpriced_models(choices)
+        text = ""
+        if unknown and self.budget.value() > 0:
+            names = " and ".join(unknown)
+            its = "its" if len(unknown) == 1 else "their"
+            it = "it" if len(unknown) == 1 else "them"
+            text = (f"⚠ No price is set for {names}: {its} cost will show as unknown and the "
+                    f"${self.budget.value():.2f} budget cannot stop {it}. ")
+            text += (f"The {self.max_tokens.value():,}-token limit still applies."
+                     if self.max_tokens.value() else
+                     "Set a token limit, or add the price in Settings.")
+        self.price_note.setText(text)
+        self.price_note.setVisible(bool(text))
+        self.updateGeometry()         # the splitter must make room for it (see minimumSizeHint)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        # A word-wrapped label's height at the pane's real width is not part of the layout's
+        # minimum, so a splitter would squeeze the limits to fit the note: count it here.
+        hint = super().minimumSizeHint()
+        if not self.price_note.isHidden():
+            width = max(self.width(), 300) - 8
+            extra = self.price_note.heightForWidth(width) - self.price_note.minimumSizeHint().height()
+            hint.setHeight(hint.height() + max(0, extra))
+        return hint
 
     def query(self) -> str:
         return self.question.toPlainText().strip()
@@ -245,7 +294,7 @@ class QueryPane(QWidget):
         self._running = running
         self._stopping = False
         for w in (self.root_picker, self.sub_picker, self.max_iterations, self.max_depth,
-                  self.max_sub_calls, self.budget, self.cell_timeout, self.run_timeout):
+                  self.max_sub_calls, self.budget, self.max_tokens, self.cell_timeout, self.run_timeout):
             w.setEnabled(not running)
         self.question.setReadOnly(running)
         self._update_button()

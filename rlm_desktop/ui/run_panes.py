@@ -177,7 +177,15 @@ class RunStatusBar(QStatusBar):
         for w in (self.meter, self.tokens, self.subcalls, self.elapsed, self.badge):
             self.addPermanentWidget(w)
         self.warned = False
+        self.idle()
+
+    def idle(self) -> None:
+        """Before any run: nothing has been spent and no run's budget applies yet."""
         self.reset(None)
+        self.meter.setFormat("no run yet")
+        self.meter.setToolTip("The spend of the run shown, against its USD budget, appears here")
+        self.tokens.setText("")
+        self.subcalls.setText("")
 
     def reset(self, budget: float | None) -> None:
         self._budget = budget

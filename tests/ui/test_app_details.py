@@ -310,3 +310,39 @@ def test_history_ask_again_and_remove_keep_the_trace_files(qtbot, window, tmp_pa
     assert all(t.is_file() for t in traces)                      # only forgotten, never deleted
     lines = pane.store.path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3 and "{not json" in lines
+
+
+def test_the_query_pane_warns_when_the_budget_cannot_bound_an_unpriced_model(qtbot, settings) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from rlm_desktop.core.config import ModelPrice
+    from rlm_desktop.ui.main_window import MainWindow
+    from rlm_desktop.ui.query_pane import ModelChoice
+    from tests.fakeserver import FakeOpenAI
+    from tests.ui.conftest import fake_profile
+
+    with FakeOpenAI() as srv:
+        prof = replace(fake_profile(srv), prices={"fake-root": ModelPrice(1.0, 2.0, 0.5)})
+    settings.save_profile(prof)
+    settings.set_last_root_choice("fake", "fake-root")
+    settings.set_last_sub_choice("fake", "fake-sub")
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    assert w.status.meter.text() == "no run yet" and w.status.tokens.text() == ""   # not "$0 of …"
+    q = w.query
+    assert q.root_choice() == ModelChoice("fake", "fake-root") and q.budget.value() > 0
+    note = q.price_note
+    assert note.isVisibleTo(w) and "fake-sub" in note.text() and "fake-root" not in note.text()
+    assert "cannot stop it" in note.text() and "Set a token limit" in note.text()
+    q.max_tokens.setValue(200_000)
+    assert "The 200,000-token limit still applies." in note.text()
+    assert w.query.limits().max_tokens == 200_000
+    q.budget.setValue(0)                         # no USD budget: nothing to warn about
+    assert not note.isVisibleTo(w)
+    q.budget.setValue(2)
+    q.sub_picker.model.setEditText("fake-root")  # both models priced
+    assert not note.isVisibleTo(w)
+    q.root_picker.provider.setCurrentIndex(q.root_picker.provider.findData("demo"))
+    q.sub_picker.provider.setCurrentIndex(q.sub_picker.provider.findData("demo"))
+    assert not note.isVisibleTo(w)              # the demo costs nothing
+    w.bridge.shutdown()
