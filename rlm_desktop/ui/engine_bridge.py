@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from rlm_desktop.core.cancel import CancelToken
-from rlm_desktop.core.config import ProviderConfig, RunConfig
+from rlm_desktop.core.config import ConfigError, ProviderConfig, RunConfig
 from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.trace import Attr, Span, SpanStatus, Trace, TraceEvent, TraceWriter
 
@@ -113,12 +113,14 @@ class EngineThread:
 
 @dataclass
 class RunRequest:
-    """Everything a run needs, prepared on the GUI thread."""
+    """Everything a run needs, prepared on the GUI thread. ``providers`` returns the root and (when
+    different) the sub provider with their keys; it is called on a worker thread, since a keyring
+    may wait for an unlock prompt, and may raise ConfigError (no key) — the run then never starts."""
 
     config: RunConfig
     context: str | dict[str, str]
-    provider: ProviderConfig
-    sub_provider: ProviderConfig | None = None
+    providers: Callable[[], tuple[ProviderConfig, ProviderConfig | None]]
+    provider_name: str
     header: dict[str, Any] = field(default_factory=dict)   # extra trace header facts (no secrets)
     trace_path: Path | None = None
 
@@ -131,6 +133,7 @@ class RunOutcome:
     trace_path: Path
     result: Any | None            # rlm_desktop.engine.run.RunResult
     error: str | None = None      # an unexpected failure (the trace says the same)
+    not_started: bool = False     # it failed before anything ran (no key): no trace was written
     stopped_by_user: bool = False
     started: float = 0.0
     finished: float = 0.0
@@ -275,20 +278,32 @@ class EngineBridge(QObject):
         assert req is not None
         header = {"query": req.config.query, "started": h.started, "run_id": h.run_id,
                   "models": {"root": req.config.root_model, "sub": req.config.sub_model},
-                  "provider": req.provider.name, **req.header}
+                  "provider": req.provider_name, **req.header}
         trace = Trace(header)
         outcome = RunOutcome(h.run_id, h.path, None, started=h.started, query=req.config.query)
         writer: TraceWriter | None = None
+        provider = sub_provider = None
         try:
-            writer = TraceWriter(h.path, header).attach(trace)
-        except OSError as exc:
-            outcome.error = (f"could not write the trace file {h.path}: {exc.strerror or exc}; "
-                             "check that the data folder is writable")
+            provider, sub_provider = await asyncio.get_running_loop().run_in_executor(None, req.providers)
+        except ConfigError as exc:          # no key for a provider: said plainly, nothing ran
+            outcome.error, outcome.not_started = str(exc), True
+        except Exception as exc:            # a keyring that failed in an unexpected way
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            outcome.error, outcome.not_started = f"could not get the provider's key: {detail}", True
+        if outcome.error is None and h.cancel.cancelled:
+            outcome.error, outcome.not_started = "stopped before it started", True
+        if outcome.error is None:
+            try:
+                writer = TraceWriter(h.path, header).attach(trace)
+            except OSError as exc:
+                outcome.error = (f"could not write the trace file {h.path}: {exc.strerror or exc}; "
+                                 "check that the data folder is writable")
+                outcome.not_started = True
 
         self._relay(h, trace)
-        if outcome.error is None:
+        if outcome.error is None and provider is not None:
             h.task = asyncio.ensure_future(run_rlm(
-                req.config, req.context, provider=req.provider, sub_provider=req.sub_provider,
+                req.config, req.context, provider=provider, sub_provider=sub_provider,
                 trace=trace, cancel=h.cancel))
             try:
                 outcome.result = await h.task

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rlm_desktop.core.config import ConfigError, RunConfig
+from rlm_desktop.core.config import ConfigError, ProviderConfig, RunConfig
 from rlm_desktop.core.exporters import totals
 from rlm_desktop.core.logs import log_file, redact
 from rlm_desktop.core.paths import traces_dir
@@ -34,7 +34,7 @@ from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.jobs import ThreadJob
 from rlm_desktop.ui.query_pane import ModelChoice, QueryPane
 from rlm_desktop.ui.run_panes import AnswerPane, HistoryEntry, HistoryPane, HistoryStore, RunStatusBar
-from rlm_desktop.ui.settings import Settings
+from rlm_desktop.ui.settings import Settings, provider_config_for
 from rlm_desktop.ui.trace_model import TraceModel
 from rlm_desktop.ui.trace_pane import TracePane
 from rlm_desktop.ui.window_state import WindowState
@@ -362,11 +362,10 @@ class MainWindow(QMainWindow):
         root, sub = self.query.root_choice(), self.query.sub_choice()
         try:
             limits = self.query.limits()
-            provider = self.settings.provider_config(root.profile_id)
-            sub_provider = (provider if sub.profile_id == root.profile_id
-                            else self.settings.provider_config(sub.profile_id))
-            root_model = root.model or provider.root_model
-            sub_model = sub.model or sub_provider.sub_model or root_model
+            root_prof = self.settings.profile(root.profile_id)
+            sub_prof = root_prof if sub.profile_id == root.profile_id else self.settings.profile(sub.profile_id)
+            root_model = root.model or root_prof.root_model
+            sub_model = sub.model or sub_prof.sub_model or sub_prof.root_model or root_model
             config = RunConfig(query=query, root_model=root_model, sub_model=sub_model, limits=limits,
                                sandbox=self.settings.sandbox_limits(),
                                memo_cache=self.settings.memo_cache())
@@ -376,9 +375,13 @@ class MainWindow(QMainWindow):
         self.settings.set_last_root_choice(root.profile_id, root_model)
         self.settings.set_last_sub_choice(sub.profile_id, sub_model)
         header = {"documents": ds.describe(max_listed=100), "app": "rlm-desktop"}
-        request = RunRequest(config=config, context=ds.context_value(), provider=provider,
-                             sub_provider=None if sub_provider is provider else sub_provider,
-                             header=header)
+        def providers() -> tuple[ProviderConfig, ProviderConfig | None]:
+            # On the engine's worker thread: the keyring may wait for an unlock prompt.
+            p = provider_config_for(root_prof)
+            return p, (None if sub_prof is root_prof else provider_config_for(sub_prof))
+
+        request = RunRequest(config=config, context=ds.context_value(), providers=providers,
+                             provider_name=root_prof.name or root_prof.id, header=header)
         if self.current_run is not None:
             self.bridge.discard(self.current_run)
         self.model.set_trace(Trace({"query": query, **header}), live=True)
@@ -391,9 +394,9 @@ class MainWindow(QMainWindow):
         self._refresh_figures()
         self.trace_pane.set_follow(True)
         run_id = self.bridge.start_run(request)
-        models = f"{provider.name}: {root_model}"
-        if sub_provider is not provider:
-            models += f"; sub-calls {sub_provider.name}: {sub_model}"
+        models = f"{root_prof.name or root_prof.id}: {root_model}"
+        if sub_prof is not root_prof:
+            models += f"; sub-calls {sub_prof.name or sub_prof.id}: {sub_model}"
         elif sub_model != root_model:
             models += f", sub-calls {sub_model}"
         self._run_models[run_id] = models
@@ -483,6 +486,10 @@ class MainWindow(QMainWindow):
     def _on_run_finished(self, outcome: RunOutcome) -> None:
         res = outcome.result
         status = res.status if res is not None else "error"
+        models = self._run_models.pop(outcome.run_id, "")
+        if outcome.not_started:
+            self._on_run_not_started(outcome)
+            return
         self.history.add(HistoryEntry(
             trace=str(outcome.trace_path), query=outcome.query,
             started=outcome.started, finished=outcome.finished, status=status,
@@ -490,7 +497,7 @@ class MainWindow(QMainWindow):
             cost_usd=res.cost_usd if res is not None else None,
             cost_known=res.cost_known if res is not None else False,
             cost_estimated=res.tokens_estimated if res is not None else False,
-            provider=self._run_models.pop(outcome.run_id, "")))
+            provider=models))
         if outcome.run_id != self.current_run:
             return
         self.model.enqueue(self.bridge.take_events(outcome.run_id))
@@ -517,6 +524,22 @@ class MainWindow(QMainWindow):
             self.status.showMessage(f"Run finished: {status}. Trace saved to {outcome.trace_path}", 10000)
         self.setWindowTitle(f"{APP_TITLE} — {self.model.trace.header.get('query', '')[:60]}")
         self.detail.show_span(self.trace_pane.selected_span(), self.model.trace, live=False)
+        self._update_actions()
+        self.run_finished.emit(outcome)
+
+    def _on_run_not_started(self, outcome: RunOutcome) -> None:
+        """No key (or no writable trace): nothing ran and nothing was spent; say what to do."""
+        if outcome.run_id != self.current_run:
+            return
+        self.model.set_live(False)
+        self._elapsed.stop()
+        self.query.set_running(False)
+        self.last_outcome = outcome
+        self.status.idle()
+        self.answer.set_result(None, "error", "error", outcome.error)
+        if outcome.error != "stopped before it started":
+            self._warn(f"The run did not start: {outcome.error}", title="Cannot start the run")
+        self.setWindowTitle(APP_TITLE)
         self._update_actions()
         self.run_finished.emit(outcome)
 

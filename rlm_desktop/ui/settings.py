@@ -51,6 +51,23 @@ class MissingKeyError(SettingsError):
     """A profile needs a key and none was found anywhere in the resolution order."""
 
 
+def provider_config_for(prof: ProviderProfile) -> ProviderConfig:
+    """The engine's ProviderConfig for a profile with its key resolved (environment variable, then
+    keyring, then session key). Raises MissingKeyError. It may wait on the keyring (a locked
+    collection shows an unlock prompt), so the window calls it off the GUI thread; it touches no
+    QSettings, so any thread may."""
+    if prof.is_demo:
+        return DEMO_PROVIDER
+    resolved = secrets.resolve_key(prof)
+    if prof.needs_key and not resolved.found:
+        extra = f" ({resolved.note})" if resolved.note else ""
+        envs = " or ".join(secrets.env_vars_for(prof))
+        raise MissingKeyError(
+            f"no key for provider {prof.id!r}: set one in Settings → Providers, with `rlm-desktop "
+            f"provider set-key {prof.id}`, or in the environment variable {envs}{extra}")
+    return prof.to_provider_config(resolved.key)
+
+
 def demo_profile() -> ProviderProfile:
     """The offline demo provider as a profile."""
     return demo_profile_from(DEMO_PROVIDER)
@@ -293,19 +310,9 @@ class Settings:
         self.sync()
 
     def provider_config(self, profile_id: str) -> ProviderConfig:
-        """The engine's ProviderConfig for ``profile_id`` with its key resolved (environment variable,
-        then keyring, then session key). Raises UnknownProfileError or MissingKeyError."""
-        prof = self.profile(profile_id)
-        if prof.is_demo:
-            return DEMO_PROVIDER
-        resolved = secrets.resolve_key(prof)
-        if prof.needs_key and not resolved.found:
-            extra = f" ({resolved.note})" if resolved.note else ""
-            envs = " or ".join(secrets.env_vars_for(prof))
-            raise MissingKeyError(
-                f"no key for provider {prof.id!r}: set one with `rlm-desktop provider set-key {prof.id}` "
-                f"or the environment variable {envs}{extra}")
-        return prof.to_provider_config(resolved.key)
+        """The engine's ProviderConfig for ``profile_id`` with its key resolved (see
+        :func:`provider_config_for`). Raises UnknownProfileError or MissingKeyError."""
+        return provider_config_for(self.profile(profile_id))
 
     # -- limits -----------------------------------------------------------------------------------
     def _read_dataclass(self, group: str, cls: type, label: str) -> Any:

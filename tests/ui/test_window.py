@@ -315,3 +315,39 @@ def test_closing_during_a_run_stops_it_and_records_it(qtbot, settings, fake_open
     assert w.history.entries and w.history.entries[0].status == "cancelled"
     lines = path.read_text().splitlines()
     assert '"status":"cancelled"' in lines[-1]   # the trace was closed properly
+
+
+def test_keys_are_read_off_the_gui_thread_and_a_missing_key_stops_nothing_but_the_start(
+        qtbot, window, settings, fake_openai, docs_folder, memory_keyring, monkeypatch) -> None:  # noqa: ANN001
+    import threading
+    from dataclasses import replace
+
+    from rlm_desktop.ui import secrets
+
+    gui = threading.get_ident()
+    reads: list[int] = []
+    real_get = memory_keyring.get_password
+    monkeypatch.setattr(memory_keyring, "get_password",
+                        lambda s, u: reads.append(threading.get_ident()) or real_get(s, u))
+    settings.save_profile(replace(fake_profile(fake_openai), needs_key=True))
+    settings.set_last_root_choice("fake", "fake-root")
+    settings.set_last_sub_choice("fake", "fake-sub")
+    window.reload_settings()
+    _load_docs(qtbot, window, docs_folder)
+    window.query.set_query("Who was late?")
+    history_before = len(window.history.entries)
+    with qtbot.waitSignal(window.run_finished, timeout=30_000) as finished:
+        assert window.start_run() is not None
+    outcome = finished.args[0]
+    assert outcome.not_started and "no key for provider 'fake'" in outcome.error
+    assert reads and gui not in reads                       # the keyring was asked off the GUI thread
+    assert not outcome.trace_path.exists() and len(window.history.entries) == history_before
+    assert not window.query.running and "Settings" in window.last_notice.text()
+    assert fake_openai.requests == []
+
+    secrets.set_key("fake", "sk-fake-key-1234567890")      # with a key the same run goes ahead
+    fake_openai.handler = lambda req: "FINAL(Acme)"
+    with qtbot.waitSignal(window.run_finished, timeout=60_000) as finished:
+        window.start_run()
+    assert finished.args[0].result.status == "ok" and gui not in reads
+    assert fake_openai.chat_requests[0].authorization == "Bearer sk-fake-key-1234567890"
