@@ -334,7 +334,15 @@ class _Shared:
 class _History:
     """Keeps the root conversation within a size: system prompt and question always stay; old cell
     outputs are shortened first (oldest first), then the oldest exchanges are dropped. Each change
-    is stated in the conversation itself so the model knows."""
+    is stated in the conversation itself so the model knows.
+
+    Once over the limit it shortens outputs until well below it (``LOW_WATER`` of the limit), not
+    just under it, and drops exchanges only if shortening is not enough to get under the limit: the conversation then keeps an unchanged prefix for several iterations, so the provider's
+    prompt cache keeps hitting and the trace records the full history only now and then (a
+    just-under policy would rewrite an old message, and store every message again, on every turn).
+    """
+
+    LOW_WATER = 0.75
 
     def __init__(self, limit_chars: int) -> None:
         self.limit = limit_chars
@@ -350,9 +358,10 @@ class _History:
         total = self.size(messages)
         if total <= self.limit:
             return None
+        target = int(self.limit * self.LOW_WATER)
         shortened = 0
         for idx in self.output_indexes[:-1]:           # never the newest output
-            if total <= self.limit:
+            if total <= target:
                 break
             content = str(messages[idx].get("content") or "")
             keep = SHRUNK_HEAD + SHRUNK_TAIL
@@ -366,8 +375,9 @@ class _History:
             shortened += 1
         dropped = 0
         start = 4 if self.dropped_total else 2   # after the question (and an earlier note)
-        # Still too big: drop the oldest (assistant, user) exchanges, never the newest one.
-        while total > self.limit and len(messages) - start > 2:
+        # Still over the limit once every old output is short: drop the oldest (assistant, user)
+        # exchanges, never the newest one (and then down to the low-water mark too).
+        while total > (target if dropped else self.limit) and len(messages) - start > 2:
             pair = messages[start:start + 2]
             del messages[start:start + 2]
             total -= self.size(pair)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from rlm_desktop.engine import prompts
 from rlm_desktop.engine.run import _History
 
@@ -46,6 +48,18 @@ def test_history_keeps_system_and_question_and_shrinks_old_outputs_first() -> No
     assert "older output shortened" in msgs[3]["content"]
     assert msgs[-1]["content"].endswith("o" * 3000)           # the newest output is intact
     assert _History.size(msgs) <= 9000
+    # Not just under the limit: toward the low-water mark, so every old output was shortened,
+    # which leaves room for the next turns.
+    assert sum("older output shortened" in m["content"] for m in msgs) == 5
+    # The next turns fit without touching what was sent before: the prefix stays the same (the
+    # provider's prompt cache keeps hitting) and nothing needs re-sending in full.
+    later, h_later = copy.deepcopy(msgs), copy.deepcopy(h)
+    for _ in range(2):
+        later.append({"role": "assistant", "content": "```repl\nprint(1)\n```"})
+        later.append({"role": "user", "content": "[cell: ok, 0.01 s]\n" + "n" * 600})
+        h_later.output_indexes.append(len(later) - 1)
+        assert h_later.enforce(later) is None
+    assert later[:len(msgs)] == msgs
     # Far too big even after shortening: the oldest exchanges go, and the conversation says so.
     h2 = _History(2000)
     h2.output_indexes = list(range(3, len(msgs), 2))
