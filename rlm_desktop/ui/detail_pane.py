@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from rlm_desktop.core.trace import Attr, Span, SpanKind, Trace
 from rlm_desktop.ui import fmt
-from rlm_desktop.ui.highlighter import PygmentsHighlighter
+from rlm_desktop.ui.highlighter import PygmentsHighlighter, ResponseHighlighter
 from rlm_desktop.ui.icons import icon, status_icon
 
 # Each message in the Messages tab is shown up to this many characters until "Show all".
@@ -188,6 +188,7 @@ class DetailPane(QWidget):
         self.prompt.edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.response = TextSection("Response", mono=False)
         self.response.edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.response.highlighter = ResponseHighlighter(self.response.edit.document(), dark=is_dark())
         self.code = TextSection("Code")
         self.code.highlighter = PygmentsHighlighter(self.code.edit.document(), dark=is_dark())
         self.stdout = TextSection("Stdout")
@@ -213,8 +214,9 @@ class DetailPane(QWidget):
         self.show_span(None, None)
 
     def update_palette(self) -> None:
-        if self.code.highlighter is not None:
-            self.code.highlighter.set_dark(is_dark())
+        for section in (self.code, self.response):
+            if section.highlighter is not None:
+                section.highlighter.set_dark(is_dark())
 
     @property
     def span(self) -> Span | None:

@@ -57,17 +57,23 @@ class PygmentsHighlighter(QSyntaxHighlighter):
         self._formats[token] = fmt
         return fmt
 
-    def highlightBlock(self, text: str) -> None:
-        prev = self.previousBlockState()
+    def highlightBlock(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self.setCurrentBlockState(self._highlight_code(text, self.previousBlockState()))
+
+    def _highlight_code(self, text: str, prev: int, offset: int = 0,
+                        base: QTextCharFormat | None = None) -> int:
+        """Format ``text`` (starting at ``offset`` in the block) as Python; returns the state to
+        carry to the next block (0, or 1/2 inside a triple-quoted string)."""
+        if base is not None:
+            self.setFormat(offset, len(text), base)
         prefix = ""
         if prev > 0:
             # Inside a triple-quoted string started in an earlier block: lex with its opener.
             prefix = self._opener_for_state(prev)
         source = prefix + text
         pos = -len(prefix)
-        state = 0
-        last_token: _TokenType | None = None
-        last_value = ""
+        trailing: list[str] = []     # the string tokens the line ends with (pygments splits an
+                                     # unterminated '"""abc' into '"""' and 'abc')
         for token, value in self._lexer.get_tokens(source):
             length = len(value)
             start = max(pos, 0)
@@ -75,13 +81,21 @@ class PygmentsHighlighter(QSyntaxHighlighter):
             if end > start:
                 fmt = self.format_for(token)
                 if fmt is not None:
-                    self.setFormat(start, end - start, fmt)
+                    if base is not None:
+                        merged = QTextCharFormat(base)
+                        merged.merge(fmt)
+                        fmt = merged
+                    self.setFormat(offset + start, end - start, fmt)
             pos = end
-            if value.strip():
-                last_token, last_value = token, value
-        if last_token is not None and last_token in Token.Literal.String and self._open_triple(last_value):
-            state = 1 if '"""' in last_value else 2
-        self.setCurrentBlockState(state)
+            if token in Token.Literal.String:
+                trailing.append(value)
+            elif value.strip():
+                trailing.clear()
+        tail = "".join(trailing)
+        if not self._open_triple(tail):
+            return 0
+        first = min((tail.find(q), q) for q in ('"""', "'''") if q in tail)[1]
+        return 1 if first == '"""' else 2
 
     @staticmethod
     def _opener_for_state(state: int) -> str:
@@ -93,3 +107,45 @@ class PygmentsHighlighter(QSyntaxHighlighter):
             if value.count(q) % 2 == 1:
                 return True
         return False
+
+
+PYTHON_FENCES = {"repl", "python", "py", "python3", ""}
+IN_CODE = 10        # block state: inside a Python fence (+ the code's own state, 0..2)
+IN_OTHER = 20       # block state: inside a fence of another language (shown plain, monospaced)
+
+
+class ResponseHighlighter(PygmentsHighlighter):
+    """A model's reply: prose stays as it is; fenced code (```` ```repl ````, ```` ```python ````)
+    is monospaced and highlighted as Python, other fences monospaced; the fence lines are dimmed."""
+
+    def __init__(self, document: QTextDocument, *, dark: bool = False) -> None:
+        self._code_base = QTextCharFormat()
+        self._code_base.setFontFamilies(["monospace"])
+        self._code_base.setFontFixedPitch(True)
+        self._fence = QTextCharFormat(self._code_base)
+        super().__init__(document, dark=dark)
+
+    def set_dark(self, dark: bool) -> None:
+        self._fence.setForeground(QColor("#8a8a8a" if dark else "#808080"))
+        super().set_dark(dark)
+
+    def highlightBlock(self, text: str) -> None:  # noqa: N802 - Qt's name
+        prev = max(self.previousBlockState(), 0)
+        stripped = text.strip()
+        if stripped.startswith("```"):
+            if prev >= IN_CODE:                  # a closing fence (anything after it is prose)
+                self.setFormat(0, len(text), self._fence)
+                self.setCurrentBlockState(0)
+            else:
+                lang = stripped[3:].strip().lower()
+                self.setFormat(0, len(text), self._fence)
+                self.setCurrentBlockState(IN_CODE if lang in PYTHON_FENCES else IN_OTHER)
+            return
+        if IN_CODE <= prev < IN_OTHER:
+            inner = self._highlight_code(text, prev - IN_CODE, base=self._code_base)
+            self.setCurrentBlockState(IN_CODE + inner)
+        elif prev >= IN_OTHER:
+            self.setFormat(0, len(text), self._code_base)
+            self.setCurrentBlockState(IN_OTHER)
+        else:
+            self.setCurrentBlockState(0)
