@@ -5,6 +5,7 @@ Large payloads show a preview with "Show all"; every text has a copy button."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -105,6 +106,9 @@ class TextSection(QWidget):
         QGuiApplication.clipboard().setText(self._full)
 
 
+MESSAGE_HEAD = re.compile(r"^[A-Z_]+  \(message \d+ of \d+\)$")
+
+
 class MessagesSection(TextSection):
     """The messages an llm_call sent, each headed by its role."""
 
@@ -112,6 +116,9 @@ class MessagesSection(TextSection):
         super().__init__("Messages", mono=False, parent=parent)
         self.edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self._messages: list[dict[str, Any]] = []
+        # Code in the messages (the model's replies) highlighted; a message head ends any fence a
+        # shortened message left open.
+        self.highlighter = ResponseHighlighter(self.edit.document(), dark=is_dark(), reset=MESSAGE_HEAD)
 
     def set_messages(self, messages: list[dict[str, Any]]) -> None:
         self._messages = messages
@@ -214,7 +221,7 @@ class DetailPane(QWidget):
         self.show_span(None, None)
 
     def update_palette(self) -> None:
-        for section in (self.code, self.response):
+        for section in (self.code, self.response, self.messages):
             if section.highlighter is not None:
                 section.highlighter.set_dark(is_dark())
 

@@ -3,6 +3,8 @@ per-token-type format cache (after qtconsole's pygments_highlighter)."""
 
 from __future__ import annotations
 
+import re
+
 from pygments.lexer import Lexer
 from pygments.lexers import PythonLexer
 from pygments.styles import get_style_by_name
@@ -118,7 +120,9 @@ class ResponseHighlighter(PygmentsHighlighter):
     """A model's reply: prose stays as it is; fenced code (```` ```repl ````, ```` ```python ````)
     is monospaced and highlighted as Python, other fences monospaced; the fence lines are dimmed."""
 
-    def __init__(self, document: QTextDocument, *, dark: bool = False) -> None:
+    def __init__(self, document: QTextDocument, *, dark: bool = False,
+                 reset: re.Pattern[str] | None = None) -> None:
+        self._reset = reset           # lines that end any open fence (e.g. the next message's head)
         self._code_base = QTextCharFormat()
         self._code_base.setFontFamilies(["monospace"])
         self._code_base.setFontFixedPitch(True)
@@ -131,6 +135,9 @@ class ResponseHighlighter(PygmentsHighlighter):
 
     def highlightBlock(self, text: str) -> None:  # noqa: N802 - Qt's name
         prev = max(self.previousBlockState(), 0)
+        if self._reset is not None and self._reset.match(text):
+            self.setCurrentBlockState(0)
+            return
         stripped = text.strip()
         if stripped.startswith("```"):
             if prev >= IN_CODE:                  # a closing fence (anything after it is prose)

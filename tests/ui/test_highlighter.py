@@ -64,3 +64,22 @@ def test_code_view_carries_a_triple_quoted_string_across_lines(qapp) -> None:  #
     assert (0, 6, False, keyword) in _ranges(doc, 4)                 # code again after it
     assert all(c != kw_def for _s, _l, _f, c in _ranges(doc, 6))     # inside ''' … '''
     assert (0, 3, False, kw_def) in _ranges(doc, 7)
+
+
+def test_messages_highlight_code_and_a_cut_message_does_not_leak_its_fence(qtbot) -> None:  # noqa: ANN001
+    from rlm_desktop.ui.detail_pane import MESSAGE_PREVIEW_CHARS, MessagesSection
+
+    section = MessagesSection()
+    qtbot.addWidget(section)
+    long_code = "```repl\n" + "for i in range(3):\n    print(i)\n" * (MESSAGE_PREVIEW_CHARS // 20) + "```"
+    section.set_messages([{"role": "assistant", "content": long_code},
+                          {"role": "user", "content": "def is just a word in this reply"}])
+    section.highlighter.rehighlight()
+    doc = section.edit.document()
+    lines = section.edit.toPlainText().split("\n")
+    keyword = section.highlighter.format_for(Token.Keyword).foreground().color().name()
+    assert (0, 3, True, keyword) in _ranges(doc, lines.index("for i in range(3):"))
+    user_body = lines.index("def is just a word in this reply")
+    assert "[…" in section.edit.toPlainText()                    # the first message was cut
+    assert all(not fixed for _s, _l, fixed, _c in _ranges(doc, user_body))
+    assert all(c != keyword for _s, _l, _f, c in _ranges(doc, user_body))
