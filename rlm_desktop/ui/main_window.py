@@ -4,6 +4,7 @@ status bar; runs go through the engine bridge, saved traces open on a worker thr
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -400,6 +401,10 @@ class MainWindow(QMainWindow):
         elif sub_model != root_model:
             models += f", sub-calls {sub_model}"
         self._run_models[run_id] = models
+        # Recorded now, so that a run the app does not live to finish is listed as interrupted.
+        self.history.add(HistoryEntry(trace=str(self.bridge.trace_path(run_id)), query=query,
+                                      started=time.time(), finished=0.0, status="running",
+                                      provider=models, pid=os.getpid()))
         self.current_run = run_id
         self.shown_trace_path = self.bridge.trace_path(run_id)
         self._run_t0 = time.monotonic()
@@ -529,6 +534,8 @@ class MainWindow(QMainWindow):
 
     def _on_run_not_started(self, outcome: RunOutcome) -> None:
         """No key (or no writable trace): nothing ran and nothing was spent; say what to do."""
+        self.history.store.remove({str(outcome.trace_path)})
+        self.history.reload()
         if outcome.run_id != self.current_run:
             return
         self.model.set_live(False)

@@ -36,6 +36,8 @@ BUDGET_WARN = 0.8
 
 STOP_REASONS = {
     "final": "the model gave its final answer",
+    "interrupted": "the app ended during the run (killed or crashed); the trace holds what was done",
+    "running": "still running",
     "max_iterations": "the maximum number of iterations was reached",
     "budget_usd": "the USD budget was reached",
     "max_tokens": "the token budget was reached",
@@ -262,12 +264,23 @@ class HistoryEntry:
     query: str
     started: float
     finished: float
-    status: str                 # ok | limit | cancelled | error
+    status: str                 # ok | limit | cancelled | error | running | interrupted
     stop_reason: str | None = None
     cost_usd: float | None = None
     cost_known: bool = True
     provider: str = ""
     cost_estimated: bool = False    # priced from estimated tokens (no usage reported)
+    pid: int | None = None          # the app process of a run still "running"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)            # signal 0: existence check only, nothing is sent
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class HistoryStore:
@@ -284,8 +297,10 @@ class HistoryStore:
             os.fsync(fh.fileno())
 
     def entries(self) -> list[HistoryEntry]:
-        """Newest first; unreadable lines are skipped."""
-        out: list[HistoryEntry] = []
+        """Newest first, one per run (a run's later line — its outcome — replaces its "running"
+        line); a run still "running" whose app process is gone is shown "interrupted" (the app was
+        killed or crashed; its trace on disk holds what happened). Unreadable lines are skipped."""
+        by_trace: dict[str, HistoryEntry] = {}
         try:
             lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
@@ -294,10 +309,16 @@ class HistoryStore:
         for line in lines:
             try:
                 d = json.loads(line)
-                out.append(HistoryEntry(**{k: v for k, v in d.items() if k in names}))
-            except (json.JSONDecodeError, TypeError):
+                e = HistoryEntry(**{k: v for k, v in d.items() if k in names})
+            except (json.JSONDecodeError, TypeError, AttributeError):
                 continue
-        out.reverse()
+            by_trace.pop(e.trace, None)        # re-inserted: keeps the order of the latest line
+            by_trace[e.trace] = e
+        out = list(by_trace.values())
+        for e in out:
+            if e.status == "running" and not (e.pid and _process_alive(e.pid)):
+                e.status, e.stop_reason = "interrupted", "interrupted"
+        out.sort(key=lambda e: e.started, reverse=True)
         return out
 
     def remove(self, traces: set[str]) -> int:
@@ -308,20 +329,23 @@ class HistoryStore:
         except FileNotFoundError:
             return 0
         kept: list[str] = []
+        found: set[str] = set()
         for line in lines:
             try:
-                gone = json.loads(line).get("trace") in traces
+                trace = json.loads(line).get("trace")
             except (json.JSONDecodeError, AttributeError):
-                gone = False
-            if not gone:
+                trace = None
+            if trace in traces:
+                found.add(trace)
+            else:
                 kept.append(line)
-        removed = len(lines) - len(kept)
-        if removed:
+        if found:
             write_text_atomic(self.path, "".join(k + "\n" for k in kept))
-        return removed
+        return len(found)
 
 
-RUN_STATUS_ICONS = {"ok": "ok", "limit": "budget", "cancelled": "cancelled", "error": "error"}
+RUN_STATUS_ICONS = {"ok": "ok", "limit": "budget", "cancelled": "cancelled", "error": "error",
+                    "running": "running", "interrupted": "incomplete"}
 
 
 class HistoryPane(QWidget):
@@ -393,7 +417,8 @@ class HistoryPane(QWidget):
             q.setToolTip(e.query + (f"\n\nModels: {e.provider}" if e.provider else "")
                          + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
             t = QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M", time.localtime(e.started)))
-            st = QTableWidgetItem(e.status if exists else f"{e.status} (file missing)")
+            st = QTableWidgetItem(e.status if exists or e.status == "running"
+                                  else f"{e.status} (file missing)")
             st.setIcon(status_icon(RUN_STATUS_ICONS.get(e.status, "error")))
             st.setToolTip(STOP_REASONS.get(e.stop_reason or "", e.stop_reason or ""))
             c = QTableWidgetItem(("~" if e.cost_estimated and e.cost_usd else "")

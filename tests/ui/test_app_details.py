@@ -346,3 +346,84 @@ def test_the_query_pane_warns_when_the_budget_cannot_bound_an_unpriced_model(qtb
     q.sub_picker.provider.setCurrentIndex(q.sub_picker.provider.findData("demo"))
     assert not note.isVisibleTo(w)              # the demo costs nothing
     w.bridge.shutdown()
+
+
+_KILLED_CHILD = r"""
+import sys
+from pathlib import Path
+from PySide6.QtCore import QTimer
+from rlm_desktop.core.profiles import ProviderProfile
+from rlm_desktop.ui.app import make_app
+from rlm_desktop.ui.main_window import MainWindow
+from rlm_desktop.ui.settings import Settings
+app = make_app()
+s = Settings()
+s.save_profile(ProviderProfile(id="fake", name="Scripted server", preset="custom", base_url=sys.argv[1],
+                               needs_key=False, root_model="fake-root", sub_model="fake-sub",
+                               models=("fake-root", "fake-sub")))
+s.set_last_root_choice("fake", "fake-root")
+s.set_last_sub_choice("fake", "fake-sub")
+w = MainWindow(s)
+w.show()
+w.open_paths([Path(sys.argv[2])])
+def go():
+    if w.documents.loading or not w.documents.documents:
+        QTimer.singleShot(20, go)
+        return
+    w.query.set_query("Which supplier was late?")
+    print("RUN=%s" % w.start_run(), flush=True)
+QTimer.singleShot(0, go)
+app.exec()
+"""
+
+
+def test_a_run_the_app_did_not_live_to_finish_is_listed_as_interrupted(tmp_path: Path, fake_openai) -> None:  # noqa: ANN001
+    import json
+    import signal
+    import time
+
+    from rlm_desktop.core.paths import data_dir
+    from rlm_desktop.core.trace import read_trace
+    from rlm_desktop.ui.run_panes import HistoryStore
+    from tests.fakeserver import Reply
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Acme was late twice.\n")
+    fake_openai.handler = lambda req: Reply(hang=True)             # the model never answers
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, fake_openai.base_url, str(docs)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        deadline = time.monotonic() + 60
+        while not fake_openai.requests and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert fake_openai.requests, child.stderr.read() if child.poll() is not None else "no request"
+        running = HistoryStore().entries()
+        assert [(e.status, e.pid) for e in running] == [("running", child.pid)]
+    finally:
+        child.send_signal(signal.SIGKILL)                           # the app dies mid-run
+        child.wait(30)
+    entries = HistoryStore().entries()
+    assert len(entries) == 1 and entries[0].status == "interrupted"
+    assert entries[0].query == "Which supplier was late?" and "Scripted server" in entries[0].provider
+    trace = read_trace(entries[0].trace)                            # readable, its open steps marked
+    assert trace.roots and trace.roots[0].running
+    lines = (data_dir() / "history.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0])["status"] == "running"              # the record the crash left
+
+
+def test_history_shows_one_row_per_run_with_its_latest_state(tmp_path: Path) -> None:
+    from rlm_desktop.ui.run_panes import HistoryEntry, HistoryStore
+
+    store = HistoryStore(tmp_path / "h.jsonl")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.add(HistoryEntry(trace="a", query="qa", started=1.0, finished=0.0, status="running", pid=os.getpid()))
+    store.add(HistoryEntry(trace="b", query="qb", started=2.0, finished=0.0, status="running", pid=dead.pid))
+    store.add(HistoryEntry(trace="c", query="qc", started=3.0, finished=0.0, status="running", pid=os.getpid()))
+    store.add(HistoryEntry(trace="c", query="qc", started=3.0, finished=4.0, status="ok"))
+    got = [(e.trace, e.status) for e in store.entries()]
+    assert got == [("c", "ok"), ("b", "interrupted"), ("a", "running")]
+    assert store.remove({"c"}) == 1 and [e.trace for e in store.entries()] == ["b", "a"]
