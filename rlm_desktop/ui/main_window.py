@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDropEvent, QKeySequence, QScreen
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QDropEvent,
+    QGuiApplication,
+    QKeySequence,
+    QScreen,
+)
 from PySide6.QtWidgets import (
     QFileDialog,
     QMainWindow,
@@ -212,12 +220,16 @@ class MainWindow(QMainWindow):
                                 "Open a saved trace (.jsonl)")
         self.act_export = a("&Export trace…", self.export_trace, ["Ctrl+E"], "export",
                             "Export the shown trace as HTML, Markdown, JSON or OTLP")
+        self.act_show_trace = a("Show the trace &file", self.show_trace_file, [],
+                                tip="Open the folder that holds the shown trace's .jsonl file")
+        self.act_copy_trace_path = a("Cop&y the trace file's path", self.copy_trace_path, [])
         self.act_settings = a("&Settings…", self.open_settings, ["Ctrl+,"], "settings",
                               "Providers, keys, default limits, sandbox")
         self.act_quit = a("&Quit", self.close, [QKeySequence.StandardKey.Quit, "Ctrl+Q"])
         file_menu = mb.addMenu("&File")
         for act in (self.act_add_files, self.act_add_folder, None, self.act_open_trace, self.act_export,
-                    None, self.act_settings, None, self.act_quit):
+                    self.act_show_trace, self.act_copy_trace_path, None, self.act_settings, None,
+                    self.act_quit):
             file_menu.addSeparator() if act is None else file_menu.addAction(act)
 
         self.act_run = a("&Run query", self.start_run, ["Ctrl+Return", "Ctrl+Enter"], "run",
@@ -296,6 +308,9 @@ class MainWindow(QMainWindow):
         self.act_run.setEnabled(not running)
         self.act_stop.setEnabled(running)
         self.act_export.setEnabled(len(self.model.trace) > 0)
+        has_file = self.shown_trace_path is not None
+        self.act_show_trace.setEnabled(has_file)
+        self.act_copy_trace_path.setEnabled(has_file)
         self.act_open_trace.setEnabled(True)
 
     # -- documents and drops -----------------------------------------------------------------------
@@ -700,6 +715,21 @@ class MainWindow(QMainWindow):
             keys = ", ".join(s.toString(QKeySequence.SequenceFormat.NativeText) for s in act.shortcuts())
             lines.append(f"{act.text().replace('&', '')}: {keys}")
         self._notify("Keyboard shortcuts", "\n".join(lines), QMessageBox.Icon.Information)
+
+    def show_trace_file(self) -> bool:
+        """The folder of the shown trace's file, in the file manager."""
+        path = self.shown_trace_path
+        if path is None:
+            return False
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))):
+            return True
+        self._warn(f"No file manager could be opened. The trace is {path}")
+        return False
+
+    def copy_trace_path(self) -> None:
+        if self.shown_trace_path is not None:
+            QGuiApplication.clipboard().setText(str(self.shown_trace_path))
+            self.status.showMessage(f"Copied: {self.shown_trace_path}", 5000)
 
     def open_log_folder(self) -> bool:
         """Show the folder of the app's log (JSON Lines; keys are never in it) in the file manager."""

@@ -427,3 +427,31 @@ def test_history_shows_one_row_per_run_with_its_latest_state(tmp_path: Path) -> 
     got = [(e.trace, e.status) for e in store.entries()]
     assert got == [("c", "ok"), ("b", "interrupted"), ("a", "running")]
     assert store.remove({"c"}) == 1 and [e.trace for e in store.entries()] == ["b", "a"]
+
+
+def test_the_shown_trace_file_can_be_revealed_and_its_path_copied(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001
+    from PySide6.QtCore import QObject, QUrl, Slot
+    from PySide6.QtGui import QDesktopServices
+
+    assert not window.act_show_trace.isEnabled() and not window.act_copy_trace_path.isEnabled()
+    path = _write_trace(tmp_path / "saved.jsonl")
+    window.open_trace_file(path)
+    qtbot.waitUntil(lambda: window.shown_trace_path == path, timeout=10_000)
+    assert window.act_show_trace.isEnabled()
+
+    class Catcher(QObject):
+        urls: list[str] = []
+
+        @Slot(QUrl)
+        def handle(self, url: QUrl) -> None:
+            self.urls.append(url.toLocalFile())
+
+    catcher = Catcher()
+    QDesktopServices.setUrlHandler("file", catcher, "handle")
+    try:
+        window.act_show_trace.trigger()
+    finally:
+        QDesktopServices.unsetUrlHandler("file")
+    assert catcher.urls == [str(tmp_path)]
+    window.act_copy_trace_path.trigger()
+    assert QGuiApplication.clipboard().text() == str(path)
