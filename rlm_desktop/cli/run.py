@@ -163,15 +163,29 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
     return DEMO_PROVIDER, f"{why_demo}: using the offline demo provider. {DEMO_LABEL}"
 
 
+# RunLimits field -> the flag that sets it (so a bad value is reported in the user's terms).
+LIMIT_FLAGS = {"max_iterations": "--max-iterations", "max_depth": "--max-depth",
+               "max_sub_calls": "--max-sub-calls", "budget_usd": "--budget-usd", "max_tokens": "--max-tokens",
+               "cell_timeout_s": "--cell-timeout", "call_timeout_s": "--call-timeout",
+               "run_timeout_s": "--run-timeout"}
+
+
 def _limits(args: argparse.Namespace, base: Any) -> Any:
+    """``base`` with the limit flags applied; a bad value raises UsageError naming the flag."""
     from dataclasses import replace
 
-    changes = {k: v for k, v in {
-        "max_iterations": args.max_iterations, "max_depth": args.max_depth,
-        "max_sub_calls": args.max_sub_calls, "budget_usd": args.budget_usd,
-        "max_tokens": args.max_tokens, "cell_timeout_s": args.cell_timeout,
-        "call_timeout_s": args.call_timeout, "run_timeout_s": args.run_timeout}.items() if v is not None}
-    return replace(base, **changes)
+    from rlm_desktop.core.config import ConfigError
+
+    changes = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in LIMIT_FLAGS.items()}
+    try:
+        return replace(base, **{k: v for k, v in changes.items() if v is not None})
+    except ConfigError as exc:
+        msg = str(exc)
+        for field, flag in LIMIT_FLAGS.items():
+            if msg.startswith(field + " ") and changes[field] is not None:
+                msg = flag + msg[len(field):]
+                break
+        raise UsageError(msg) from None
 
 
 def _default_trace_path(query: str) -> Path:
@@ -270,6 +284,7 @@ def _handle(args: argparse.Namespace) -> int:
     missing = [p for p in args.docs if not os.path.lexists(p)]
     if missing:
         raise UsageError(f"no such file or folder: {missing[0]}")
+    _limits(args, RunLimits())        # a bad flag is said before any document is read
     settings, settings_note = _app_settings()
     provider, note = _resolve_provider(args, settings, settings_note)
     if note and not args.quiet:

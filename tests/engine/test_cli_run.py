@@ -250,3 +250,12 @@ def test_the_log_records_the_run_and_its_retry_but_never_the_key(srv: FakeOpenAI
     assert retry["level"] == "warning" and "slow down" in retry["msg"]
     done = next(r for r in recs if r["msg"].startswith("run finished: ok (final)"))
     assert "2 iterations" in done["msg"]
+
+
+def test_a_bad_limit_flag_is_named_before_any_document_is_read(docs: Path) -> None:
+    r = _cli("--docs", str(docs), "--query", "q", "--budget-usd", "-1")
+    assert r.returncode == 2
+    assert "--budget-usd must be greater than 0 (got -1.0)" in r.stderr
+    assert "loaded" not in r.stderr and "budget_usd" not in r.stderr
+    r2 = _cli("--docs", str(docs), "--query", "q", "--max-iterations", "0")
+    assert r2.returncode == 2 and "--max-iterations must be greater than 0" in r2.stderr
