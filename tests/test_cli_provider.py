@@ -91,6 +91,9 @@ def test_set_key_without_keyring_says_so(monkeypatch: pytest.MonkeyPatch,
     assert _set_key(monkeypatch, "mygw", KEY) == EXIT_FAILURE
     err = capsys.readouterr().err
     assert "No secure keyring" in err and "RLM_DESKTOP_KEY_MYGW" in err and KEY not in err
+    assert "<ID>" not in err
+    assert "From the command line, set RLM_DESKTOP_KEY_MYGW in the environment of `rlm-desktop run " \
+           "--provider mygw`" in err
 
 
 def test_test_and_models_against_the_scripted_server(monkeypatch: pytest.MonkeyPatch,

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from rlm_desktop.cli import EXIT_FAILURE, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+from rlm_desktop.core.profiles import env_var_for
 
 
 def add_parser(subparsers: Any) -> None:
@@ -194,7 +195,10 @@ def _set_key(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     status = secrets.keyring_status()
     if not status.available:
-        _err(status.message.replace("<ID>", prof.id.upper().replace("-", "_")))
+        var = env_var_for(prof.id)
+        _err(status.message.replace("RLM_DESKTOP_KEY_<ID>", var))
+        _err(f"From the command line, set {var} in the environment of `rlm-desktop run --provider "
+             f"{prof.id}` (a session-only key exists only inside the desktop app).")
         return EXIT_FAILURE
     try:
         key = _read_key(prof.id)
