@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
     trace_open_failed = Signal(str)   # message
     run_started = Signal(int)
     run_finished = Signal(object)     # RunOutcome of the run shown
+    export_finished = Signal(object)  # Path of a finished export
 
     def __init__(self, settings: Settings | None = None, *, history: HistoryStore | None = None,
                  window_state: WindowState | None = None, parent: QWidget | None = None) -> None:
@@ -654,8 +655,10 @@ class MainWindow(QMainWindow):
         self.trace_open_failed.emit(text)
         self._notify("Trace not opened", text, QMessageBox.Icon.Warning)
 
-    def export_trace(self, path: Path | None = None, fmt: str | None = None) -> Path | None:
-        """Export the shown trace; without ``path`` a file dialog asks."""
+    def export_trace(self, path: Path | None = None, fmt: str | None = None) -> ThreadJob | None:
+        """Export the shown trace on a worker thread (a 100,000-step trace takes seconds to render);
+        without ``path`` a file dialog asks. ``export_finished(path)`` follows; failures are said.
+        A run still in progress is exported from its file on disk: everything recorded so far."""
         from rlm_desktop.core.exporters import write_export
 
         trace = self.model.trace
@@ -670,14 +673,26 @@ class MainWindow(QMainWindow):
                 return None
             path = Path(chosen)
             fmt = fmt or EXPORT_FILTERS.get(flt)
-        self.model.flush()
-        try:
-            out = write_export(trace, path, fmt)
-        except (OSError, ValueError) as exc:
-            self._warn(f"Could not export to {path}: {exc}", title="Export failed")
-            return None
-        self.status.showMessage(f"Exported to {out}", 10000)
-        return out
+        target = Path(path)
+        # The mirror trace is changed by the GUI thread while a run is live: the worker reads the
+        # file instead. A finished or opened trace is never changed again, so it is read as it is.
+        source = self.shown_trace_path if self.model.live else None
+
+        def work(_job: ThreadJob) -> Path:
+            return write_export(read_trace(source) if source is not None else trace, target, fmt)
+
+        def failed(message: str) -> None:
+            self._warn(f"Could not export to {target}: {message}", title="Export failed")
+
+        def done(out: Path) -> None:
+            self.status.showMessage(f"Exported to {out}", 10000)
+            self.export_finished.emit(out)
+
+        job = ThreadJob(work, name="export", parent=self)
+        job.finished.connect(done)
+        job.failed.connect(failed)
+        self.status.showMessage(f"Exporting to {target}…")
+        return job.start()
 
     # -- misc --------------------------------------------------------------------------------------
     def _on_span_selected(self, span: Any) -> None:

@@ -142,8 +142,11 @@ def test_drop_folder_run_batched_and_nested_then_inspect(qtbot, window, settings
     # the meter shows the budget the run was given (recorded in the trace), not "no budget"
     assert " of $" in window.status.meter.format()
 
-    out = window.export_trace(window.shown_trace_path.with_suffix(".html"))
-    assert out is not None and "<html" in out.read_text().lower()
+    target = window.shown_trace_path.with_suffix(".html")
+    with qtbot.waitSignal(window.export_finished, timeout=30_000) as exported:
+        job = window.export_trace(target)
+        assert job is not None and not job.done      # rendered on a worker thread
+    assert exported.args[0] == target and "<html" in target.read_text().lower()
 
 
 def test_stop_mid_batch_cancels_nodes_and_closes_requests(qtbot, window, settings, fake_openai,  # noqa: ANN001
@@ -162,6 +165,12 @@ def test_stop_mid_batch_cancels_nodes_and_closes_requests(qtbot, window, setting
     assert window.query.run_button.text().startswith("&Stop")   # Run became Stop
     assert srv.wait_until(lambda s: s.open_now >= 4, timeout=20)
     qtbot.waitUntil(lambda: len(_spans(window, SpanKind.SUB_CALL)) == 4, timeout=5000)
+    # Exporting while it runs: from the file on disk, everything recorded so far, steps open.
+    live_md = window.shown_trace_path.with_name("live.md")
+    with qtbot.waitSignal(window.export_finished, timeout=30_000):
+        window.export_trace(live_md, "markdown")
+    exported = live_md.read_text(encoding="utf-8")
+    assert QUERY in exported and "llm_query_batched" in exported and "never ended" in exported
     with qtbot.waitSignal(window.run_finished, timeout=10_000) as finished:
         qtbot.keyClick(window.trace_pane.view, Qt.Key.Key_Escape)   # Esc stops
     assert finished.args[0].result.status == "cancelled"
