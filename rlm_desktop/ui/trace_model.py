@@ -311,10 +311,22 @@ class TraceFilterProxy(QSortFilterProxyModel):
         self.setDynamicSortFilter(True)
         self._text = ""
         self._errors_only = False
+        # Lower-cased searchable text of ended spans (they no longer change): a 100,000-step trace
+        # is searched again on every filter change, and building the text was most of the time.
+        self._search: dict[str, str] = {}
+        self.modelReset.connect(self._search.clear)
 
     @property
     def active(self) -> bool:
         return bool(self._text) or self._errors_only
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def errors_only(self) -> bool:
+        return self._errors_only
 
     def set_text(self, text: str) -> None:
         text = text.strip().lower()
@@ -338,4 +350,13 @@ class TraceFilterProxy(QSortFilterProxyModel):
             return False
         if self._errors_only and fmt.span_status(span, model.live) not in ERROR_STATUSES:
             return False
-        return not self._text or self._text in fmt.span_search_text(span)
+        return not self._text or self._text in self._search_text(span)
+
+    def _search_text(self, span: Span) -> str:
+        if span.end is None:               # still changing (streamed text): not cached
+            return fmt.span_search_text(span)
+        key = span.id
+        text = self._search.get(key)
+        if text is None:
+            text = self._search[key] = fmt.span_search_text(span)
+        return text

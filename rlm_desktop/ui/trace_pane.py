@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -30,6 +30,7 @@ from rlm_desktop.ui.trace_model import (
     TraceModel,
 )
 
+FILTER_DELAY_MS = 200
 DEFAULT_WIDTHS = {COL_NAME: 225, COL_STATUS: 82, COL_DURATION: 68, COL_TOKENS: 105, COL_COST: 62}
 
 
@@ -50,7 +51,13 @@ class TracePane(QWidget):
         self.filter_edit.setObjectName("traceFilter")
         self.filter_edit.setPlaceholderText("Filter steps by name or content (Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.textChanged.connect(self._on_filter)
+        # Typing is debounced: a 100,000-step trace is searched once the keys pause, not per key.
+        self._filter_timer = QTimer(self)
+        self._filter_timer.setSingleShot(True)
+        self._filter_timer.setInterval(FILTER_DELAY_MS)
+        self._filter_timer.timeout.connect(self._apply_filter)
+        self.filter_edit.textChanged.connect(lambda _t: self._filter_timer.start())
+        self.filter_edit.returnPressed.connect(self._apply_filter)
         self.errors_only = QCheckBox("&Errors only")
         self.errors_only.setToolTip("Show only failed, timed-out, limited and incomplete steps "
                                     "(with their ancestors)")
@@ -202,17 +209,22 @@ class TracePane(QWidget):
         finally:
             self._programmatic -= 1
 
-    def _on_filter(self, text: str) -> None:
-        self.proxy.set_text(text)
-        self._use_proxy(self.proxy.active)
-        if self.proxy.active:
-            self.view.expandAll()
+    def _on_errors_only(self, _on: bool) -> None:
+        self._apply_filter()
 
-    def _on_errors_only(self, on: bool) -> None:
-        self.proxy.set_errors_only(on)
+    def _apply_filter(self) -> None:
+        """Apply the filter box and "errors only". The view is detached from the proxy while it
+        recomputes: one reset for the view instead of a row removal per hidden step (with a large
+        trace expanded, those took minutes)."""
+        self._filter_timer.stop()
+        text, errors = self.filter_edit.text(), self.errors_only.isChecked()
+        if (text.strip().lower(), errors) == (self.proxy.text, self.proxy.errors_only):
+            return
+        if self.view.model() is self.proxy:
+            self._use_proxy(False)
+        self.proxy.set_text(text)
+        self.proxy.set_errors_only(errors)
         self._use_proxy(self.proxy.active)
-        if self.proxy.active:
-            self.view.expandAll()
 
     def _on_reset(self) -> None:
         self._programmatic += 1

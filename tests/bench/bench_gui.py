@@ -68,8 +68,24 @@ def bench_open(app: Any, tmp: Path, spans: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     if len(w.model.trace) != count:
         raise AssertionError(f"opened {len(w.model.trace)} spans, expected {count}")
+    # The filter box on the same trace: a search that matches nothing, then one that matches
+    # most steps (every match expanded in the view).
+    pane = w.trace_pane
+    filter_s = {}
+    for name, text in (("none", "no step says this"), ("most", "cell")):
+        t0 = time.perf_counter()
+        pane.filter_edit.setText(text)
+        pane._apply_filter()
+        pane.view.viewport().repaint()
+        filter_s[name] = round(time.perf_counter() - t0, 3)
+    shown = pane.proxy.rowCount()
+    pane.filter_edit.clear()
+    pane._apply_filter()
     w.close()
-    return {"open_100k_s": round(elapsed, 3), "spans": count}
+    if shown == 0:
+        raise AssertionError("the filter 'cell' matched nothing in the generated trace")
+    return {"open_100k_s": round(elapsed, 3), "spans": count,
+            "filter_100k_no_match_s": filter_s["none"], "filter_100k_most_match_s": filter_s["most"]}
 
 
 def _produce(trace: Any, rate: int, seconds: float, stop: threading.Event) -> int:

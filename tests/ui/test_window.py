@@ -230,6 +230,16 @@ def test_drop_truncated_trace_opens_with_incomplete_nodes(qtbot, window, tmp_pat
     view_model = window.trace_pane.visible_model()
     assert view_model is window.trace_pane.proxy
     assert view_model.rowCount() == 1
+    window.trace_pane.errors_only.setChecked(False)
+    assert window.trace_pane.visible_model() is window.model
+    # Typing in the filter box applies once the keys pause (one search per pause, not per key).
+    pane = window.trace_pane
+    qtbot.keyClicks(pane.filter_edit, "no such words")
+    assert pane.visible_model() is window.model                 # not yet: still typing
+    qtbot.waitUntil(lambda: pane.visible_model() is pane.proxy, timeout=5000)
+    assert pane.proxy.rowCount() == 0
+    pane.filter_edit.clear()
+    qtbot.waitUntil(lambda: pane.visible_model() is window.model, timeout=5000)
 
 
 def test_bad_trace_file_reports_error(qtbot, window, tmp_path) -> None:  # noqa: ANN001
