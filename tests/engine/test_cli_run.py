@@ -119,7 +119,7 @@ def test_usage_and_provider_errors_exit_codes(srv: FakeOpenAI, docs: Path, tmp_p
     r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url)
     assert r.returncode == 2 and "--model is required" in r.stderr
     r = _cli("--docs", str(docs), "--query", "q", "--max-iterations", "0", "--provider", "demo")
-    assert r.returncode == 2 and "max_iterations must be greater than 0" in r.stderr
+    assert r.returncode == 2 and "--max-iterations must be greater than 0" in r.stderr
     r = _cli("--docs", str(docs), "--query", "q", "--provider", "no-such-profile")
     assert r.returncode == 2 and "no-such-profile" in r.stderr
     srv.script(Reply.error(401, "bad key"))
