@@ -165,7 +165,7 @@ class MainWindow(QMainWindow):
         # wiring
         self.documents.status_message.connect(lambda m: self.status.showMessage(m, 8000))
         self.documents.loading_changed.connect(self._update_actions)
-        self.history.open_requested.connect(lambda p: self.open_trace_file(Path(p)))
+        self.history.open_requested.connect(self._open_from_history)
         self.history.ask_again_requested.connect(self._ask_again)
         self.query.run_requested.connect(self.start_run)
         self.query.stop_requested.connect(self.stop_run)
@@ -431,6 +431,17 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.run_started.emit(run_id)
         return run_id
+
+    def _open_from_history(self, path: str) -> None:
+        # The "running" row of the run in progress is that run: it is already shown, and opening
+        # its file would stop it.
+        if (self.current_run is not None and self.bridge.is_running(self.current_run)
+                and self.shown_trace_path is not None and Path(path) == Path(self.shown_trace_path)):
+            self.status.showMessage("That run is still going and is the one shown; Stop (Esc) ends it.",
+                                    10000)
+            self.trace_pane.view.setFocus()
+            return
+        self.open_trace_file(Path(path))
 
     def _ask_again(self, question: str) -> None:
         self.query.set_query(question)

@@ -171,6 +171,10 @@ def test_stop_mid_batch_cancels_nodes_and_closes_requests(qtbot, window, setting
         window.export_trace(live_md, "markdown")
     exported = live_md.read_text(encoding="utf-8")
     assert QUERY in exported and "llm_query_batched" in exported and "never ended" in exported
+    # Its "running" row in the history is this run: opening it shows it, it does not stop it.
+    assert window.history.entries[0].status == "running"
+    window.history.open_row(0)
+    assert window.bridge.is_running(window.current_run) and "still going" in window.status.currentMessage()
     with qtbot.waitSignal(window.run_finished, timeout=10_000) as finished:
         qtbot.keyClick(window.trace_pane.view, Qt.Key.Key_Escape)   # Esc stops
     assert finished.args[0].result.status == "cancelled"
