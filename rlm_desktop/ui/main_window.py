@@ -124,6 +124,7 @@ class MainWindow(QMainWindow):
         self._open_job: ThreadJob | None = None
         self._run_models: dict[int, str] = {}     # run id -> "provider: model" for the history
         self._last_error_dialog = -1e9
+        self._open_note = ""       # said with "Opened …" (e.g. that a run was stopped for it)
 
         # panes
         self.documents = DocumentsPane()
@@ -590,13 +591,16 @@ class MainWindow(QMainWindow):
         """Read ``path`` on a worker thread, then show it (a running run is stopped first)."""
         if self._open_job is not None:
             self._open_job.cancel.cancel("another trace was opened")
+        stopped = ""
         if self.current_run is not None and self.bridge.is_running(self.current_run):
             self.stop_run()
+            stopped = "Stopped the run in progress (its trace is saved and listed in History). "
         job = ThreadJob(lambda _j: read_trace(path), name="open-trace", parent=self)
         self._open_job = job
         job.finished.connect(lambda trace: self._on_trace_read(job, path, trace))
         job.failed.connect(lambda msg: self._on_trace_failed(job, path, msg))
-        self.status.showMessage(f"Opening {path.name}…")
+        self._open_note = stopped
+        self.status.showMessage(f"{stopped}Opening {path.name}…")
         job.start()
 
     def _on_trace_read(self, job: ThreadJob, path: Path, trace: Trace) -> None:
@@ -648,7 +652,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{APP_TITLE} — {path.name}")
         if query and not self.query.query():
             self.query.set_query(query)
-        msg = f"Opened {path.name}: {len(trace):,} steps"
+        msg = f"{self._open_note}Opened {path.name}: {len(trace):,} steps"
+        self._open_note = ""
         if trace.truncated or incomplete:
             msg += (f"; cut short — {incomplete:,} step(s) never finished and are marked incomplete")
         if trace.skipped_lines:

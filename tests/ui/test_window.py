@@ -208,6 +208,7 @@ def test_events_of_an_old_run_are_ignored(qtbot, window, settings, fake_openai, 
     qtbot.wait(200)   # let any late queued events arrive
     assert len(window.model.trace) == 1 and window.model.trace.header["query"] == "older"
     assert window.answer.text.toPlainText() == "old answer"
+    assert window.status.currentMessage().startswith("Stopped the run in progress (its trace is saved")
 
 
 def test_drop_truncated_trace_opens_with_incomplete_nodes(qtbot, window, tmp_path) -> None:  # noqa: ANN001
