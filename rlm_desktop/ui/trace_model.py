@@ -199,6 +199,16 @@ class TraceModel(QAbstractItemModel):
         span = index.internalPointer()
         return span if isinstance(span, Span) else None
 
+    def child_span(self, parent: AnyIndex, row: int) -> Span | None:
+        """The span at ``row`` under ``parent`` (as :meth:`index` would give), without building an
+        index: the filter proxy asks this once per step of the trace."""
+        if parent.isValid():
+            pspan = self.span_for_index(parent)
+            if pspan is None or not 0 <= row < self._child_count(pspan.id, pspan):
+                return None
+            return pspan.children[row]
+        return self._trace.roots[row] if 0 <= row < self._child_count(None, None) else None
+
     def index_for_span(self, span: Span | None, column: int = 0) -> QModelIndex:
         if span is None:
             return QModelIndex()
@@ -345,7 +355,7 @@ class TraceFilterProxy(QSortFilterProxyModel):
         model = self.sourceModel()
         if not isinstance(model, TraceModel):
             return True
-        span = model.span_for_index(model.index(source_row, 0, source_parent))
+        span = model.child_span(source_parent, source_row)
         if span is None:
             return False
         if self._errors_only and fmt.span_status(span, model.live) not in ERROR_STATUSES:
