@@ -28,6 +28,30 @@ def _write_trace(path: Path, stdout: str = "ok\n") -> Path:
     return path
 
 
+def _file_urls_opened_by(action) -> list[str]:  # noqa: ANN001
+    """Trigger ``action`` and return the local paths it asked the desktop to open (caught by a
+    real Qt URL handler for the file scheme, so no file manager starts)."""
+    from PySide6.QtCore import QObject, QUrl, Slot
+    from PySide6.QtGui import QDesktopServices
+
+    class Catcher(QObject):
+        def __init__(self) -> None:
+            super().__init__()
+            self.paths: list[str] = []
+
+        @Slot(QUrl)
+        def handle(self, url: QUrl) -> None:
+            self.paths.append(url.toLocalFile())
+
+    catcher = Catcher()
+    QDesktopServices.setUrlHandler("file", catcher, "handle")
+    try:
+        action.trigger()
+    finally:
+        QDesktopServices.unsetUrlHandler("file")
+    return catcher.paths
+
+
 _CHILD = r"""
 import sys
 from PySide6.QtCore import QTimer
@@ -238,27 +262,10 @@ def test_internal_error_dialog_is_not_a_flood_and_points_at_the_log(qtbot, windo
 
 
 def test_help_opens_the_log_folder(qtbot, window) -> None:  # noqa: ANN001
-    from PySide6.QtCore import QObject, QUrl, Slot
-    from PySide6.QtGui import QDesktopServices
 
     from rlm_desktop.core.logs import log_file
 
-    class Catcher(QObject):
-        def __init__(self) -> None:
-            super().__init__()
-            self.urls: list[QUrl] = []
-
-        @Slot(QUrl)
-        def handle(self, url: QUrl) -> None:
-            self.urls.append(url)
-
-    catcher = Catcher()
-    QDesktopServices.setUrlHandler("file", catcher, "handle")
-    try:
-        window.act_open_logs.trigger()
-    finally:
-        QDesktopServices.unsetUrlHandler("file")
-    assert [u.toLocalFile() for u in catcher.urls] == [str(log_file().parent)]
+    assert _file_urls_opened_by(window.act_open_logs) == [str(log_file().parent)]
     assert log_file().parent.is_dir()
 
 
@@ -430,8 +437,6 @@ def test_history_shows_one_row_per_run_with_its_latest_state(tmp_path: Path) -> 
 
 
 def test_the_shown_trace_file_can_be_revealed_and_its_path_copied(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001
-    from PySide6.QtCore import QObject, QUrl, Slot
-    from PySide6.QtGui import QDesktopServices
 
     assert not window.act_show_trace.isEnabled() and not window.act_copy_trace_path.isEnabled()
     path = _write_trace(tmp_path / "saved.jsonl")
@@ -439,19 +444,6 @@ def test_the_shown_trace_file_can_be_revealed_and_its_path_copied(qtbot, window,
     qtbot.waitUntil(lambda: window.shown_trace_path == path, timeout=10_000)
     assert window.act_show_trace.isEnabled()
 
-    class Catcher(QObject):
-        urls: list[str] = []
-
-        @Slot(QUrl)
-        def handle(self, url: QUrl) -> None:
-            self.urls.append(url.toLocalFile())
-
-    catcher = Catcher()
-    QDesktopServices.setUrlHandler("file", catcher, "handle")
-    try:
-        window.act_show_trace.trigger()
-    finally:
-        QDesktopServices.unsetUrlHandler("file")
-    assert catcher.urls == [str(tmp_path)]
+    assert _file_urls_opened_by(window.act_show_trace) == [str(tmp_path)]
     window.act_copy_trace_path.trigger()
     assert QGuiApplication.clipboard().text() == str(path)
