@@ -387,7 +387,6 @@ app.exec()
 def test_a_run_the_app_did_not_live_to_finish_is_listed_as_interrupted(tmp_path: Path, fake_openai) -> None:  # noqa: ANN001
     import json
     import signal
-    import time
 
     from rlm_desktop.core.paths import data_dir
     from rlm_desktop.core.trace import read_trace
@@ -403,9 +402,7 @@ def test_a_run_the_app_did_not_live_to_finish_is_listed_as_interrupted(tmp_path:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                              cwd=str(Path(__file__).resolve().parents[2]))
     try:
-        deadline = time.monotonic() + 60
-        while not fake_openai.requests and time.monotonic() < deadline and child.poll() is None:
-            time.sleep(0.05)
+        fake_openai.wait_until(lambda s: bool(s.requests) or child.poll() is not None, timeout=60)
         assert fake_openai.requests, child.stderr.read() if child.poll() is not None else "no request"
         running = HistoryStore().entries()
         assert [(e.status, e.pid) for e in running] == [("running", child.pid)]
