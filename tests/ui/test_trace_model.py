@@ -152,13 +152,19 @@ def test_truncated_file_shows_incomplete_nodes(tmp_path: Path) -> None:
     assert model.data(model.index(0, COL_STATUS)) == "incomplete"
 
 
-def test_filter_text_and_errors_only(qtmodeltester) -> None:  # noqa: ANN001
+def _filtered_run(iterations: int, batch: int) -> tuple[TraceModel, TraceFilterProxy]:
+    """A finished run in the adapter model, behind a filter proxy."""
     src = Trace()
-    _produce_run(src, iterations=3, batch=4)
+    _produce_run(src, iterations=iterations, batch=batch)
     model = TraceModel()
     model.set_trace(src, live=False)
     proxy = TraceFilterProxy()
     proxy.setSourceModel(model)
+    return model, proxy
+
+
+def test_filter_text_and_errors_only(qtmodeltester) -> None:  # noqa: ANN001
+    model, proxy = _filtered_run(iterations=3, batch=4)
     qtmodeltester.check(proxy, force_py=True)
     proxy.set_errors_only(True)
     # only the failed sub-call and its ancestors remain
@@ -188,12 +194,7 @@ def test_events_for_unknown_spans_are_dropped_not_half_applied() -> None:
 def test_an_index_of_another_model_is_never_dereferenced() -> None:
     """Proxy indexes carry the proxy's own internal pointer, not a Span: handing one to the source
     model by mistake (a view switched between proxy and source) must give nothing, not a crash."""
-    src = Trace()
-    _produce_run(src, iterations=2, batch=2)
-    model = TraceModel()
-    model.set_trace(src, live=False)
-    proxy = TraceFilterProxy()
-    proxy.setSourceModel(model)
+    model, proxy = _filtered_run(iterations=2, batch=2)
     proxy.set_text("chunk")
     run = proxy.index(0, 0)
     it = proxy.index(0, 0, run)
