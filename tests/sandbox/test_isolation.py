@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from rlm_desktop.sandbox.api import IsolationLevel, SandboxError, SandboxRefused
 from rlm_desktop.sandbox.harden import landlock_abi
 from rlm_desktop.sandbox.host import Sandbox, harden_host_process
 from rlm_desktop.sandbox.measure import measure_isolation, refusal_message
+from tests.proctree import descendants
+from tests.sandbox.expected import ENV_VAR, expected_at_least, expected_layers, expected_level
 
 ROOT = Path(__file__).resolve().parents[2]
 LINUX = sys.platform.startswith("linux")
@@ -45,18 +49,80 @@ def run(coro_fn, *, limits: SandboxLimits | None = None, context: Any = "ctx") -
     return asyncio.run(main())
 
 
-def _kernel_level() -> str:
-    """What this machine should reach; tests needing a layer skip with the level when it is missing."""
-    async def go() -> str:
-        sb = Sandbox(SandboxLimits(allow_weak=True), context="")
-        rep = await sb.start()
-        await sb.close()
-        return rep.level.value
-    return asyncio.run(go())
+# What this machine must give, known without the code under test (see tests/sandbox/expected.py):
+# a test needing a layer the machine supports fails, never skips, when that layer is missing.
+EXPECTED = expected_level()
+needs_strong = pytest.mark.skipif(EXPECTED != "strong", reason=f"this machine is expected to give "
+                                  f"{EXPECTED!r} ({ENV_VAR} or the kernel probe), not 'strong'")
 
 
-LEVEL = _kernel_level() if LINUX else "none"
-needs_strong = pytest.mark.skipif(LEVEL != "strong", reason=f"needs every layer; this machine: {LEVEL}")
+def _status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status read here, not through the sandbox's own helper."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def _ns_inode(pid: int | str, name: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{name}").st_ino
+
+
+@pytest.mark.skipif(not LINUX, reason="the isolation layers are Linux-only")
+def test_every_layer_the_machine_supports_is_in_force_seen_from_outside(tmp_path: Path) -> None:
+    """Judged by the kernel's view of the live worker, not by the sandbox's report."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not for the sandbox")
+    outside.chmod(0o644)
+    want = expected_layers()
+    limits = SandboxLimits(allow_weak=not expected_at_least("good"))     # the default refuses below good
+
+    async def go(sb: Sandbox):
+        assert sb.pid is not None
+        status = _status(sb.pid)
+        ns = {n: _ns_inode(sb.pid, n) != _ns_inode("self", n) for n in ("net", "user", "pid", "mnt")}
+        r = await sb.run_cell(textwrap.dedent(f"""
+            try:
+                open({str(outside)!r}).read()
+                print("read")
+            except OSError as e:
+                print("errno", e.errno)
+        """), timeout_s=20, on_request=echo)
+        return sb.isolation, status, ns, r
+    rep, status, ns, r = run(go, limits=limits)
+    problems = []
+    if "seccomp" in want and (status.get("Seccomp") != "2" or status.get("NoNewPrivs") != "1"):
+        problems.append(f"seccomp not in force in the worker (Seccomp: {status.get('Seccomp')}, "
+                        f"NoNewPrivs: {status.get('NoNewPrivs')})")
+    if "namespaces" in want and not all(ns.values()):
+        problems.append(f"the worker shares namespaces with the host: {sorted(k for k, v in ns.items() if not v)}")
+    if "landlock" in want and r.stdout != f"errno {errno.EACCES}\n":
+        problems.append(f"Landlock not in force: reading a file outside the allowed paths gave {r.stdout!r} "
+                        f"{r.error or ''}")
+    assert not problems, (f"this machine is expected to give {EXPECTED!r} ({ENV_VAR} or the kernel probe): "
+                          + "; ".join(problems))
+    assert rep.level.rank >= IsolationLevel(EXPECTED).rank, rep.summary
+
+
+@pytest.mark.skipif(not LINUX, reason="the isolation layers are Linux-only")
+def test_the_default_settings_refuse_a_sandbox_below_good_and_leave_nothing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert SandboxLimits().allow_weak is False
+    monkeypatch.setattr(host_mod, "_DISABLED_LAYERS", frozenset({"namespaces", "landlock", "seccomp"}))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = descendants(os.getpid())
+
+    async def start() -> None:
+        sb = Sandbox(SandboxLimits(), context="c")
+        try:
+            await sb.start()
+            r = await sb.run_cell("print('ran')", timeout_s=10, on_request=echo)
+            raise AssertionError(f"a sandbox rated below 'good' ran code by default: {r}")
+        finally:
+            await sb.close()
+    with pytest.raises(SandboxRefused) as ei:
+        asyncio.run(start())
+    assert "'none'" in str(ei.value) and "--allow-weak-sandbox" in str(ei.value)
+    assert descendants(os.getpid()) <= before, "the refused worker was left running"
+    assert [p.name for p in tmp_path.iterdir()] == []           # its scratch folder is gone too
 
 
 @needs_strong
@@ -91,8 +157,8 @@ def test_strong_level_is_measured_from_outside() -> None:
     ({"namespaces", "landlock", "seccomp"}, "none"),
 ])
 def test_missing_layers_lower_the_level_and_below_good_is_refused(monkeypatch, disabled, expected) -> None:
-    if LEVEL != "strong":
-        pytest.skip(f"needs a machine where every layer works to switch them off one by one; here: {LEVEL}")
+    if EXPECTED != "strong":
+        pytest.skip(f"needs a machine where every layer works to switch them off one by one; here: {EXPECTED}")
     monkeypatch.setattr(host_mod, "_DISABLED_LAYERS", frozenset(disabled))
 
     async def start(limits: SandboxLimits):
