@@ -154,8 +154,10 @@ def test_infinite_loop_cell_times_out_restarts_and_run_continues(srv: FakeOpenAI
         "```repl\nwhile True:\n    pass\n```",
         "```repl\nprint('kept' in globals())\nFINAL('survived')\n```",
     ])
-    res, trace = run(make_config(cell_timeout_s=1.0), "ctx", make_provider(srv))
-    assert res.status == "ok" and res.answer == "survived"
+    # The run limit bounds the test: a cell timeout that never fires ends the run by that limit.
+    res, trace = run(make_config(cell_timeout_s=1.0, run_timeout_s=60), "ctx", make_provider(srv))
+    assert res.status == "ok" and res.answer == "survived", \
+        f"the looping cell was not ended by its 1 s timeout: {res.status} ({res.reason})"
     told = _root_requests(srv)[2].last_user
     assert "sandbox restarted: timeout after 1 s; variables lost" in told
     loop_cell = [s for s in trace if s.kind == SpanKind.CODE_CELL][1]

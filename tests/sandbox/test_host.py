@@ -46,8 +46,19 @@ def run(coro_fn, *, context: Any = "the context", limits: SandboxLimits = LIMITS
     return asyncio.run(main())
 
 
-def cell(sb: Sandbox, code: str, *, timeout: float = 20, handler=echo, on_output=None):
-    return sb.run_cell(textwrap.dedent(code), timeout_s=timeout, on_request=handler, on_output=on_output)
+# How long past its own timeout a cell may take before the test fails (with a message saying so)
+# instead of hanging until pytest-timeout: a cell timeout that never fires must fail here.
+CELL_GRACE_S = 30
+
+
+async def cell(sb: Sandbox, code: str, *, timeout: float = 20, handler=echo, on_output=None):
+    bound = timeout + CELL_GRACE_S
+    try:
+        return await asyncio.wait_for(sb.run_cell(textwrap.dedent(code), timeout_s=timeout, on_request=handler,
+                                                  on_output=on_output), bound)
+    except TimeoutError:
+        raise AssertionError(f"the cell was still running {bound:g} s after it started although its "
+                             f"timeout is {timeout:g} s: the cell timeout did not end it") from None
 
 
 def test_constants_match_the_stdlib() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import importlib.util
 import json
@@ -23,7 +22,7 @@ from rlm_desktop.sandbox import host as host_mod
 from rlm_desktop.sandbox import seccomp, wire
 from rlm_desktop.sandbox.api import IsolationLevel, SandboxError, SandboxRefused, SubRequest
 from rlm_desktop.sandbox.harden import landlock_abi
-from rlm_desktop.sandbox.host import Sandbox, harden_host_process
+from rlm_desktop.sandbox.host import Sandbox
 from rlm_desktop.sandbox.measure import measure_isolation, refusal_message
 from tests.proctree import descendants
 from tests.sandbox.expected import ENV_VAR, expected_at_least, expected_layers, expected_level
@@ -328,16 +327,45 @@ def test_threads_are_allowed_up_to_the_process_limit_but_not_processes() -> None
     assert r.stdout == "20\nfork refused\n"
 
 
-@pytest.mark.skipif(not LINUX, reason="prctl is Linux-only")
+@pytest.mark.skipif(not LINUX, reason="prctl and /proc are Linux-only")
 def test_harden_host_process_makes_the_app_non_dumpable() -> None:
-    code = (f"import ctypes, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from rlm_desktop.sandbox.host import harden_host_process\n"
-            "libc = ctypes.CDLL(None)\n"
-            "before = libc.prctl(3, 0, 0, 0, 0)\n"
-            "print(before, harden_host_process(), libc.prctl(3, 0, 0, 0, 0))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert r.stdout.split() == ["1", "True", "0"], r.stderr
-    assert ctypes is not None and callable(harden_host_process)
+    """Judged by what it is for: another process of the same user, without privileges, can read
+    the app's environment (where API keys live) before, and not after."""
+    canary = "sk-canary-ENVIRON-5d1c"
+    app_code = (f"import ctypes, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+                "from rlm_desktop.sandbox.host import harden_host_process\n"
+                "libc = ctypes.CDLL(None)\n"
+                "print(libc.prctl(3, 0, 0, 0, 0), flush=True)\n"
+                "sys.stdin.readline()\n"
+                "print(harden_host_process(), libc.prctl(3, 0, 0, 0, 0), flush=True)\n"
+                "sys.stdin.readline()\n")
+    # App and reader: the same user, every capability dropped (as root, CAP_SYS_PTRACE would read
+    # anything, and a reader with fewer capabilities than its target is refused regardless).
+    unprivileged = (["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else [])
+    app = subprocess.Popen([*unprivileged, sys.executable, "-c", app_code], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, env={**os.environ, "RLM_TEST_CANARY": canary})
+    reader = (f"try:\n    data = open('/proc/{app.pid}/environ', 'rb').read()\n"
+              f"    print('read' if {canary.encode()!r} in data else 'no canary')\n"
+              "except PermissionError:\n    print('denied')\n")
+
+    def read_environ() -> str:
+        r = subprocess.run([*unprivileged, sys.executable, "-c", reader], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    try:
+        assert app.stdout.readline().split() == ["1"]         # dumpable to begin with
+        before = read_environ()
+        app.stdin.write("\n")
+        app.stdin.flush()
+        hardened = app.stdout.readline().split()
+        after = read_environ()
+    finally:
+        app.kill()
+        app.wait()
+    assert before == "read", f"the control failed: an unprivileged reader could not read it ({before})"
+    assert after == "denied", f"after harden_host_process another process could still read: {after}"
+    assert hardened == ["True", "0"]
 
 
 def test_seccomp_tables_match_the_kernel_headers() -> None:

@@ -121,7 +121,8 @@ def test_a_sandbox_holds_its_folder_across_restarts_and_no_worker_holds_the_lock
                         f"worker process {pid} holds the scratch lock (round {round_})"
                 assert root not in sweep_stale_scratch() and os.path.isdir(root)
                 if round_ == 0:
-                    r = await sb.run_cell("while True: pass", timeout_s=0.5, on_request=_no_calls)
+                    r = await asyncio.wait_for(sb.run_cell("while True: pass", timeout_s=0.5,
+                                                           on_request=_no_calls), 30)
                     assert r.status == "timeout" and r.restarted
             assert _lock_is_held(root)
             r = await sb.run_cell("print('after restart')", timeout_s=20, on_request=_no_calls)
@@ -159,7 +160,8 @@ def test_an_app_in_another_pid_namespace_keeps_its_folder_while_sweeps_run_outsi
                 print(json.dumps({{"root": sb._scratch_root, "pid_here": os.getpid(), "ok": first.ok}}),
                       flush=True)
                 await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-                spun = await sb.run_cell("while True: pass", timeout_s=0.5, on_request=no_calls)
+                spun = await asyncio.wait_for(sb.run_cell("while True: pass", timeout_s=0.5,
+                                                          on_request=no_calls), 30)
                 after = await sb.run_cell("print(context)", timeout_s=30, on_request=no_calls)
                 print(json.dumps({{"spun": spun.status, "restarted": spun.restarted,
                                    "after_ok": after.ok, "after": after.stdout, "error": after.error}}),
