@@ -373,7 +373,10 @@ def test_closing_during_a_run_stops_it_and_records_it(qtbot, settings, fake_open
     w.start_run()
     assert srv.wait_until(lambda s: s.open_now >= 1, timeout=20)
     path = w.shown_trace_path
+    boxes = pidfds(sandbox_processes(os.getpid()))
+    assert boxes, "no sandbox process was found while the cell ran"
     w.close()
+    assert still_alive_after(boxes, 10) == set(), "sandbox processes outlived the window"
     assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)
     assert w.history.entries and w.history.entries[0].status == "cancelled"
     lines = path.read_text().splitlines()
