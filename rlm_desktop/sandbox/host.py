@@ -19,6 +19,7 @@ import secrets
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -95,34 +96,58 @@ def _worker_code() -> bytes:
 
 
 SCRATCH_PREFIX = "rlm-sandbox-"
-OWNER_FILE = "owner"
-UNOWNED_STALE_AFTER_S = 24 * 3600
+LOCK_FILE = "lock"
+# A folder without a lock file is either being created (the lock file appears, already locked, a
+# moment after the folder) or was left by an app that died in that moment or by an older version
+# of the app. Only the age of such a folder can tell: it is removed after a day.
+UNLOCKED_STALE_AFTER_S = 24 * 3600
 
 
-def _process_identity(pid: int) -> str | None:
-    """``"<pid> <start time>"`` for a live process (the start time tells a reused pid apart)."""
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive advisory lock on ``fd`` without waiting; False when another holds it."""
+    import fcntl  # POSIX only; the sandbox refuses Windows anyway
+
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return f"{pid} {fields[19]}"            # field 22 of stat: start time since boot
-    except (OSError, IndexError):
-        if os.path.isdir("/proc"):
-            return None
-        try:                                     # no procfs (macOS): existence only
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return f"{pid} ?"
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def create_locked_scratch(tmpdir: str | None = None) -> tuple[str, int]:
+    """Create a ``rlm-sandbox-*`` folder owned by this process: returns (path, lock fd).
+
+    Ownership is an advisory lock (``flock``) on the folder's lock file, held through the returned
+    fd for as long as the folder is used: the kernel drops it when the process dies, however it
+    dies, and a live process keeps it whatever PID namespace it is seen from. The lock file is
+    locked under a temporary name and then renamed into place, so no one ever sees a lock file
+    that is not locked yet. The fd is close-on-exec: no worker inherits (or can release) it."""
+    root = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=tmpdir)
+    try:
+        pending = os.path.join(root, LOCK_FILE + ".new")
+        fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        if not _try_lock(fd):                  # nobody else can know this file yet
+            raise OSError(f"could not lock {pending}")
+        os.rename(pending, os.path.join(root, LOCK_FILE))
+    except OSError:
+        os.close(fd)
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return root, fd
 
 
 def sweep_stale_scratch(tmpdir: str | None = None) -> list[str]:
-    """Remove scratch folders left by app processes that are gone (killed, crashed, power loss).
+    """Remove scratch folders whose owner is gone (killed, crashed, power loss).
 
-    Only folders named ``rlm-sandbox-*``, really folders (not links), owned by this user, whose
-    owner file names a process that no longer exists (or, without an owner file, older than a
-    day) are removed. Returns what was removed."""
+    Only folders named ``rlm-sandbox-*``, really folders (not links), owned by this user, are
+    considered. One whose lock file's lock can be taken has no living owner: it is removed while
+    the lock is held, so no one else removes or reuses it meanwhile. One without a lock file is
+    being created (or was left mid-creation, or by an older version): removed only after a day.
+    Returns what was removed."""
     base = tmpdir or tempfile.gettempdir()
     removed: list[str] = []
     try:
@@ -136,24 +161,35 @@ def sweep_stale_scratch(tmpdir: str | None = None) -> list[str]:
             st = os.lstat(path)
         except OSError:
             continue
-        if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != uid:
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
             continue
+        lock_path = os.path.join(path, LOCK_FILE)
         try:
-            fd = os.open(os.path.join(path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, encoding="ascii", errors="replace") as f:
-                owner = f.read(64).strip()
+            fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
-            owner = None
+            if time.time() - st.st_mtime > UNLOCKED_STALE_AFTER_S:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            continue
         except OSError:
             continue
-        if owner is None:
-            stale = time.time() - st.st_mtime > UNOWNED_STALE_AFTER_S
-        else:
-            pid_text = owner.split(" ", 1)[0]
-            stale = not pid_text.isdigit() or _process_identity(int(pid_text)) not in (owner, f"{pid_text} ?")
-        if stale:
+        try:
+            if not _try_lock(fd):
+                continue                        # its owner lives
+            # Still this folder's lock file (not one that was removed and replaced meanwhile)?
+            try:
+                now = os.lstat(lock_path)
+            except OSError:
+                continue
+            held = os.fstat(fd)
+            if (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
+                continue
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)                        # after the removal: the lock covered it
     return removed
 
 
@@ -647,6 +683,7 @@ class Sandbox:
         self._cell: _Cell | None = None
         self._cell_ids = itertools.count(1)
         self._scratch_root: str | None = None
+        self._scratch_lock: int | None = None     # flock'ed fd: this process owns the scratch folder
         self._scratch = ""
         self._probe = ""
         self._probe_token = ""
@@ -664,18 +701,22 @@ class Sandbox:
         harden_host_process()
         self._loop = asyncio.get_running_loop()
         sweep_stale_scratch()
-        self._scratch_root = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
-        # Who owns this folder: a later app process removes it if this one dies without cleaning up.
-        with open(os.path.join(self._scratch_root, OWNER_FILE), "w", encoding="ascii") as f:
-            f.write(_process_identity(os.getpid()) or f"{os.getpid()} ?")
-        self._scratch = os.path.join(self._scratch_root, "scratch")
-        os.mkdir(self._scratch, 0o700)
-        # A file no Landlock rule covers: the worker must fail to read it (checked in _measure).
-        self._probe_token = secrets.token_hex(16)
-        self._probe = os.path.join(self._scratch_root, "landlock-probe")
-        with open(self._probe, "w", encoding="utf-8") as f:
-            f.write(self._probe_token)
         try:
+            # Held until close(), across worker restarts: while this process lives no other app
+            # removes the folder; once it dies, the next app's sweep does.
+            self._scratch_root, self._scratch_lock = create_locked_scratch()
+        except OSError as exc:
+            raise SandboxError(f"could not create the sandbox's scratch folder in "
+                               f"{tempfile.gettempdir()}: {exc}. Check that this folder is writable "
+                               "and not full (or point TMPDIR elsewhere).") from None
+        try:
+            self._scratch = os.path.join(self._scratch_root, "scratch")
+            os.mkdir(self._scratch, 0o700)
+            # A file no Landlock rule covers: the worker must fail to read it (checked in _measure).
+            self._probe_token = secrets.token_hex(16)
+            self._probe = os.path.join(self._scratch_root, "landlock-probe")
+            with open(self._probe, "w", encoding="utf-8") as f:
+                f.write(self._probe_token)
             report = await self._spawn()
         except BaseException:
             self._remove_scratch()
@@ -865,6 +906,9 @@ class Sandbox:
 
     async def _spawn_once(self) -> IsolationReport:
         assert self._loop is not None
+        if not os.path.isdir(self._scratch):
+            raise SandboxError(f"the sandbox's scratch folder {self._scratch} was removed from outside "
+                               "the app while the sandbox was in use; start the run again.")
         worker = _Worker(self, self._loop)
         self._worker = worker
         worker.spawn(self._init_frame())
@@ -1094,10 +1138,13 @@ class Sandbox:
 
     def _remove_scratch(self) -> None:
         root, self._scratch_root = self._scratch_root, None
+        lock, self._scratch_lock = self._scratch_lock, None
         if root:
             # rmtree uses fd-based, symlink-safe traversal: links the sandbox left are removed,
             # never followed.
             shutil.rmtree(root, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)               # only now: the lock keeps sweeps away until it is gone
 
     def __repr__(self) -> str:
         level = self.isolation.level.value if self.isolation else "not started"

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,20 @@ def test_a_resolved_key_never_reaches_the_log_even_in_a_traceback(logfile: Path)
     recs = _records(logfile)
     assert recs[0]["msg"] == "sending with [redacted]"
     assert "[redacted]" in recs[0]["header"] and "invalid key [redacted]" in recs[1]["exc"]
+
+
+def test_the_console_line_hides_a_registered_key_on_its_own() -> None:
+    """The log layer alone (no provider scrubbing before it): message, arguments and traceback."""
+    key = "gw-Console7Key-NOT-SHOWN"
+    logs.register_secret(key)
+    try:
+        raise RuntimeError(f"server said: bad key {key}")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    rec = logging.LogRecord("rlm_desktop.test", logging.ERROR, __file__, 1, "sending with %s", (key,), exc_info)
+    text = logs.ConsoleFormatter().format(rec)
+    assert key not in text
+    assert "sending with [redacted]" in text and "bad key [redacted]" in text
 
 
 def test_credential_shapes_are_redacted_without_registration() -> None:

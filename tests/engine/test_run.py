@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from rlm_desktop.core.cancel import CancelToken
 from rlm_desktop.core.config import ModelPrice
 from rlm_desktop.core.documents import load_documents
 from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace, TraceWriter, read_trace
+from rlm_desktop.engine.run import RunResult
 from tests.engine.conftest import (
     TEST_KEY,
     assert_all_ended,
@@ -22,6 +24,7 @@ from tests.engine.conftest import (
     run,
 )
 from tests.fakeserver import FakeOpenAI, Reply, Request
+from tests.proctree import pidfds, sandbox_processes, still_alive_after
 
 
 def _root_requests(srv: FakeOpenAI) -> list[Request]:
@@ -151,8 +154,10 @@ def test_infinite_loop_cell_times_out_restarts_and_run_continues(srv: FakeOpenAI
         "```repl\nwhile True:\n    pass\n```",
         "```repl\nprint('kept' in globals())\nFINAL('survived')\n```",
     ])
-    res, trace = run(make_config(cell_timeout_s=1.0), "ctx", make_provider(srv))
-    assert res.status == "ok" and res.answer == "survived"
+    # The run limit bounds the test: a cell timeout that never fires ends the run by that limit.
+    res, trace = run(make_config(cell_timeout_s=1.0, run_timeout_s=60), "ctx", make_provider(srv))
+    assert res.status == "ok" and res.answer == "survived", \
+        f"the looping cell was not ended by its 1 s timeout: {res.status} ({res.reason})"
     told = _root_requests(srv)[2].last_user
     assert "sandbox restarted: timeout after 1 s; variables lost" in told
     loop_cell = [s for s in trace if s.kind == SpanKind.CODE_CELL][1]
@@ -265,21 +270,74 @@ def test_cancel_during_batch_leaves_no_request_open(srv: FakeOpenAI) -> None:
     srv.handler = route(["```repl\nllm_query_batched(['a', 'b', 'c', 'd'])\n```"],
                         sub=lambda r: Reply.hanging())
     cancel = CancelToken()
+    boxes: dict[int, int] = {}
 
     def canceller() -> None:
         if srv.wait_until(lambda s: s.open_now >= 4, timeout=20):
+            boxes.update(pidfds(sandbox_processes(os.getpid())))
             cancel.cancel("user pressed stop")
     t = threading.Thread(target=canceller)
     t.start()
     res, trace = run(make_config(), "ctx", make_provider(srv), cancel=cancel)
     t.join()
     assert (res.status, res.stop_reason, res.reason) == ("cancelled", "cancelled", "user pressed stop")
+    assert boxes, "no sandbox process was found while the cell ran"
+    assert still_alive_after(boxes, 10) == set(), "sandbox processes outlived Stop"
     assert srv.max_open == 4
     assert srv.wait_until(lambda s: s.open_now == 0, timeout=5), "requests left open after cancel"
     assert_all_ended(trace)
     assert trace.roots[0].status == SpanStatus.CANCELLED
     subs = [s for s in trace if s.kind == SpanKind.SUB_CALL]
     assert len(subs) == 4 and all(s.status == SpanStatus.CANCELLED for s in subs)
+
+
+def test_stop_kills_a_spinning_cell_at_once_even_while_the_engine_loop_is_busy(srv: FakeOpenAI) -> None:
+    """Stop comes from another thread (the GUI's); the token's callback must kill the sandbox then
+    and there, not when the engine loop gets round to it (it may be busy: here it is held)."""
+    import asyncio
+
+    from rlm_desktop.engine.providers import aclose_clients
+    from rlm_desktop.engine.run import run_rlm
+
+    srv.handler = route(["```repl\nprint('spinning', flush=True)\nwhile True: pass\n```"])
+    trace = Trace({})
+    spinning, busy, release = threading.Event(), threading.Event(), threading.Event()
+    trace.subscribe(lambda ev, span: spinning.set()
+                    if ev.append and "spinning" in str(ev.append.get(Attr.STDOUT, "")) else None)
+    cancel = CancelToken()
+    loops: list[asyncio.AbstractEventLoop] = []
+    results: list[RunResult] = []
+
+    def engine() -> None:
+        async def go() -> RunResult:
+            loops.append(asyncio.get_running_loop())
+            try:
+                return await run_rlm(make_config(cell_timeout_s=300), "ctx", provider=make_provider(srv),
+                                     trace=trace, cancel=cancel)
+            finally:
+                await aclose_clients()
+        results.append(asyncio.run(go()))
+    t = threading.Thread(target=engine, daemon=True)
+    t.start()
+    try:
+        assert spinning.wait(30), "the spinning cell never started"
+        boxes = pidfds(sandbox_processes(os.getpid()))
+        assert boxes, "no sandbox process was found while the cell ran"
+
+        def hold() -> None:
+            busy.set()
+            release.wait(60)
+        loops[0].call_soon_threadsafe(hold)
+        assert busy.wait(10)
+        cancel.cancel("user pressed stop")          # from this thread, as the GUI does
+        left = still_alive_after(boxes, 10)
+    finally:
+        release.set()
+        t.join(60)
+    assert left == set(), f"sandbox processes {sorted(left)} outlived Stop while the engine loop was busy"
+    assert results and (results[0].status, results[0].reason) == ("cancelled", "user pressed stop")
+    assert sandbox_processes(os.getpid()) == set()
+    assert_all_ended(trace)
 
 
 def test_api_key_not_in_trace_nor_in_the_repl_environment(
@@ -366,10 +424,13 @@ def test_cancelling_the_task_or_a_cancelled_token_ends_every_span(srv: FakeOpenA
     srv.handler = route(["```repl\nllm_query('x')\n```"], sub=lambda r: Reply.hanging())
     trace = Trace({})
 
+    boxes: dict[int, int] = {}
+
     async def cancel_the_task() -> bool:
         task = asyncio.ensure_future(run_rlm(make_config(), "ctx", provider=make_provider(srv), trace=trace))
         while srv.open_now == 0:
             await asyncio.sleep(0.01)
+        boxes.update(pidfds(sandbox_processes(os.getpid())))
         task.cancel()
         try:
             await task
@@ -379,6 +440,7 @@ def test_cancelling_the_task_or_a_cancelled_token_ends_every_span(srv: FakeOpenA
             await aclose_clients()
         return False
     assert asyncio.run(cancel_the_task()), "an outside task cancel must propagate"
+    assert boxes and still_alive_after(boxes, 10) == set(), "sandbox processes outlived the cancel"
     assert_all_ended(trace)
     assert trace.roots[0].status == SpanStatus.CANCELLED
     assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,13 @@ import pytest
 from rlm_desktop.core.config import SandboxLimits
 from rlm_desktop.sandbox import worker as worker_mod
 from rlm_desktop.sandbox.api import SandboxError, SubRequest
-from rlm_desktop.sandbox.host import Sandbox, minimal_environment, sweep_stale_scratch
+from rlm_desktop.sandbox.host import Sandbox, minimal_environment
 from tests.proctree import descendants, proc_status
+from tests.sandbox.expected import expected_at_least
 
 ROOT = Path(__file__).resolve().parents[2]
-LIMITS = SandboxLimits(allow_weak=True)
+# The default policy (refuse below "good") wherever the machine is expected to reach it.
+LIMITS = SandboxLimits(allow_weak=not expected_at_least("good"))
 
 
 async def echo(req: SubRequest) -> Any:
@@ -45,8 +46,19 @@ def run(coro_fn, *, context: Any = "the context", limits: SandboxLimits = LIMITS
     return asyncio.run(main())
 
 
-def cell(sb: Sandbox, code: str, *, timeout: float = 20, handler=echo, on_output=None):
-    return sb.run_cell(textwrap.dedent(code), timeout_s=timeout, on_request=handler, on_output=on_output)
+# How long past its own timeout a cell may take before the test fails (with a message saying so)
+# instead of hanging until pytest-timeout: a cell timeout that never fires must fail here.
+CELL_GRACE_S = 30
+
+
+async def cell(sb: Sandbox, code: str, *, timeout: float = 20, handler=echo, on_output=None):
+    bound = timeout + CELL_GRACE_S
+    try:
+        return await asyncio.wait_for(sb.run_cell(textwrap.dedent(code), timeout_s=timeout, on_request=handler,
+                                                  on_output=on_output), bound)
+    except TimeoutError:
+        raise AssertionError(f"the cell was still running {bound:g} s after it started although its "
+                             f"timeout is {timeout:g} s: the cell timeout did not end it") from None
 
 
 def test_constants_match_the_stdlib() -> None:
@@ -466,43 +478,3 @@ def test_an_oversized_sub_call_is_refused_in_the_cell_not_by_killing_the_worker(
     a, b = run(go)
     assert a.status == "error" and not a.restarted and "too large to send" in a.error
     assert b.ok and b.stdout == "7 A(small)\n"
-
-
-def test_scratch_left_by_a_dead_app_process_is_swept(tmp_path: Path) -> None:
-    """A killed app cannot clean its scratch; the next one removes it, and nothing else."""
-    def folder(name: str, owner: str | None = None, age_s: float = 0) -> Path:
-        d = tmp_path / name
-        (d / "scratch").mkdir(parents=True)
-        if owner is not None:
-            (d / "owner").write_text(owner)
-        if age_s:
-            t = time.time() - age_s
-            os.utime(d, (t, t))
-        return d
-
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    with open(f"/proc/{os.getpid()}/stat") as f:
-        me = f"{os.getpid()} {f.read().rsplit(')', 1)[1].split()[19]}"
-    dead = folder("rlm-sandbox-dead", owner=f"{gone.pid} 12345")
-    reused = folder("rlm-sandbox-reused", owner=f"{os.getpid()} 0")     # pid alive, other process
-    live = folder("rlm-sandbox-live", owner=me)
-    old = folder("rlm-sandbox-old", age_s=3 * 24 * 3600)
-    recent = folder("rlm-sandbox-recent")
-    other = folder("not-ours", owner=f"{gone.pid} 1")
-    target = folder("elsewhere")
-    (tmp_path / "rlm-sandbox-link").symlink_to(target)
-    removed = sweep_stale_scratch(str(tmp_path))
-    assert sorted(removed) == sorted(str(p) for p in (dead, reused, old))
-    assert not dead.exists() and not reused.exists() and not old.exists()
-    assert live.exists() and recent.exists() and other.exists() and target.exists()
-    assert (tmp_path / "rlm-sandbox-link").is_symlink()
-
-
-def test_sandbox_scratch_names_its_owner_and_is_removed_on_close() -> None:
-    async def go(sb: Sandbox):
-        root = Path(sb._scratch_root)
-        return root, (root / "owner").read_text()
-    root, owner = run(go)
-    assert owner.split()[0] == str(os.getpid())
-    assert not root.exists()

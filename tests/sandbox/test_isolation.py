@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import errno
 import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from rlm_desktop.sandbox import host as host_mod
 from rlm_desktop.sandbox import seccomp, wire
 from rlm_desktop.sandbox.api import IsolationLevel, SandboxError, SandboxRefused, SubRequest
 from rlm_desktop.sandbox.harden import landlock_abi
-from rlm_desktop.sandbox.host import Sandbox, harden_host_process
+from rlm_desktop.sandbox.host import Sandbox
 from rlm_desktop.sandbox.measure import measure_isolation, refusal_message
+from tests.proctree import descendants
+from tests.sandbox.expected import ENV_VAR, expected_at_least, expected_layers, expected_level
 
 ROOT = Path(__file__).resolve().parents[2]
 LINUX = sys.platform.startswith("linux")
@@ -45,18 +48,80 @@ def run(coro_fn, *, limits: SandboxLimits | None = None, context: Any = "ctx") -
     return asyncio.run(main())
 
 
-def _kernel_level() -> str:
-    """What this machine should reach; tests needing a layer skip with the level when it is missing."""
-    async def go() -> str:
-        sb = Sandbox(SandboxLimits(allow_weak=True), context="")
-        rep = await sb.start()
-        await sb.close()
-        return rep.level.value
-    return asyncio.run(go())
+# What this machine must give, known without the code under test (see tests/sandbox/expected.py):
+# a test needing a layer the machine supports fails, never skips, when that layer is missing.
+EXPECTED = expected_level()
+needs_strong = pytest.mark.skipif(EXPECTED != "strong", reason=f"this machine is expected to give "
+                                  f"{EXPECTED!r} ({ENV_VAR} or the kernel probe), not 'strong'")
 
 
-LEVEL = _kernel_level() if LINUX else "none"
-needs_strong = pytest.mark.skipif(LEVEL != "strong", reason=f"needs every layer; this machine: {LEVEL}")
+def _status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status read here, not through the sandbox's own helper."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def _ns_inode(pid: int | str, name: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{name}").st_ino
+
+
+@pytest.mark.skipif(not LINUX, reason="the isolation layers are Linux-only")
+def test_every_layer_the_machine_supports_is_in_force_seen_from_outside(tmp_path: Path) -> None:
+    """Judged by the kernel's view of the live worker, not by the sandbox's report."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not for the sandbox")
+    outside.chmod(0o644)
+    want = expected_layers()
+    limits = SandboxLimits(allow_weak=not expected_at_least("good"))     # the default refuses below good
+
+    async def go(sb: Sandbox):
+        assert sb.pid is not None
+        status = _status(sb.pid)
+        ns = {n: _ns_inode(sb.pid, n) != _ns_inode("self", n) for n in ("net", "user", "pid", "mnt")}
+        r = await sb.run_cell(textwrap.dedent(f"""
+            try:
+                open({str(outside)!r}).read()
+                print("read")
+            except OSError as e:
+                print("errno", e.errno)
+        """), timeout_s=20, on_request=echo)
+        return sb.isolation, status, ns, r
+    rep, status, ns, r = run(go, limits=limits)
+    problems = []
+    if "seccomp" in want and (status.get("Seccomp") != "2" or status.get("NoNewPrivs") != "1"):
+        problems.append(f"seccomp not in force in the worker (Seccomp: {status.get('Seccomp')}, "
+                        f"NoNewPrivs: {status.get('NoNewPrivs')})")
+    if "namespaces" in want and not all(ns.values()):
+        problems.append(f"the worker shares namespaces with the host: {sorted(k for k, v in ns.items() if not v)}")
+    if "landlock" in want and r.stdout != f"errno {errno.EACCES}\n":
+        problems.append(f"Landlock not in force: reading a file outside the allowed paths gave {r.stdout!r} "
+                        f"{r.error or ''}")
+    assert not problems, (f"this machine is expected to give {EXPECTED!r} ({ENV_VAR} or the kernel probe): "
+                          + "; ".join(problems))
+    assert rep.level.rank >= IsolationLevel(EXPECTED).rank, rep.summary
+
+
+@pytest.mark.skipif(not LINUX, reason="the isolation layers are Linux-only")
+def test_the_default_settings_refuse_a_sandbox_below_good_and_leave_nothing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert SandboxLimits().allow_weak is False
+    monkeypatch.setattr(host_mod, "_DISABLED_LAYERS", frozenset({"namespaces", "landlock", "seccomp"}))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = descendants(os.getpid())
+
+    async def start() -> None:
+        sb = Sandbox(SandboxLimits(), context="c")
+        try:
+            await sb.start()
+            r = await sb.run_cell("print('ran')", timeout_s=10, on_request=echo)
+            raise AssertionError(f"a sandbox rated below 'good' ran code by default: {r}")
+        finally:
+            await sb.close()
+    with pytest.raises(SandboxRefused) as ei:
+        asyncio.run(start())
+    assert "'none'" in str(ei.value) and "--allow-weak-sandbox" in str(ei.value)
+    assert descendants(os.getpid()) <= before, "the refused worker was left running"
+    assert [p.name for p in tmp_path.iterdir()] == []           # its scratch folder is gone too
 
 
 @needs_strong
@@ -91,8 +156,8 @@ def test_strong_level_is_measured_from_outside() -> None:
     ({"namespaces", "landlock", "seccomp"}, "none"),
 ])
 def test_missing_layers_lower_the_level_and_below_good_is_refused(monkeypatch, disabled, expected) -> None:
-    if LEVEL != "strong":
-        pytest.skip(f"needs a machine where every layer works to switch them off one by one; here: {LEVEL}")
+    if EXPECTED != "strong":
+        pytest.skip(f"needs a machine where every layer works to switch them off one by one; here: {EXPECTED}")
     monkeypatch.setattr(host_mod, "_DISABLED_LAYERS", frozenset(disabled))
 
     async def start(limits: SandboxLimits):
@@ -262,16 +327,45 @@ def test_threads_are_allowed_up_to_the_process_limit_but_not_processes() -> None
     assert r.stdout == "20\nfork refused\n"
 
 
-@pytest.mark.skipif(not LINUX, reason="prctl is Linux-only")
+@pytest.mark.skipif(not LINUX, reason="prctl and /proc are Linux-only")
 def test_harden_host_process_makes_the_app_non_dumpable() -> None:
-    code = (f"import ctypes, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from rlm_desktop.sandbox.host import harden_host_process\n"
-            "libc = ctypes.CDLL(None)\n"
-            "before = libc.prctl(3, 0, 0, 0, 0)\n"
-            "print(before, harden_host_process(), libc.prctl(3, 0, 0, 0, 0))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert r.stdout.split() == ["1", "True", "0"], r.stderr
-    assert ctypes is not None and callable(harden_host_process)
+    """Judged by what it is for: another process of the same user, without privileges, can read
+    the app's environment (where API keys live) before, and not after."""
+    canary = "sk-canary-ENVIRON-5d1c"
+    app_code = (f"import ctypes, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+                "from rlm_desktop.sandbox.host import harden_host_process\n"
+                "libc = ctypes.CDLL(None)\n"
+                "print(libc.prctl(3, 0, 0, 0, 0), flush=True)\n"
+                "sys.stdin.readline()\n"
+                "print(harden_host_process(), libc.prctl(3, 0, 0, 0, 0), flush=True)\n"
+                "sys.stdin.readline()\n")
+    # App and reader: the same user, every capability dropped (as root, CAP_SYS_PTRACE would read
+    # anything, and a reader with fewer capabilities than its target is refused regardless).
+    unprivileged = (["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else [])
+    app = subprocess.Popen([*unprivileged, sys.executable, "-c", app_code], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, env={**os.environ, "RLM_TEST_CANARY": canary})
+    reader = (f"try:\n    data = open('/proc/{app.pid}/environ', 'rb').read()\n"
+              f"    print('read' if {canary.encode()!r} in data else 'no canary')\n"
+              "except PermissionError:\n    print('denied')\n")
+
+    def read_environ() -> str:
+        r = subprocess.run([*unprivileged, sys.executable, "-c", reader], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    try:
+        assert app.stdout.readline().split() == ["1"]         # dumpable to begin with
+        before = read_environ()
+        app.stdin.write("\n")
+        app.stdin.flush()
+        hardened = app.stdout.readline().split()
+        after = read_environ()
+    finally:
+        app.kill()
+        app.wait()
+    assert before == "read", f"the control failed: an unprivileged reader could not read it ({before})"
+    assert after == "denied", f"after harden_host_process another process could still read: {after}"
+    assert hardened == ["True", "0"]
 
 
 def test_seccomp_tables_match_the_kernel_headers() -> None:

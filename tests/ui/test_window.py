@@ -3,6 +3,8 @@ query with a batch and a nested run, inspect nodes, stop mid-batch, reopen trace
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 from pygments.token import Token
@@ -14,6 +16,7 @@ from rlm_desktop.ui.main_window import MainWindow
 from rlm_desktop.ui.settings import Settings
 from rlm_desktop.ui.trace_model import COL_STATUS, StatusRole
 from tests.fakeserver import FakeOpenAI, Reply, Request
+from tests.proctree import pidfds, sandbox_processes, still_alive_after
 from tests.ui.conftest import drop_paths, fake_profile
 
 QUERY = "Which supplier missed a delivery?"
@@ -175,9 +178,12 @@ def test_stop_mid_batch_cancels_nodes_and_closes_requests(qtbot, window, setting
     assert window.history.entries[0].status == "running"
     window.history.open_row(0)
     assert window.bridge.is_running(window.current_run) and "still going" in window.status.currentMessage()
+    boxes = pidfds(sandbox_processes(os.getpid()))
+    assert boxes, "no sandbox process was found while the cell ran"
     with qtbot.waitSignal(window.run_finished, timeout=10_000) as finished:
         qtbot.keyClick(window.trace_pane.view, Qt.Key.Key_Escape)   # Esc stops
     assert finished.args[0].result.status == "cancelled"
+    assert still_alive_after(boxes, 10) == set(), "sandbox processes outlived Stop"
     assert srv.wait_until(lambda s: s.open_now == 0, timeout=5), "requests left open after Stop"
     subs = _spans(window, SpanKind.SUB_CALL)
     assert [window.model.index_for_span(s).data(StatusRole) for s in subs] == ["cancelled"] * 4
@@ -185,6 +191,39 @@ def test_stop_mid_batch_cancels_nodes_and_closes_requests(qtbot, window, setting
     assert "you stopped the run" in window.answer.reason.text()
     assert window.history.entries[0].status == "cancelled"
     assert window.act_run.isEnabled() and not window.act_stop.isEnabled()
+
+
+def test_stop_kills_a_spinning_cell_at_once_even_while_the_engine_is_busy(qtbot, window, settings,  # noqa: ANN001
+                                                                          fake_openai, docs_folder) -> None:
+    """Stop kills the REPL from the GUI thread, at once: not when the engine loop (held busy here)
+    next gets to it."""
+    srv = fake_openai
+    srv.handler = lambda r: ("```repl\nprint('spinning', flush=True)\nwhile True: pass\n```"
+                             if _is_root(r) else "unused")
+    _use_fake(window, settings, srv)
+    window.query.cell_timeout.setValue(300)            # only Stop ends this cell
+    _load_docs(qtbot, window, docs_folder)
+    window.query.set_query(QUERY)
+    window.start_run()
+    qtbot.waitUntil(lambda: any("spinning" in str(s.attributes.get(Attr.STDOUT, ""))
+                                for s in _spans(window, SpanKind.CODE_CELL)), timeout=30_000)
+    boxes = pidfds(sandbox_processes(os.getpid()))
+    assert boxes, "no sandbox process was found while the cell ran"
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        release.wait(60)
+    window.bridge.engine.call_soon(hold)
+    try:
+        assert busy.wait(10)
+        window.stop_run()
+        left = still_alive_after(boxes, 10)
+    finally:
+        release.set()
+    assert left == set(), f"sandbox processes {sorted(left)} outlived Stop while the engine was busy"
+    qtbot.waitUntil(lambda: not window.bridge.is_running(window.current_run), timeout=20_000)
+    assert sandbox_processes(os.getpid()) == set()
 
 
 def test_events_of_an_old_run_are_ignored(qtbot, window, settings, fake_openai, docs_folder) -> None:  # noqa: ANN001
@@ -334,7 +373,10 @@ def test_closing_during_a_run_stops_it_and_records_it(qtbot, settings, fake_open
     w.start_run()
     assert srv.wait_until(lambda s: s.open_now >= 1, timeout=20)
     path = w.shown_trace_path
+    boxes = pidfds(sandbox_processes(os.getpid()))
+    assert boxes, "no sandbox process was found while the cell ran"
     w.close()
+    assert still_alive_after(boxes, 10) == set(), "sandbox processes outlived the window"
     assert srv.wait_until(lambda s: s.open_now == 0, timeout=5)
     assert w.history.entries and w.history.entries[0].status == "cancelled"
     lines = path.read_text().splitlines()
