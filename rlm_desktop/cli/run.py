@@ -19,7 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rlm_desktop.cli import EXIT_CANCELLED, EXIT_FAILURE, EXIT_LIMIT, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+from rlm_desktop.cli.exit_codes import (
+    EXIT_CANCELLED,
+    EXIT_FAILURE,
+    EXIT_LIMIT,
+    EXIT_OK,
+    EXIT_PROVIDER,
+    EXIT_USAGE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,7 @@ def _err(msg: str) -> None:
 def _app_settings() -> tuple[Any | None, str | None]:
     """The desktop app's Settings (profiles, default limits), or (None, why not)."""
     try:
-        from rlm_desktop.ui.settings import Settings
+        from rlm_desktop.session.prefs import Preferences as Settings
     except ImportError as exc:
         return None, f"the app's settings are not available in this installation ({exc})"
     try:
@@ -254,7 +261,7 @@ class _Progress:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rlm_desktop.sandbox.host import harden_host_process
+    from rlm_desktop.engine.repl import harden_host_process
 
     harden_host_process()
     def interrupted(signum: int, frame: Any) -> None:

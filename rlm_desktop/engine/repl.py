@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from rlm_desktop.sandbox.api import (  # noqa: F401 - the REPL's types, for layers above the engine
+    CellResult,
+    IsolationReport,
+    OutputHandler,
+    RequestHandler,
+    SubRequest,
+)
+
 if TYPE_CHECKING:
     from rlm_desktop.core.config import SandboxLimits
-    from rlm_desktop.sandbox.api import CellResult, IsolationReport, OutputHandler, RequestHandler
 
 
 @runtime_checkable
@@ -40,3 +47,11 @@ def new_repl(limits: SandboxLimits, *, context: str | dict[str, str], depth: int
     from rlm_desktop.sandbox.host import Sandbox
 
     return Sandbox(limits, context=context, depth=depth, rlm_query_enabled=rlm_query_enabled, label=label)
+
+
+def harden_host_process() -> bool:
+    """Make the app process itself harder to inspect from a sandbox (non-dumpable); see the sandbox.
+    Front ends call it at start through the engine (they never reach the sandbox directly)."""
+    from rlm_desktop.sandbox.host import harden_host_process as harden
+
+    return harden()

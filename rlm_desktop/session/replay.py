@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
 if TYPE_CHECKING:
-    from rlm_desktop.engine.repl import Repl
-    from rlm_desktop.sandbox.api import SubRequest
+    from rlm_desktop.engine.repl import Repl, SubRequest
 
 # Keep in step with engine.run: a sub_call span records its prompt shortened to this many characters.
 from rlm_desktop.engine.run import PROMPT_PREVIEW_CHARS, _preview  # noqa: E402
