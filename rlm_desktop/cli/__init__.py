@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "rlm_desktop.cli.run",
     "provider": "rlm_desktop.cli.provider",
     "export": "rlm_desktop.cli.export",
+    "sessions": "rlm_desktop.cli.sessions",
     "bench": "rlm_desktop.cli.bench",
 }
 

@@ -201,7 +201,8 @@ class Session:
                  limits: RunLimits | None = None, sandbox: SandboxLimits | None = None,
                  memo_cache: bool = True, source: str = "python", trace_path: str | os.PathLike[str] | None = None,
                  store: SessionStore | None = None, history: HistoryStore | None = None,
-                 follow_outside_links: bool = False, record_history: bool = True) -> None:
+                 follow_outside_links: bool = False, record_history: bool = True,
+                 documents: DocumentSet | None = None) -> None:
         self.store = store or SessionStore()
         self.name = name
         self.source = source
@@ -240,15 +241,23 @@ class Session:
             if not doc_paths and self._meta.get("context_inline"):
                 raise SessionError(f"session {name!r} was made from a context given in Python, which "
                                    "is not saved; pass the same context=... again to continue it")
+        self._doc_paths: list[str] = []
         if context is not None:
             self._context = context
         elif doc_paths is not None:
             self._doc_paths = [os.path.abspath(p) for p in doc_paths]
-            self._load_docs()
+            if documents is not None:          # loaded by the caller (it reported bad files itself)
+                self.docs = documents
+                self._context = documents.context_value()
+            else:
+                self._load_docs()
         else:
             raise SessionError("give the documents: docs=[paths] or context=text")
-        if not hasattr(self, "_doc_paths"):
-            self._doc_paths = []
+        if reopened:
+            before = [str(p) for p in self._meta.get("docs") or []]
+            added = [p for p in self._doc_paths if p not in before]
+            if added and before:
+                self._notes.append(_added_note(added))
         self._setup = self._make_setup(provider, model, sub_model, base_url, api_key, sub_provider,
                                        limits, sandbox, memo_cache)
         if reopened:
@@ -312,6 +321,26 @@ class Session:
                                                                "before it finished")
         self.turns, self.system_prompt = turns_from_trace(self.trace)
 
+    def add_documents(self, paths: Sequence[str | os.PathLike[str]]) -> DocumentSet:
+        """Add files or folders for the next turn: ``context`` gains them (the REPL is rebuilt
+        with the new ``context`` from the recording) and the model is told what changed."""
+        if not self._doc_paths:
+            raise SessionError("this session's context was given as a value; it has no documents to add to")
+        new = [os.path.abspath(os.fspath(p)) for p in paths]
+        added = [p for p in new if p not in self._doc_paths]
+        if not added:
+            assert self.docs is not None
+            return self.docs
+        self._doc_paths += added
+        self._load_docs()
+        self._notes.append(_added_note(added))
+        if self._repl is not None:
+            self._repl.kill()                  # the next turn starts a REPL on the new context
+        if self.name and self.trace is not None:
+            self._save_meta()
+        assert self.docs is not None
+        return self.docs
+
     @property
     def context(self) -> str | dict[str, str]:
         assert self._context is not None
@@ -358,6 +387,13 @@ class Session:
         if self.name:
             header["session"] = self.name
         return header
+
+    def open_trace(self, question: str) -> Trace:
+        """The session's trace, created (file and header) for a first turn asking ``question``.
+        Raises OSError when the file cannot be written."""
+        self._open_trace(question)
+        assert self.trace is not None
+        return self.trace
 
     def _open_trace(self, question: str) -> None:
         if self.trace is not None and self._writer is not None:
@@ -547,6 +583,16 @@ class Session:
         else:
             asyncio.run(self.aclose())
 
+    def abandon(self, reason: str) -> None:
+        """Last resort before the process exits at once (a second Ctrl+C): end every open step in
+        the trace with ``reason`` and close the file, so what is on disk reads right."""
+        if self.trace is not None:
+            self.trace.end_open_spans(SpanStatus.CANCELLED, reason=reason)
+        if self._writer is not None:
+            self._writer.close()
+        if self._repl is not None:
+            self._repl.kill()
+
     def __enter__(self) -> Session:
         return self
 
@@ -565,6 +611,13 @@ class Session:
         t = totals(self.trace) if self.trace is not None else None
         return {"name": self.name, "turns": len(self.turns), "trace": str(self.trace_path or ""),
                 "totals": None if t is None else json.loads(json.dumps(t.__dict__, default=str))}
+
+
+def _added_note(paths: list[str]) -> str:
+    names = ", ".join(os.path.basename(p.rstrip(os.sep)) or p for p in paths[:10])
+    more = f" and {len(paths) - 10} more" if len(paths) > 10 else ""
+    return (f"Note: documents were added to `context` since the last turn: {names}{more}. `context` "
+            "now holds them too; variables computed from it earlier do not include them.")
 
 
 async def _close_quietly(repl: Repl) -> None:
