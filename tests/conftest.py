@@ -75,9 +75,9 @@ def memory_keyring(request: pytest.FixtureRequest):  # noqa: ANN201 - yields the
 
     backend = MemoryKeyring()
     keyring.set_keyring(backend)
-    secrets_mod = sys.modules.get("rlm_desktop.ui.secrets")
+    secrets_mod = sys.modules.get("rlm_desktop.session.secrets")
     if secrets_mod is not None:
         secrets_mod.clear_session_key()
     yield backend
-    if sys.modules.get("rlm_desktop.ui.secrets") is not None:
-        sys.modules["rlm_desktop.ui.secrets"].clear_session_key()
+    if sys.modules.get("rlm_desktop.session.secrets") is not None:
+        sys.modules["rlm_desktop.session.secrets"].clear_session_key()

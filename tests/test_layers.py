@@ -55,3 +55,34 @@ def test_every_package_is_shipped() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "rlm_desktop").rglob("__init__.py")}
     assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_import_linter_contracts_hold() -> None:
+    """The layer rules of pyproject.toml ([tool.importlinter]): cli > ui > session > engine > sandbox
+    > core, only the UI imports Qt, headless commands never reach the UI, the UI reaches the sandbox
+    only through the engine."""
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    if not Path(exe).exists():
+        pytest.fail("import-linter is not installed: install the test extras (pip install -e '.[test]')")
+    r = subprocess.run([exe, "--no-cache"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "0 broken" in r.stdout
+
+
+def test_a_headless_run_never_imports_qt(tmp_path: Path) -> None:
+    """`rlm-desktop run` end to end (offline demo) in a fresh interpreter: no Qt module is loaded."""
+    doc = tmp_path / "a.txt"
+    doc.write_text("The magic number is 42.\n", encoding="utf-8")
+    code = f"""
+import sys
+from rlm_desktop.cli import main
+rc = main(["run", "--docs", {str(doc)!r}, "--query", "What is the magic number?", "--provider", "demo",
+           "--quiet", "--allow-weak-sandbox", "--trace", {str(tmp_path / 't.jsonl')!r}])
+bad = sorted(n for n in sys.modules if n.split('.')[0] in ('PySide6', 'shiboken6', 'qasync')
+             or n.startswith('rlm_desktop.ui'))
+print('LOADED', ' '.join(bad))
+sys.exit(rc if not bad else 99)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "LOADED \n" in r.stdout or r.stdout.rstrip().endswith("LOADED")

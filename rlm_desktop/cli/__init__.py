@@ -19,15 +19,21 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "rlm_desktop.cli.run",
     "provider": "rlm_desktop.cli.provider",
     "export": "rlm_desktop.cli.export",
+    "sessions": "rlm_desktop.cli.sessions",
     "bench": "rlm_desktop.cli.bench",
 }
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_LIMIT = 3
-EXIT_CANCELLED = 4
-EXIT_PROVIDER = 5
+from rlm_desktop.cli.exit_codes import (  # noqa: E402 - re-exported for the subcommands
+    EXIT_CANCELLED,
+    EXIT_FAILURE,
+    EXIT_LIMIT,
+    EXIT_OK,
+    EXIT_PROVIDER,
+    EXIT_USAGE,
+)
+
+__all__ = ["EXIT_CANCELLED", "EXIT_FAILURE", "EXIT_LIMIT", "EXIT_OK", "EXIT_PROVIDER", "EXIT_USAGE",
+           "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

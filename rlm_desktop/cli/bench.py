@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from rlm_desktop.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from rlm_desktop.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 UNITS = {"ms": "ms", "s": "s", "mb": "MB", "pct": "%", "us": "µs"}
 

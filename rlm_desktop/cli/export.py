@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlm_desktop.cli import EXIT_OK, EXIT_USAGE
+from rlm_desktop.cli.exit_codes import EXIT_OK, EXIT_USAGE
 
 FORMAT_CHOICES = ("json", "markdown", "md", "html", "otlp")
 

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from rlm_desktop.cli import EXIT_FAILURE, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+from rlm_desktop.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
 from rlm_desktop.core.profiles import env_var_for
 
 
@@ -75,7 +75,7 @@ def _err(msg: str) -> None:
 
 
 def _settings() -> Any:
-    from rlm_desktop.ui.settings import Settings
+    from rlm_desktop.session.prefs import Preferences as Settings
 
     s = Settings()
     for n in s.notices:
@@ -84,7 +84,7 @@ def _settings() -> Any:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from rlm_desktop.ui import secrets
+    from rlm_desktop.session import secrets
 
     s = _settings()
     status = secrets.keyring_status()
@@ -119,7 +119,7 @@ def _add(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from rlm_desktop.core.profiles import PRESETS, ProfileError, builtin_prices_for, profile_from_preset
-    from rlm_desktop.ui.settings import SettingsError
+    from rlm_desktop.session.prefs import SettingsError
 
     s = _settings()
     if args.preset == "custom" and not args.base_url:
@@ -150,8 +150,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from rlm_desktop.ui import secrets
-    from rlm_desktop.ui.settings import SettingsError
+    from rlm_desktop.session import secrets
+    from rlm_desktop.session.prefs import SettingsError
 
     s = _settings()
     try:
@@ -181,8 +181,8 @@ def _read_key(profile_id: str) -> str:
 
 
 def _set_key(args: argparse.Namespace) -> int:
-    from rlm_desktop.ui import secrets
-    from rlm_desktop.ui.settings import SettingsError
+    from rlm_desktop.session import secrets
+    from rlm_desktop.session.prefs import SettingsError
 
     s = _settings()
     try:
@@ -224,7 +224,7 @@ def _set_key(args: argparse.Namespace) -> int:
 
 
 def _delete_key(args: argparse.Namespace) -> int:
-    from rlm_desktop.ui import secrets
+    from rlm_desktop.session import secrets
 
     try:
         found = secrets.delete_key(args.id)
@@ -237,8 +237,8 @@ def _delete_key(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace, which: str) -> tuple[Any, Any, int]:
     from rlm_desktop.engine import connection
-    from rlm_desktop.ui import secrets
-    from rlm_desktop.ui.settings import SettingsError
+    from rlm_desktop.session import secrets
+    from rlm_desktop.session.prefs import SettingsError
 
     s = _settings()
     try:

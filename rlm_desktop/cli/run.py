@@ -15,11 +15,17 @@ import re
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rlm_desktop.cli import EXIT_CANCELLED, EXIT_FAILURE, EXIT_LIMIT, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+from rlm_desktop.cli.exit_codes import (
+    EXIT_CANCELLED,
+    EXIT_FAILURE,
+    EXIT_LIMIT,
+    EXIT_OK,
+    EXIT_PROVIDER,
+    EXIT_USAGE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,14 @@ def add_parser(subparsers: Any) -> None:
         epilog="exit codes: 0 answered; 2 usage or bad input; 3 a limit or budget stopped the run "
                "(a partial answer may be printed); 4 cancelled (SIGINT/SIGTERM, the trace is "
                "closed first); 5 provider error after retries.")
-    p.add_argument("--docs", nargs="+", required=True, metavar="PATH",
-                   help="files and/or folders (read recursively) to load as `context`")
+    p.add_argument("--docs", nargs="+", metavar="PATH",
+                   help="files and/or folders (read recursively) to load as `context` (a continued "
+                        "--session keeps its documents; paths given are added to them)")
     p.add_argument("--query", required=True, help="the question to answer")
+    p.add_argument("--session", metavar="NAME",
+                   help="start the named session, or ask a follow-up in it: the REPL keeps the "
+                        "variables of earlier turns (rebuilt from the session's trace, without a model "
+                        "request, in a new process). See `rlm-desktop sessions list`.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--provider", metavar="ID",
                      help="a provider profile (see `rlm-desktop provider list`), or 'demo'")
@@ -87,7 +98,7 @@ def _err(msg: str) -> None:
 def _app_settings() -> tuple[Any | None, str | None]:
     """The desktop app's Settings (profiles, default limits), or (None, why not)."""
     try:
-        from rlm_desktop.ui.settings import Settings
+        from rlm_desktop.session.prefs import Preferences as Settings
     except ImportError as exc:
         return None, f"the app's settings are not available in this installation ({exc})"
     try:
@@ -188,20 +199,6 @@ def _limits(args: argparse.Namespace, base: Any) -> Any:
         raise UsageError(msg) from None
 
 
-def _default_trace_path(query: str) -> Path:
-    from rlm_desktop.core.paths import traces_dir
-
-    slug = re.sub(r"[^a-z0-9]+", "-", query.lower()).strip("-")[:40] or "run"
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = traces_dir() / f"{stamp}-{slug}"
-    path = base.with_suffix(".jsonl")
-    n = 2
-    while path.exists():
-        path = Path(f"{base}-{n}.jsonl")
-        n += 1
-    return path
-
-
 class _Progress:
     """One-line live status on stderr (only when stderr is a terminal)."""
 
@@ -254,7 +251,7 @@ class _Progress:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rlm_desktop.sandbox.host import harden_host_process
+    from rlm_desktop.engine.repl import harden_host_process
 
     harden_host_process()
     def interrupted(signum: int, frame: Any) -> None:
@@ -281,6 +278,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     if not args.query.strip():
         raise UsageError("--query is empty: type a question about the documents")
+    args.docs = _session_docs(args)
     missing = [p for p in args.docs if not os.path.lexists(p)]
     if missing:
         raise UsageError(f"no such file or folder: {missing[0]}")
@@ -327,30 +325,62 @@ def _handle(args: argparse.Namespace) -> int:
     warning = price_warning(config, provider)
     if warning and not args.quiet:
         _err(f"warning: {warning}")
-    trace_path = Path(args.trace) if args.trace else _default_trace_path(args.query)
+    if args.session and args.trace:
+        raise UsageError("--trace cannot be used with --session: a session keeps its trace in its "
+                         "own folder (see `rlm-desktop sessions show NAME`)")
+    trace_path = Path(args.trace) if args.trace else None
     return asyncio.run(_run(args, config, docs, provider, trace_path))
 
 
-async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, trace_path: Path) -> int:
-    from rlm_desktop import __version__
-    from rlm_desktop.core.cancel import CancelToken
-    from rlm_desktop.core.trace import Trace, TraceWriter
-    from rlm_desktop.engine.providers import aclose_clients
-    from rlm_desktop.engine.run import run_rlm
+def _session_docs(args: argparse.Namespace) -> list[str]:
+    """The documents of this run: --docs, plus (for a continued --session) the session's own."""
+    from rlm_desktop.session.store import SessionNameError, SessionNotFound, SessionStore
 
-    header = {"app": "rlm-desktop", "app_version": __version__, "query": config.query,
-              "created": datetime.now(UTC).isoformat(timespec="seconds"),
-              "provider": provider.name, "demo": bool(provider.is_demo),
-              "models": {"root": config.root_model, "sub": config.sub_model},
-              "documents": {"count": docs.total_files, "total_chars": docs.total_chars},
-              "source": "cli"}
+    given = list(args.docs or [])
+    if not args.session:
+        if not given:
+            raise UsageError("--docs is required (files or folders to load as `context`)")
+        return given
+    store = SessionStore()
     try:
-        writer = TraceWriter(trace_path, header)
-        log.info("trace %s", trace_path)
+        store.validate_name(args.session)
+        if not store.exists(args.session):
+            if not given:
+                raise UsageError(f"session {args.session!r} does not exist yet: give its documents "
+                                 "with --docs to start it")
+            return given
+        meta = store.load_meta(args.session)
+    except (SessionNameError, SessionNotFound) as exc:
+        raise UsageError(str(exc)) from None
+    kept = [str(p) for p in meta.get("docs") or []]
+    if not kept and meta.get("context_inline"):
+        raise UsageError(f"session {args.session!r} was made in Python from a context value; continue "
+                         "it there")
+    return kept + [p for p in given if os.path.abspath(p) not in kept]
+
+
+async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
+               trace_path: Path | None) -> int:
+    from rlm_desktop.core.cancel import CancelToken
+    from rlm_desktop.engine.providers import aclose_clients
+    from rlm_desktop.session import Session, SessionError
+    from rlm_desktop.session.store import SessionBusy
+
+    try:
+        session = Session(args.docs, documents=docs, name=args.session, provider=provider,
+                          model=config.root_model, sub_model=config.sub_model, limits=config.limits,
+                          sandbox=config.sandbox, memo_cache=config.memo_cache, source="cli",
+                          trace_path=trace_path)
+    except (SessionBusy, SessionError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        trace = session.open_trace(config.query)
     except OSError as exc:
-        raise UsageError(f"cannot write the trace file {trace_path}: {exc.strerror or exc}") from None
-    trace = Trace(header)
-    writer.attach(trace)
+        await session.aclose()
+        raise UsageError(f"cannot write the trace file {session.trace_path}: "
+                         f"{exc.strerror or exc}") from None
+    trace_path = session.trace_path
+    log.info("trace %s", trace_path)
     progress = None
     if not args.quiet and sys.stderr.isatty():
         progress = _Progress(config.limits.budget_usd, config.limits.max_iterations)
@@ -364,22 +394,23 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
         if len(signals_seen) == 1:
             cancel.cancel(f"interrupted by {signal.Signals(signum).name}")
         else:   # a second signal: close the trace and leave now
-            trace.end_open_spans(_cancelled_status(), reason="interrupted twice: stopped at once")
-            writer.close()
+            session.abandon("interrupted twice: stopped at once")
             os._exit(EXIT_CANCELLED)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        result = await run_rlm(config, docs.context_value(), provider=provider, trace=trace,
-                               cancel=cancel)
+        turn = await session.run_turn(config.query, cancel=cancel, limits=config.limits)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await session.aclose()
         await aclose_clients()
-        writer.close()
         if progress is not None:
             progress.clear()
+    result = turn.run
+    if turn.rebuild is not None and not args.quiet:
+        _err(turn.rebuild.summary())
     code = _exit_code(result)
     if args.json:
         out = {"answer": result.answer, "status": result.status, "reason": result.reason,
@@ -389,7 +420,8 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
                "tokens_estimated": result.tokens_estimated, "iterations": result.iterations,
                "sub_calls": result.sub_calls, "trace": str(trace_path),
                "isolation": result.isolation, "provider": provider.name,
-               "demo": bool(provider.is_demo), "exit_code": code}
+               "demo": bool(provider.is_demo), "exit_code": code,
+               "session": turn.session, "turn": turn.turn, "variables": result.variables}
         print(json.dumps(out, ensure_ascii=False))
     elif result.answer is not None:
         print(result.answer)

@@ -99,6 +99,10 @@ class Attr:
     HISTORY_NOTE = "history_note"  # llm_call: the history was shortened before this call (how)
     VIA = "via"                    # final: "FINAL" | "FINAL_VAR" | "text"
     WARNING = "warning"            # run: a plain-language warning (e.g. USD budget not enforceable)
+    TURN = "turn"                  # run: the turn's number in its session (1, 2, …)
+    INTERNAL = "internal"          # code_cell: run by the app (not the model); never replayed
+    REPLAY = "replay"              # run: a REPL rebuilt from recorded cells (no model request)
+    REPLAY_OF = "replay_of"        # code_cell: the recorded cell this one replays
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +441,25 @@ class TraceWriter:
         self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
         head = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **header}
         self._write(json.dumps(head, ensure_ascii=False, default=_json_default))
+
+    @classmethod
+    def append_to(cls, path: str | os.PathLike[str]) -> TraceWriter:
+        """A writer that adds events to an existing trace file (a session's next turn in a new
+        process); its header stays as it is. Read the file first, so new span ids follow its own."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        cut = False
+        with open(self.path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size:
+                fh.seek(size - 1)
+                cut = fh.read(1) != b"\n"
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        if cut:                                    # the last line was cut (a crash): start a new one
+            self._fh.write("\n")
+            self._fh.flush()
+        return self
 
     def __call__(self, ev: TraceEvent, span: Span | None = None) -> None:
         self._write(ev.to_json())

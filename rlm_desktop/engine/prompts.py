@@ -172,3 +172,37 @@ def format_cell_output(index: int, total: int, *, status: str, stdout: str, stde
 def cells_skipped_message(skipped: int) -> str:
     return (f"[{skipped} more code block{'s' if skipped != 1 else ''} in your reply did not run because "
             "an earlier block failed.]")
+
+
+# -- sessions: follow-up turns ------------------------------------------------------------------
+# How much of an earlier turn's answer the follow-up conversation repeats (the rest is stated).
+EARLIER_ANSWER_CHARS = 2_000
+
+
+def earlier_turn_messages(turns: list[tuple[str, str | None, str, str]]) -> list[dict[str, str]]:
+    """The compact earlier-turn block of a follow-up: one (user, assistant) pair per earlier turn,
+    from ``(question, answer or None, status word, variables left)``. Each pair depends only on its
+    own turn, so the block of turn k is a byte-identical prefix of the block of turn k+1 (provider
+    prefix caches keep hitting)."""
+    out: list[dict[str, str]] = []
+    for n, (question, answer, status, variables) in enumerate(turns, 1):
+        out.append({"role": "user", "content": f"[earlier turn {n}] Question: {question}"})
+        if answer is None:
+            said = f"(no answer: the turn ended {status})"
+        elif len(answer) > EARLIER_ANSWER_CHARS:
+            said = (answer[:EARLIER_ANSWER_CHARS] + f"\n[… answer shortened: {len(answer):,} characters "
+                    "in all]")
+        else:
+            said = answer
+        tail = f"\nVariables in the REPL after turn {n}: {variables}" if variables else ""
+        out.append({"role": "assistant", "content": f"[earlier turn {n}] Answer: {said}{tail}"})
+    return out
+
+
+def follow_up_user_message(query: str, turn: int, notes: list[str]) -> str:
+    """The question of a follow-up turn: the REPL kept its variables from the earlier turns."""
+    extra = "".join(f"\n{n}" for n in notes)
+    return (f"Question (turn {turn}, a follow-up in the same session): {query}\n\nThe REPL still holds "
+            f"`context` and the variables made in earlier turns (listed above); reuse them instead of "
+            f"recomputing.{extra} Write code to work on the question; do not answer before you have "
+            "checked with code.")

@@ -11,6 +11,7 @@ import dataclasses
 import keyword
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace
 from rlm_desktop.engine import prompts
 from rlm_desktop.engine.parsing import TextualFinal, parse_reply
 from rlm_desktop.engine.providers import ChatResult, ProviderError, chat
+from rlm_desktop.engine.repl import Repl, new_repl
 from rlm_desktop.sandbox.api import (
     CellResult,
     SandboxError,
@@ -60,9 +62,44 @@ class RunResult:
     sub_calls: int
     isolation: dict[str, Any] | None
     tokens_estimated: bool = False
+    # Sessions: the variables the REPL held after the turn ("x: int, rows: list"), when read, and
+    # the system prompt the root model was given (a follow-up turn reuses it byte for byte).
+    variables: str | None = None
+    system_prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """What a session hands a run: its live REPL (kept after the run) and the earlier turns.
+
+    ``earlier`` holds ``(question, answer or None, status word, variables left)`` per earlier turn;
+    ``system_prompt`` is the first turn's, reused byte for byte so provider prefix caches hit;
+    ``notes`` are sentences for the model about what changed since the last turn (documents
+    added, REPL rebuilt with gaps)."""
+
+    repl: Repl
+    turn: int = 1
+    earlier: tuple[tuple[str, str | None, str, str], ...] = ()
+    system_prompt: str | None = None
+    notes: tuple[str, ...] = ()
+    # Called once the REPL has started, before the first model call (a session rebuilds a new
+    # REPL's state here, under the turn's run span); returns more notes for the model.
+    prepare: Callable[[Repl, str], Awaitable[tuple[str, ...]]] | None = None
+
+
+# The internal cell a session runs after each turn to learn which variables the REPL holds.
+VARIABLES_CELL = "SHOW_VARS()"
+VARIABLES_CELL_NAME = "variables after the turn"
+
+
+def parse_show_vars(stdout: str) -> str:
+    """``SHOW_VARS()`` prints ``name: type, name: type``; keep it as one tidy line (without context)."""
+    line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    items = [p.strip() for p in line.split(", ") if ": " in p]
+    return ", ".join(i for i in items if not i.startswith("context:"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,8 +381,9 @@ class _History:
 
     LOW_WATER = 0.75
 
-    def __init__(self, limit_chars: int) -> None:
+    def __init__(self, limit_chars: int, head: int = 2) -> None:
         self.limit = limit_chars
+        self.head = head                      # messages that always stay: system, earlier turns, question
         self.output_indexes: list[int] = []   # messages that are cell outputs (shortenable)
         self.dropped_total = 0
 
@@ -374,7 +412,7 @@ class _History:
             total -= len(content) - len(new)
             shortened += 1
         dropped = 0
-        start = 4 if self.dropped_total else 2   # after the question (and an earlier note)
+        start = self.head + 2 if self.dropped_total else self.head   # after the question (and a note)
         # Still over the limit once every old output is short: drop the oldest (assistant, user)
         # exchanges, never the newest one (and then down to the low-water mark too).
         while total > (target if dropped else self.limit) and len(messages) - start > 2:
@@ -387,12 +425,12 @@ class _History:
             n = self.dropped_total
             note = (f"[{n} earlier exchange{'s' if n != 1 else ''} removed to keep the conversation "
                     "within the model's context; variables in the REPL are unaffected.]")
-            if start == 4:
-                messages[3] = {"role": "user", "content": note}
+            if start == self.head + 2:
+                messages[self.head + 1] = {"role": "user", "content": note}
             else:
-                messages.insert(2, {"role": "assistant", "content": "[earlier replies omitted]"})
-                messages.insert(3, {"role": "user", "content": note})
-        self.output_indexes = [i for i in range(2, len(messages))
+                messages.insert(self.head, {"role": "assistant", "content": "[earlier replies omitted]"})
+                messages.insert(self.head + 1, {"role": "user", "content": note})
+        self.output_indexes = [i for i in range(self.head, len(messages))
                                if messages[i].get("role") == "user"
                                and str(messages[i].get("content") or "").startswith("[cell")]
         parts = []
@@ -417,33 +455,38 @@ class _RLM:
     """One (root or nested) RLM: its own sandbox, conversation and iterations."""
 
     def __init__(self, state: _Shared, *, depth: int, query: str, context: str | dict[str, str],
-                 run_span: str) -> None:
+                 run_span: str, turn: TurnContext | None = None) -> None:
         self.s = state
         self.depth = depth
         self.query = query
         self.context = context
         self.run_span = run_span
-        self.sandbox: Any = None
+        self.turn = turn            # a session's turn (root run only): live REPL, earlier turns
+        self.sandbox: Repl | None = None
         self.cell_tasks: set[asyncio.Task[Any]] = set()
         self.it_span: str | None = None
+        self.system_prompt: str | None = None
+        self.variables: str | None = None
+        self.notes: tuple[str, ...] = turn.notes if turn is not None else ()
 
     async def run(self) -> tuple[str | None, str, str]:
         """Returns (answer or best partial, stop_reason, reason). Raises _Halted / ProviderError /
         SandboxRefused / SandboxError / CancelledError."""
-        from rlm_desktop.sandbox.host import Sandbox
-
         s = self.s
         cfg = s.config
         lim = s.limits
         info = prompts.describe_context(self.context)
-        box = Sandbox(cfg.sandbox, context=self.context, depth=self.depth,
-                      rlm_query_enabled=self.depth < lim.max_depth,
-                      label=f"depth {self.depth}")
+        kept = self.turn is not None       # a session's REPL: started once, kept after the run
+        if self.turn is not None:
+            box = self.turn.repl
+        else:
+            box = new_repl(cfg.sandbox, context=self.context, depth=self.depth,
+                           rlm_query_enabled=self.depth < lim.max_depth, label=f"depth {self.depth}")
         self.sandbox = box
         s.add_sandbox(box)
         try:
             s.check_running()
-            report = await box.start()
+            report = box.isolation if (kept and box.started and box.isolation) else await box.start()
             iso = report.to_dict()
             s.trace.update_span(self.run_span, {Attr.ISOLATION: iso})
             if self.depth == 0:
@@ -452,14 +495,28 @@ class _RLM:
             if s.cancel.cancelled:
                 box.kill()
             s.check_running()
-            return await self._iterate(info)
+            if self.turn is not None and self.turn.prepare is not None:
+                self.notes += await self.turn.prepare(box, self.run_span)
+                s.check_running()
+            outcome = await self._iterate(info)
+            if kept and s.stop is None and box.alive:
+                await self._read_variables()
+            return outcome
         finally:
             if self.it_span is not None and self.it_span in s.open_spans:   # interrupted mid-iteration
                 s.end(self.it_span, s.interrupted, {Attr.ERROR: "interrupted: " + s._why()})
             s.remove_sandbox(box)
             if s.stop is not None:
                 box.kill()
-            await _close_quietly(box)
+            if not kept:
+                await _close_quietly(box)
+
+    async def _read_variables(self) -> None:
+        """A session's turn ends by asking the REPL which variables it holds (for the next turn)."""
+        cell = await self._run_cell(VARIABLES_CELL, self.run_span, 1, 1, name=VARIABLES_CELL_NAME,
+                                    internal=True)
+        if cell.ok:
+            self.variables = parse_show_vars(cell.stdout)
 
     def _history_limit(self) -> int:
         lim = self.s.limits.max_history_chars
@@ -472,13 +529,22 @@ class _RLM:
         s = self.s
         cfg = s.config
         lim = s.limits
-        system = prompts.system_prompt(
+        turn = self.turn
+        system = (turn.system_prompt if turn is not None and turn.system_prompt else prompts.system_prompt(
             info, sub_model=cfg.sub_model, depth=self.depth, max_depth=lim.max_depth,
             max_iterations=lim.max_iterations, max_output_chars=lim.max_output_chars,
-            cell_timeout_s=lim.cell_timeout_s, max_sub_calls=lim.max_sub_calls)
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system},
-                                          {"role": "user", "content": prompts.first_user_message(self.query)}]
-        history = _History(self._history_limit())
+            cell_timeout_s=lim.cell_timeout_s, max_sub_calls=lim.max_sub_calls))
+        self.system_prompt = system
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+        if turn is not None and turn.turn > 1:
+            messages += prompts.earlier_turn_messages(list(turn.earlier))
+            question = prompts.follow_up_user_message(self.query, turn.turn, list(self.notes))
+        else:
+            question = prompts.first_user_message(self.query)
+            if self.notes:
+                question += "".join(f"\n{n}" for n in self.notes)
+        messages.append({"role": "user", "content": question})
+        history = _History(self._history_limit(), head=len(messages))
         sent = 0
         last_call: str | None = None
         best_partial: str | None = None
@@ -588,21 +654,24 @@ class _RLM:
                     and bare not in _REPL_NAMES):
                 # FINAL(answer) written as text usually means the variable `answer` when it exists.
                 cell = await self._run_cell(f"if {bare!r} in globals():\n    FINAL_VAR({bare!r})",
-                                            parent, 1, 1, name="FINAL (variable?)")
+                                            parent, 1, 1, name="FINAL (variable?)", internal=True)
                 if cell.final is not None and cell.ok:
                     return _final_value(cell.final.value), ""
             return final.value, ""
-        cell = await self._run_cell(f"FINAL_VAR({final.value!r})", parent, 1, 1, name="FINAL_VAR")
+        cell = await self._run_cell(f"FINAL_VAR({final.value!r})", parent, 1, 1, name="FINAL_VAR",
+                                    internal=True)
         if cell.final is not None and cell.ok:
             return _final_value(cell.final.value), ""
         err = (cell.error or cell.stderr or "the variable could not be read").strip().splitlines()
         return None, f"FINAL_VAR({final.value}) failed: {err[-1] if err else 'no value'}"
 
     async def _run_cell(self, code: str, parent: str, index: int, total: int, *,
-                        name: str | None = None) -> CellResult:
+                        name: str | None = None, internal: bool = False) -> CellResult:
         s = self.s
-        sid = s.start(SpanKind.CODE_CELL, name or (f"cell {index}" if total > 1 else "cell"), parent,
-                      {Attr.CODE: code, Attr.DEPTH: self.depth})
+        attrs: dict[str, Any] = {Attr.CODE: code, Attr.DEPTH: self.depth}
+        if internal:
+            attrs[Attr.INTERNAL] = True     # run by the app, not the model: never replayed
+        sid = s.start(SpanKind.CODE_CELL, name or (f"cell {index}" if total > 1 else "cell"), parent, attrs)
         out = _Appender(s.trace, sid, Attr.STDOUT)
         err = _Appender(s.trace, sid, Attr.STDERR)
 
@@ -621,6 +690,7 @@ class _RLM:
                     self.cell_tasks.discard(task)
                     s.tasks.discard(task)
 
+        assert self.sandbox is not None
         try:
             cell = await self.sandbox.run_cell(code, timeout_s=s.limits.cell_timeout_s,
                                                on_request=on_request, on_output=on_output)
@@ -854,8 +924,11 @@ def price_warning(config: RunConfig, provider: ProviderConfig,
 
 async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider: ProviderConfig,
                   sub_provider: ProviderConfig | None = None, trace: Trace,
-                  cancel: CancelToken | None = None) -> RunResult:
-    """Run one RLM to its end and return the outcome. See the module docstring."""
+                  cancel: CancelToken | None = None, turn: TurnContext | None = None) -> RunResult:
+    """Run one RLM to its end and return the outcome. See the module docstring.
+
+    With ``turn`` (a session's turn), the root run uses the session's live REPL and leaves it
+    running, and a follow-up's conversation starts with the earlier turns in compact form."""
     cancel = cancel or CancelToken()
     sub_provider = sub_provider or provider
     state = _Shared(config, provider, sub_provider, trace, cancel)
@@ -868,6 +941,8 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         Attr.LIMITS: dataclasses.asdict(lim), Attr.CONTEXT: info.to_dict(),
         "memo_cache": config.memo_cache,
     }
+    if turn is not None:
+        run_attrs[Attr.TURN] = turn.turn
     if sub_provider is not provider:
         run_attrs["sub_provider"] = sub_provider.name
     if provider.is_demo or sub_provider.is_demo:
@@ -875,7 +950,7 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     warning = price_warning(config, provider, sub_provider)
     if warning:
         run_attrs[Attr.WARNING] = warning
-    run_span = state.start(SpanKind.RUN, "run", None, run_attrs)
+    run_span = state.start(SpanKind.RUN, "run" if turn is None else f"turn {turn.turn}", None, run_attrs)
     log.info("run started: %s (root %s, sub %s), %d characters of context",
              provider.name, config.root_model, config.sub_model, info.total_chars,
              extra={"limits": dataclasses.asdict(lim), "run_started": trace.header.get("started")})
@@ -884,7 +959,7 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
                                   f"run time limit reached ({lim.run_timeout_s:g} s)")
     answer: str | None = None
     external_cancel = False
-    root = _RLM(state, depth=0, query=config.query, context=context, run_span=run_span)
+    root = _RLM(state, depth=0, query=config.query, context=context, run_span=run_span, turn=turn)
     try:
         answer, stop_reason, reason = await root.run()
         if stop_reason != "final":
@@ -917,7 +992,8 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         with state._sandbox_lock:
             leftovers = list(state.sandboxes)
         for box in leftovers:
-            box.kill()
+            if turn is None or box is not turn.repl or state.stop is not None:
+                box.kill()
     if state.self_cancels:   # a halt cancelled us after the work ended: absorb it
         task = asyncio.current_task()
         if task is not None:
@@ -946,7 +1022,8 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         cost_usd=state.cost_value, cost_known=state.cost_unknown == 0,
         input_tokens=state.input_tokens, output_tokens=state.output_tokens,
         cached_tokens=state.cached_tokens, iterations=state.iterations, sub_calls=state.sub_calls,
-        isolation=state.isolation, tokens_estimated=state.tokens_estimated)
+        isolation=state.isolation, tokens_estimated=state.tokens_estimated,
+        variables=root.variables, system_prompt=root.system_prompt)
     # INFO either way: the caller (CLI, window) reports the outcome to the user itself.
     log.info("run finished: %s (%s)%s; %d iterations, %d sub-calls, %d+%d tokens%s, cost %s",
              status, stop_reason, f": {reason}" if reason else "", result.iterations, result.sub_calls,

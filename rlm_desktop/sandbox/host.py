@@ -818,6 +818,18 @@ class Sandbox:
         if worker is not None:
             worker.kill()
 
+    @property
+    def started(self) -> bool:
+        """start() was called and succeeded (the sandbox may have died since: see :attr:`alive`)."""
+        return self._loop is not None and self.isolation is not None
+
+    @property
+    def alive(self) -> bool:
+        """A worker is running and holds the REPL's state (not killed, not dead, not closed)."""
+        worker = self._worker
+        return (not self._closed and worker is not None and worker.dead_reason is None
+                and not worker.killed)
+
     def read_scratch_file(self, rel_path: str, max_bytes: int = 10_000_000) -> bytes:
         """Read a regular file that model code left in its scratch directory.
 

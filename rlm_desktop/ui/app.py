@@ -80,7 +80,7 @@ def install_error_hooks(report: Callable[[str], None]) -> Callable[[], None]:
 def run_app(argv: list[str]) -> int:
     """Open the main window with ``argv`` paths loaded (a trace file opens that trace)."""
     from rlm_desktop.core.logs import setup_logging, shutdown_logging
-    from rlm_desktop.sandbox.host import harden_host_process
+    from rlm_desktop.engine.repl import harden_host_process
     from rlm_desktop.ui.aio import close_gui_loop, gui_loop
     from rlm_desktop.ui.main_window import MainWindow
     from rlm_desktop.ui.settings import Settings

@@ -47,7 +47,7 @@ from rlm_desktop.core.profiles import (
     profile_from_preset,
     validate_profile,
 )
-from rlm_desktop.ui import secrets
+from rlm_desktop.session import secrets
 from rlm_desktop.ui.aio import AsyncJob
 from rlm_desktop.ui.jobs import ThreadJob
 from rlm_desktop.ui.settings import Settings, SettingsError

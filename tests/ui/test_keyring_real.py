@@ -125,7 +125,7 @@ def _outside_check() -> str | None:
 
 
 def test_app_code_round_trips_a_key_through_the_secret_service(real_keyring: None) -> None:
-    from rlm_desktop.ui import secrets
+    from rlm_desktop.session import secrets
 
     status = secrets.keyring_status()
     assert status.available and "SecretService" in status.backend, status

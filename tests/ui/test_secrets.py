@@ -11,7 +11,7 @@ from keyring.backend import KeyringBackend
 from keyring.backends import fail, null
 
 from rlm_desktop.core.profiles import profile_from_preset
-from rlm_desktop.ui import secrets
+from rlm_desktop.session import secrets
 
 KEY = "sk-unit-SECRET-93f0a1c2"
 

@@ -17,7 +17,7 @@ from PySide6.QtCore import QSettings
 from rlm_desktop.core.config import ModelPrice, RunLimits, SandboxLimits
 from rlm_desktop.core.profiles import ProfileError, profile_from_preset
 from rlm_desktop.engine.demo import DEMO_PROVIDER
-from rlm_desktop.ui import secrets
+from rlm_desktop.session import secrets
 from rlm_desktop.ui.settings import (
     SCHEMA_VERSION,
     MissingKeyError,

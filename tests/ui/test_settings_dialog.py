@@ -15,7 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from rlm_desktop.core.config import ModelPrice, RunLimits, SandboxLimits
 from rlm_desktop.core.profiles import ProviderProfile, profile_from_preset
-from rlm_desktop.ui import secrets
+from rlm_desktop.session import secrets
 from rlm_desktop.ui.settings import Settings
 from rlm_desktop.ui.settings_dialog import UNKNOWN, SettingsDialog
 from tests.fakeserver import FakeOpenAI

@@ -388,7 +388,7 @@ def test_keys_are_read_off_the_gui_thread_and_a_missing_key_stops_nothing_but_th
     import threading
     from dataclasses import replace
 
-    from rlm_desktop.ui import secrets
+    from rlm_desktop.session import secrets
 
     gui = threading.get_ident()
     reads: list[int] = []

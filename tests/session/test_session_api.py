@@ -1,0 +1,146 @@
+"""Sessions through the Python API: follow-up turns keep the REPL, a reopened session rebuilds it
+from its trace without a model request, and the earlier-turn block is a stable prefix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlm_desktop import Session, completion
+from rlm_desktop.core.config import RunLimits, SandboxLimits
+from rlm_desktop.core.trace import Attr, SpanKind, read_trace
+from rlm_desktop.session.store import SessionBusy, SessionStore
+from tests.engine.conftest import is_root, make_provider, route
+from tests.fakeserver import FakeOpenAI, Reply
+
+TURN1 = [
+    "Let me count.\n```repl\nwords = context.split()\nn = len(words)\nprint(n)\n```",
+    "FINAL(there are many words)",
+]
+TURN2 = [
+    # Uses `n` and `words`, made by turn 1's code: only a kept (or rebuilt) REPL has them.
+    "```repl\nprint(n * 2, words[0])\n```",
+    "```repl\nFINAL(f'double is {n * 2}')\n```",
+]
+
+
+def _session(srv: FakeOpenAI, store_root: Path, name: str | None = "s1", **kw: object) -> Session:
+    return Session(context="alpha beta gamma delta", name=name, provider=make_provider(srv),
+                   store=SessionStore(store_root), sandbox=SandboxLimits(allow_weak=True),
+                   limits=RunLimits(max_iterations=6), **kw)  # type: ignore[arg-type]
+
+
+def test_follow_up_uses_the_variables_of_the_first_turn(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.handler = route(TURN1 + TURN2)
+    with _session(fake_openai, tmp_path) as s:
+        r1 = s.ask("How many words?")
+        assert r1.status == "ok" and r1.answer == "there are many words"
+        assert r1.variables is not None and "n: int" in r1.variables and "words: list" in r1.variables
+        r2 = s.ask("Double it?")
+        assert r2.status == "ok", r2.reason
+        assert r2.answer == "double is 8"
+        assert r2.turn == 2 and r2.trace == r1.trace
+    trace = read_trace(r1.trace)
+    turns = [r for r in trace.roots if r.kind == SpanKind.RUN]
+    assert [r.attributes.get(Attr.TURN) for r in turns] == [1, 2]
+    cell = next(c for c in trace.spans.values() if c.kind == SpanKind.CODE_CELL
+                and "print(n * 2" in str(c.attributes.get(Attr.CODE)))
+    assert cell.attributes.get(Attr.STDOUT) == "8 alpha\n"
+
+
+def test_the_earlier_turn_block_is_a_byte_identical_prefix_of_the_next_request(
+        fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.handler = route(TURN1 + TURN2 + ["```repl\nFINAL(str(n))\n```"])
+    with _session(fake_openai, tmp_path) as s:
+        s.ask("How many words?")
+        s.ask("Double it?")
+        s.ask("And the count?")
+    roots = [json.dumps(r.messages, ensure_ascii=False) for r in fake_openai.chat_requests if is_root(r)]
+    firsts = [r for r in fake_openai.chat_requests if is_root(r)]
+    # The first request of turn 2 and of turn 3 (indexes 2 and 4 among the root requests).
+    t2, t3 = firsts[2].messages, firsts[4].messages
+    head2 = t2[:-1]                           # system + earlier-turn block (turn 1)
+    assert t3[:len(head2)] == head2           # the whole block, message for message
+    prefix = json.dumps(head2, ensure_ascii=False)[:-1]
+    assert json.dumps(t3, ensure_ascii=False).startswith(prefix)   # and byte for byte
+    assert t2[0] == firsts[0].messages[0]     # the system prompt never changes
+    assert "[earlier turn 1] Question: How many words?" in t2[1]["content"]
+    assert "n: int" in t2[2]["content"]
+    assert roots  # (every root request was recorded)
+
+
+def test_a_reopened_session_rebuilds_its_repl_without_any_model_request(
+        fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.handler = route(
+        ["```repl\nhalf = llm_query('summarise: ' + context[:10])\nn = len(context.split())\nprint(half)\n```",
+         "FINAL(done)"], sub=lambda req: "SUMMARY")
+    with _session(fake_openai, tmp_path) as s:
+        assert s.ask("First?").status == "ok"
+    before = len(fake_openai.chat_requests)
+
+    seen_during_rebuild: list[int] = []
+    fake_openai.handler = route(["```repl\nprint(half, n)\n```", "```repl\nFINAL(half + str(n))\n```"],
+                                sub=lambda req: "NEW")
+    with _session(fake_openai, tmp_path) as s2:
+        assert s2.turn_count == 1
+        r = s2.ask("Second?")
+        seen_during_rebuild.append(len(fake_openai.chat_requests))
+    assert r.status == "ok", r.reason
+    assert r.answer == "SUMMARY4"               # `half` came from the recording, not a new sub-call
+    assert r.rebuild is not None and r.rebuild.complete and r.rebuild.cells == 1
+    assert r.rebuild.sub_calls == 1
+    # Only the two root calls of turn 2: the rebuild itself asked the server nothing.
+    new = fake_openai.chat_requests[before:]
+    assert len(new) == 2 and all(is_root(q) for q in new)
+    trace = read_trace(r.trace)
+    replay = [sp for sp in trace.spans.values() if sp.attributes.get(Attr.REPLAY)]
+    assert len(replay) == 1 and replay[0].parent is not None
+    assert replay[0].parent.attributes.get(Attr.TURN) == 2
+
+
+def test_a_cell_that_cannot_be_replayed_is_reported(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.handler = route(
+        ["```repl\nimport time\nstamp = time.time()\nprint(stamp)\n```",
+         "```repl\nbad = 1/0\n```",
+         "FINAL(ok)"])
+    with _session(fake_openai, tmp_path) as s:
+        assert s.ask("First?").status == "ok"
+    fake_openai.handler = route(["FINAL(again)"])
+    with _session(fake_openai, tmp_path) as s2:
+        r = s2.ask("Second?")
+    assert r.rebuild is not None and not r.rebuild.complete
+    texts = [p.text() for p in r.rebuild.problems]
+    assert any("output differs" in t for t in texts), texts        # it read the clock
+    assert any("failed when it ran" in t for t in texts), texts    # 1/0
+    # The model is told what was not rebuilt.
+    last_root = [q for q in fake_openai.chat_requests if is_root(q)][-1]
+    assert "not exactly" in last_root.last_user
+
+
+def test_a_session_is_open_in_one_place_at_a_time(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    with _session(fake_openai, tmp_path):
+        with pytest.raises(SessionBusy):
+            _session(fake_openai, tmp_path)
+
+
+def test_completion_one_call_form(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.handler = route(["```repl\nFINAL(context['a.txt'].upper())\n```"])
+    r = completion({"a.txt": "hello"}, "Shout it", provider=make_provider(fake_openai),
+                   sandbox=SandboxLimits(allow_weak=True), trace_path=tmp_path / "t.jsonl",
+                   record_history=False)
+    assert r.answer == "HELLO" and r.status == "ok" and r.session is None
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "x" * 65])
+def test_bad_session_names_are_refused_with_what_is_allowed(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        Session(context="x", name=bad, store=SessionStore(tmp_path))
+
+
+def test_unreachable_reply_keeps_test_honest(fake_openai: FakeOpenAI) -> None:
+    # The scripted server answers 400 when a script is exhausted: a session that asked more than
+    # scripted would fail loudly instead of passing by accident.
+    fake_openai.script(Reply.error(400, "nothing scripted"))
+    assert fake_openai.pending == 1
