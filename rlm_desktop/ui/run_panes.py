@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rlm_desktop.core.paths import data_dir, write_text_atomic
+from rlm_desktop.core.paths import data_dir, open_private, write_text_atomic
+from rlm_desktop.core.trace import safe_json_line
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import icon, status_icon
 
@@ -290,9 +291,10 @@ class HistoryStore:
         self.path = path or data_dir() / "history.jsonl"
 
     def add(self, entry: HistoryEntry) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
+        # Private (0600 in a 0700 folder): queries say what the user asks about their documents.
+        # safe_json_line: a query with U+2028 (or a lone surrogate) must stay one line.
+        with open_private(self.path, "a") as fh:
+            fh.write(safe_json_line(json.dumps(asdict(entry), ensure_ascii=False)) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
