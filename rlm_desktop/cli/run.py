@@ -73,6 +73,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--allow-weak-sandbox", action="store_true",
                    help="run even when the sandbox isolation is below 'good' (less protection)")
     p.add_argument("--no-memo", action="store_true", help="do not reuse identical sub-call answers")
+    p.add_argument("--follow-outside-links", action="store_true",
+                   help="follow links in the --docs folders whose targets lie outside them (by "
+                        "default such links are reported and skipped; the app's setting of the same "
+                        "name also turns this on)")
     p.set_defaults(handler=handle)
 
 
@@ -291,7 +295,7 @@ def _handle(args: argparse.Namespace) -> int:
         _err(note)
     elif note:
         _err(note.split(".")[0] + ".")   # say it even when quiet: the answers are not a model's
-    docs = load_documents(args.docs)
+    docs = load_documents(args.docs, follow_outside_links=_follow_outside_links(args, settings))
     for bad in docs.errors:
         _err(f"skipped {bad.rel_path}: {bad.error}")
     if not args.quiet:
@@ -414,6 +418,21 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
              f"{result.input_tokens + result.output_tokens:,} tokens{est}, cost {cost}. "
              f"Trace: {trace_path}")
     return code
+
+
+def _follow_outside_links(args: argparse.Namespace, settings: Any | None) -> bool:
+    """--follow-outside-links, else the desktop app's setting (said on stderr when it applies)."""
+    if args.follow_outside_links:
+        return True
+    try:
+        on = bool(settings is not None and settings.follow_outside_links())
+    except Exception as exc:   # unreadable preferences: the safe default, said plainly
+        _err(f"note: the app's link setting could not be read ({exc}); links out of folders are "
+             "not followed")
+        return False
+    if on and not args.quiet:
+        _err("note: following links that lead out of the --docs folders (the app's setting)")
+    return on
 
 
 def _cancelled_status() -> Any:
