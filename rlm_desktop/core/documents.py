@@ -738,7 +738,9 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
     """Read one file into a :class:`Document`. Never raises for a bad file (only LoadCancelled).
 
     ``inside``: the real path of the chosen folder the file was found in (``ScanResult.confine``);
-    a file that is no longer inside it when read (a link swapped in) is refused, not read.
+    a file that is no longer inside it when read (a link swapped in) is refused, not read. Every
+    reader here opens the file through :func:`open_document_file` (which checks that on the open
+    descriptor) and hands the bytes on; a reader added here must do the same.
     """
     path = Path(path)
     kind = kind_for(path)
@@ -749,9 +751,6 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
         doc.error = _oserror_text(exc)
         return doc
     doc.size_bytes = st.st_size
-    if inside is not None and not _within(os.path.realpath(path), inside):
-        doc.error = outside_link_message(stat.S_ISDIR(st.st_mode))
-        return doc
     special = _special_kind(st.st_mode)
     if special is not None:
         doc.error = f"not a regular file ({special}); skipped"
