@@ -158,3 +158,14 @@ def test_exports_are_private(tmp_path: Path, loose_umask: None) -> None:
     trace = Trace({"query": "q"})
     trace.end_span(trace.start_span(SpanKind.RUN, "run"), SpanStatus.OK)
     assert mode(write_export(trace, tmp_path / "report.html")) == 0o600
+
+
+def test_the_log_folder_and_the_folder_above_it_are_private(loose_umask: None) -> None:
+    from rlm_desktop.core.logs import setup_logging, shutdown_logging
+
+    try:
+        path = setup_logging()
+    finally:
+        shutdown_logging()
+    assert path is not None and path.parent == log_dir()
+    assert mode(path) == 0o600 and mode(log_dir()) == 0o700 and mode(log_dir().parent) == 0o700
