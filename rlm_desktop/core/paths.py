@@ -147,12 +147,16 @@ def open_private(path: str | os.PathLike[str], mode: str = "w") -> IO[Any]:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` next to ``path``, fsync it, then move it into place: readers see the old
-    file or the new one, never a half-written one. The file is 0600 (``mkstemp`` makes it so)."""
+    file or the new one, never a half-written one. The file is 0600 (``mkstemp`` makes it so).
+
+    A lone surrogate (which UTF-8 cannot encode: a trace may hold one, from a file name's
+    undecodable byte or a model's broken escape) is written as its ``\\uXXXX`` escape — inside a
+    JSON string that is the same character, elsewhere it is readable text — instead of failing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -169,3 +169,19 @@ def test_the_log_folder_and_the_folder_above_it_are_private(loose_umask: None) -
         shutdown_logging()
     assert path is not None and path.parent == log_dir()
     assert mode(path) == 0o600 and mode(log_dir()) == 0o700 and mode(log_dir().parent) == 0o700
+
+
+def test_exports_of_a_trace_with_lone_surrogates_are_written(tmp_path: Path) -> None:
+    import json
+
+    # read_trace gives back what the writer was handed, lone surrogates included; every export
+    # format must then still write (it failed with UnicodeEncodeError).
+    trace = Trace({"query": "report-\udcff.txt \ud800"})
+    run = trace.start_span(SpanKind.RUN, "run \udcff", None, {"query": "q \udcff"})
+    trace.end_span(run, SpanStatus.OK)
+    for name in ("x.json", "x.md", "x.html", "x.otlp.json"):
+        out = write_export(trace, tmp_path / name)
+        text = out.read_bytes().decode("utf-8")       # valid UTF-8
+        assert "\\udcff" in text, name               # the escape, readable
+    data = json.loads((tmp_path / "x.json").read_text(encoding="utf-8"))
+    assert "report-\udcff.txt \ud800" in json.dumps(data, ensure_ascii=False)   # the same string back
