@@ -285,6 +285,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     if not args.query.strip():
         raise UsageError("--query is empty: type a question about the documents")
+    _check_text_is_utf8("--query", args.query)
     missing = [p for p in args.docs if not os.path.lexists(p)]
     if missing:
         raise UsageError(f"no such file or folder: {missing[0]}")
@@ -418,6 +419,18 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
              f"{result.input_tokens + result.output_tokens:,} tokens{est}, cost {cost}. "
              f"Trace: {trace_path}")
     return code
+
+
+def _check_text_is_utf8(flag: str, text: str) -> None:
+    """Text from argv that was not UTF-8 holds its bytes as lone surrogates (PEP 383); no model
+    request can carry it, so it is refused here, saying where, rather than failing mid-run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = os.fsencode(text[exc.start:exc.end]) if 0xDC80 <= ord(text[exc.start]) <= 0xDCFF else b""
+        what = f"byte {bad.hex(' ')}" if bad else "a lone surrogate"
+        raise UsageError(f"{flag} is not valid UTF-8 text ({what} at character {exc.start + 1}): set "
+                         "your terminal to UTF-8 (e.g. LANG=en_US.UTF-8) or retype the text") from None
 
 
 def _follow_outside_links(args: argparse.Namespace, settings: Any | None) -> bool:

@@ -98,3 +98,22 @@ def test_a_file_name_that_is_not_utf8_runs_to_the_end(fake_openai: FakeOpenAI, t
     cell = next(s for s in trace if s.kind == SpanKind.CODE_CELL)
     assert "'report-\\\\xff.txt'" in cell.attributes[Attr.STDOUT]   # repr of the key, as printed
     assert "Revenue grew 12%." in cell.attributes[Attr.STDOUT]
+
+
+def test_a_query_that_is_not_utf8_is_a_usage_error_not_a_crash(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    # A Latin-1 terminal sends "café" as b"caf\xe9": Python holds the byte as a lone surrogate, which
+    # no request can carry (it failed mid-run: "internal error: UnicodeEncodeError", exit 1).
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("x")
+    env = dict(os.environ)
+    env.pop("OPENAI_API_KEY", None)
+    env["PYTHONPATH"] = str(ROOT)
+    fake_openai.handler = route(["FINAL(done)"])
+    r = subprocess.run([os.fsencode(sys.executable), b"-m", b"rlm_desktop", b"run", b"--docs",
+                        os.fsencode(tmp_path / "d"), b"--query", b"caf\xe9 ?", b"--base-url",
+                        fake_openai.base_url.encode(), b"--model", b"m", b"--allow-weak-sandbox"],
+                       cwd=ROOT, env=env, capture_output=True, timeout=90)
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 2, err
+    assert "--query is not valid UTF-8 text (byte e9 at character 4)" in err and "Traceback" not in err
+    assert fake_openai.requests == []
