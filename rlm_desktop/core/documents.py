@@ -413,7 +413,7 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _fd_real_path(fd: int, path: Path) -> str | None:
+def _fd_real_path(fd: int) -> str | None:
     """The real path of the file open on ``fd``, asked of the kernel where it can tell (Linux
     ``/proc/self/fd``, macOS ``F_GETPATH``); None where it cannot."""
     try:
@@ -451,7 +451,7 @@ def open_document_file(path: Path, inside: str | None = None) -> IO[bytes]:
         if special is not None or stat.S_ISDIR(st.st_mode):
             raise _Refused(f"not a regular file ({special or 'a folder'}); skipped")
         if inside is not None:
-            real = _fd_real_path(fd, path)
+            real = _fd_real_path(fd)
             if real is None:   # no kernel answer: the real path must name this very file
                 real = os.path.realpath(path)
                 there = os.stat(real)
