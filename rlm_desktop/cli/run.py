@@ -84,6 +84,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--allow-weak-sandbox", action="store_true",
                    help="run even when the sandbox isolation is below 'good' (less protection)")
     p.add_argument("--no-memo", action="store_true", help="do not reuse identical sub-call answers")
+    p.add_argument("--follow-outside-links", action="store_true",
+                   help="follow links in the --docs folders whose targets lie outside them (by "
+                        "default such links are reported and skipped; the app's setting of the same "
+                        "name also turns this on)")
     p.set_defaults(handler=handle)
 
 
@@ -278,6 +282,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     if not args.query.strip():
         raise UsageError("--query is empty: type a question about the documents")
+    _check_text_is_utf8("--query", args.query)
     args.docs = _session_docs(args)
     missing = [p for p in args.docs if not os.path.lexists(p)]
     if missing:
@@ -289,7 +294,8 @@ def _handle(args: argparse.Namespace) -> int:
         _err(note)
     elif note:
         _err(note.split(".")[0] + ".")   # say it even when quiet: the answers are not a model's
-    docs = load_documents(args.docs)
+    args.follow_outside_links = _follow_outside_links(args, settings)
+    docs = load_documents(args.docs, follow_outside_links=args.follow_outside_links)
     for bad in docs.errors:
         _err(f"skipped {bad.rel_path}: {bad.error}")
     if not args.quiet:
@@ -370,7 +376,7 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
         session = Session(args.docs, documents=docs, name=args.session, provider=provider,
                           model=config.root_model, sub_model=config.sub_model, limits=config.limits,
                           sandbox=config.sandbox, memo_cache=config.memo_cache, source="cli",
-                          trace_path=trace_path)
+                          trace_path=trace_path, follow_outside_links=args.follow_outside_links)
     except (SessionBusy, SessionError) as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -446,6 +452,33 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
              f"{result.input_tokens + result.output_tokens:,} tokens{est}, cost {cost}. "
              f"Trace: {trace_path}")
     return code
+
+
+def _check_text_is_utf8(flag: str, text: str) -> None:
+    """Text from argv that was not UTF-8 holds its bytes as lone surrogates (PEP 383); no model
+    request can carry it, so it is refused here, saying where, rather than failing mid-run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = os.fsencode(text[exc.start:exc.end]) if 0xDC80 <= ord(text[exc.start]) <= 0xDCFF else b""
+        what = f"byte {bad.hex(' ')}" if bad else "a lone surrogate"
+        raise UsageError(f"{flag} is not valid UTF-8 text ({what} at character {exc.start + 1}): set "
+                         "your terminal to UTF-8 (e.g. LANG=en_US.UTF-8) or retype the text") from None
+
+
+def _follow_outside_links(args: argparse.Namespace, settings: Any | None) -> bool:
+    """--follow-outside-links, else the desktop app's setting (said on stderr when it applies)."""
+    if args.follow_outside_links:
+        return True
+    try:
+        on = bool(settings is not None and settings.follow_outside_links())
+    except Exception as exc:   # unreadable preferences: the safe default, said plainly
+        _err(f"note: the app's link setting could not be read ({exc}); links out of folders are "
+             "not followed")
+        return False
+    if on and not args.quiet:
+        _err("note: following links that lead out of the --docs folders (the app's setting)")
+    return on
 
 
 def _cancelled_status() -> Any:

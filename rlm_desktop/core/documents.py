@@ -1,8 +1,17 @@
 """Load files and folders into the REPL's ``context``: text, HTML, source code and PDF, per-file errors.
 
 Nothing here raises for a bad file: each problem (binary, unreadable, bad encoding, malformed or
-encrypted PDF, too large, symlink loop, permission denied) becomes a :class:`Document` with ``error``
-set, and a doubtful decode keeps its text with ``warning`` set. Results are ordered by relative path.
+encrypted PDF, too large, symlink loop, permission denied, a link out of the chosen folder) becomes a
+:class:`Document` with ``error`` set, and a doubtful decode keeps its text with ``warning`` set.
+Results are ordered by relative path.
+
+Only what the user chose is read: a link inside a chosen folder whose target lies outside it is
+reported on its own row and not followed (unless ``follow_outside_links``); a file picked directly is
+read even when it is a link. The check is made when scanning and again on the opened file.
+
+File names that are not valid UTF-8 (Python holds their bytes as lone surrogates, PEP 383) are shown
+and used as ``context`` keys with those bytes as ``\\xNN`` escapes (:func:`display_name`); the
+real path stays in :attr:`Document.path`.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rlm_desktop.core.cancel import CancelToken
 
@@ -85,6 +94,42 @@ class LoadCancelled(Exception):
     """Raised by :func:`scan_paths` / :func:`load_documents` when their CancelToken is cancelled."""
 
 
+OUTSIDE_HINT = ("add it directly to load it, or allow links out of folders (Settings → Sandbox, or "
+                "--follow-outside-links)")
+
+
+def outside_link_message(is_dir: bool) -> str:
+    """The row text of a link whose target lies outside the chosen folder."""
+    what = "a folder" if is_dir else "a file"
+    return f"link to {what} outside the folder — not loaded; {OUTSIDE_HINT}"
+
+
+class _Refused(OSError):
+    """A file that must not be read as it stands; ``str(exc)`` is the row's message."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def display_name(name: str) -> str:
+    """``name`` as shown and used as a ``context`` key: a valid string whatever the file system gave.
+
+    Bytes of a name that are not UTF-8 reach Python as lone surrogates (U+DC80–U+DCFF); they become
+    ``\\xNN`` escapes of the byte (``report-\\xff.txt``, Python's ``backslashreplace`` form), any
+    other lone surrogate (a Windows name) ``\\udXXX``. Readable and reversible to the bytes; the
+    file itself is opened through :attr:`Document.path`, and two names that would show alike are
+    numbered like any other clash.
+    """
+    if name.isascii() or _SURROGATE.search(name) is None:
+        return name
+    return _SURROGATE.sub(_escape_surrogate, name)
+
+
 @dataclass(slots=True)
 class Document:
     """One file: its text (``None`` when it could not be used, then ``error`` says why)."""
@@ -118,6 +163,9 @@ class ScanResult:
     errors: list[Document]
     total_bytes: int
     skipped: list[str] = field(default_factory=list)  # hidden / tooling entries, not entered
+    # rel_path -> real path of the chosen folder the file must still lie in when it is read
+    # (files found by walking a folder, unless outside links are followed).
+    confine: dict[str, str] = field(default_factory=dict)
 
     @property
     def skipped_count(self) -> int:
@@ -209,6 +257,8 @@ def _error_doc(path: Path, rel: str, message: str, kind: str = "error", size: in
 
 
 def _oserror_text(exc: OSError) -> str:
+    if isinstance(exc, _Refused):
+        return str(exc)
     if isinstance(exc, PermissionError):
         return "permission denied: RLM Desktop may not read it (check its permissions or owner)"
     if exc.errno == errno.ELOOP:
@@ -229,22 +279,26 @@ def _special_kind(mode: int) -> str | None:
 
 
 def scan_paths(paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool = False,
-               cancel: CancelToken | None = None) -> ScanResult:
+               cancel: CancelToken | None = None, follow_outside_links: bool = False) -> ScanResult:
     """Expand files and folders (recursively) into ``(path, rel_path)`` pairs, without reading them.
 
     A single folder's files are named relative to it; with several inputs each folder's files are
-    prefixed with the folder's name. Symlinks are followed, but a link back into a folder being
-    walked (a loop) or to a folder already walked is reported instead. Hidden entries and tooling
-    folders (``.git``, ``node_modules``, ...) are skipped and listed in ``skipped``, unless named
-    explicitly or ``include_hidden`` is set. Raises :class:`LoadCancelled` when cancelled.
+    prefixed with the folder's name. Links (to files or folders, at any depth, chains of links) are
+    followed while their target lies inside the chosen folder they were found in; one whose target
+    lies outside is reported as an error row and skipped, unless ``follow_outside_links``. A file
+    given directly is taken even when it is a link. A link back into a folder being walked (a loop)
+    or to a folder already walked is reported instead. Hidden entries and tooling folders (``.git``,
+    ``node_modules``, ...) are skipped and listed in ``skipped``, unless named explicitly or
+    ``include_hidden`` is set. Raises :class:`LoadCancelled` when cancelled.
     """
     inputs = [Path(p) for p in paths]
     single_folder = len(inputs) == 1
-    files: list[tuple[Path, str]] = []
+    files: list[tuple[Path, str, str | None]] = []   # (path, rel, folder it must stay in)
     errors: list[Document] = []
     skipped: list[str] = []
     total = 0
     walked: dict[tuple[int, int], str] = {}  # (dev, inode) of each folder entered -> its rel path
+    confine: str | None = None   # real path of the chosen folder being walked (None: not confined)
 
     def check_cancel() -> None:
         if cancel is not None and cancel.cancelled:
@@ -256,7 +310,7 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool 
         if special is not None:
             errors.append(_error_doc(p, rel, f"not a regular file ({special}); skipped"))
             return
-        files.append((p, rel))
+        files.append((p, rel, confine))
         total += st.st_size
 
     def walk(folder: Path, rel_prefix: str, ancestors: tuple[tuple[int, int], ...]) -> None:
@@ -266,11 +320,13 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool 
                 # Real entries before links, so a folder is named by its own path, not an alias's.
                 entries = sorted(it, key=lambda e: (_is_link(e), e.name))
         except OSError as exc:
-            errors.append(_error_doc(folder, rel_prefix or folder.name, "folder " + _oserror_text(exc)))
+            errors.append(_error_doc(folder, rel_prefix or display_name(folder.name),
+                                     "folder " + _oserror_text(exc)))
             return
         for entry in entries:
             check_cancel()
-            rel = f"{rel_prefix}/{entry.name}" if rel_prefix else entry.name
+            name = display_name(entry.name)
+            rel = f"{rel_prefix}/{name}" if rel_prefix else name
             p = Path(entry.path)
             try:
                 is_link = entry.is_symlink()
@@ -290,6 +346,10 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool 
                 else:
                     errors.append(_error_doc(p, rel, _oserror_text(exc)))
                 continue
+            if is_link and confine is not None and not _within(os.path.realpath(p), confine):
+                errors.append(_error_doc(p, rel, outside_link_message(stat.S_ISDIR(st.st_mode)),
+                                         kind="link"))
+                continue
             if stat.S_ISDIR(st.st_mode):
                 visit_dir(p, rel, st, ancestors, is_link)
             else:
@@ -306,36 +366,105 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]], *, include_hidden: bool 
             errors.append(_error_doc(p, rel, f"same folder as '{walked[key] or '.'}' (reached through "
                                              f"a link); its files are loaded once"))
             return
-        walked[key] = rel or p.resolve().name
+        walked[key] = rel or display_name(p.resolve().name)
         walk(p, rel, (*ancestors, key))
 
     for p in inputs:
         check_cancel()
+        shown = display_name(p.name)
         try:
             st = p.stat()
         except OSError as exc:
             if p.is_symlink() and isinstance(exc, FileNotFoundError):
-                errors.append(_error_doc(p, p.name, f"broken symlink: its target {_readlink(p)} "
-                                                    f"does not exist"))
+                errors.append(_error_doc(p, shown, f"broken symlink: its target {_readlink(p)} "
+                                                   f"does not exist"))
             else:
-                errors.append(_error_doc(p, p.name or str(p), _oserror_text(exc)))
+                errors.append(_error_doc(p, shown or display_name(str(p)), _oserror_text(exc)))
             continue
         if stat.S_ISDIR(st.st_mode):
-            prefix = "" if single_folder else (p.resolve().name or "root")
+            prefix = "" if single_folder else (display_name(p.resolve().name) or "root")
+            # The folder the user chose, as it really is (it may itself be a link they picked).
+            confine = None if follow_outside_links else os.path.realpath(p)
             visit_dir(p, prefix, st, (), False)
+            confine = None
         else:
-            add_file(p, p.name, st)
+            add_file(p, shown, st)   # chosen directly: read even when it is a link
 
     # Unique relative names (two inputs may share a name), then a deterministic order.
     seen: dict[str, int] = {}
     unique: list[tuple[Path, str]] = []
-    for p, rel in files:
+    confined: dict[str, str] = {}
+    for p, rel, inside in files:
         n = seen.get(rel, 0) + 1
         seen[rel] = n
-        unique.append((p, rel if n == 1 else _numbered(rel, n)))
+        name = rel if n == 1 else _numbered(rel, n)
+        unique.append((p, name))
+        if inside is not None:
+            confined[name] = inside
     unique.sort(key=lambda item: item[1])
     errors.sort(key=lambda d: d.rel_path)
-    return ScanResult(files=unique, errors=errors, total_bytes=total, skipped=sorted(skipped))
+    return ScanResult(files=unique, errors=errors, total_bytes=total, skipped=sorted(skipped),
+                      confine=confined)
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or lies inside it (both from realpath)."""
+    path, folder = os.path.normcase(path), os.path.normcase(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _fd_real_path(fd: int) -> str | None:
+    """The real path of the file open on ``fd``, asked of the kernel where it can tell (Linux
+    ``/proc/self/fd``, macOS ``F_GETPATH``); None where it cannot."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        if real.startswith("/"):
+            return real.removesuffix(" (deleted)")
+    except OSError:
+        pass
+    try:
+        import fcntl
+
+        getpath = getattr(fcntl, "F_GETPATH", None)
+        if getpath is not None:
+            raw = fcntl.fcntl(fd, getpath, bytes(4096))
+            return os.fsdecode(raw.split(b"\0", 1)[0])
+    except (ImportError, OSError):
+        pass
+    return None
+
+
+def open_document_file(path: Path, inside: str | None = None) -> IO[bytes]:
+    """Open a document for reading, refusing what the scan would have refused by now.
+
+    Not blocking on a FIFO swapped in since the scan (``O_NONBLOCK``, then the file must be a
+    regular file); with ``inside`` (the real path of the chosen folder), the file actually opened
+    must lie inside it — checked on the open descriptor, so a link swapped in after the check cannot
+    redirect the read. Raises OSError (a refusal's ``str`` is the row's message).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        special = _special_kind(st.st_mode)
+        if special is not None or stat.S_ISDIR(st.st_mode):
+            raise _Refused(f"not a regular file ({special or 'a folder'}); skipped")
+        if inside is not None:
+            real = _fd_real_path(fd)
+            if real is None:   # no kernel answer: the real path must name this very file
+                real = os.path.realpath(path)
+                there = os.stat(real)
+                if (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
+                    raise _Refused("the file changed while it was being opened; add it again")
+            if not _within(real, inside):
+                raise _Refused(outside_link_message(False))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _is_link(entry: os.DirEntry[str]) -> bool:
@@ -517,15 +646,22 @@ def html_to_text(html: str) -> str:
 
 # -- PDF ---------------------------------------------------------------------------------------
 
-def _load_pdf(path: Path, doc: Document, cancel: CancelToken | None) -> None:
+def _load_pdf(path: Path, doc: Document, cancel: CancelToken | None, inside: str | None = None) -> None:
+    import io
     import logging
 
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PyPdfError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings on sloppy files are noise here
+    try:   # read through the checked opener (pypdf reads a whole file into memory from a path too)
+        with open_document_file(path, inside) as fh:
+            data = fh.read()
+    except OSError as exc:
+        doc.error = _oserror_text(exc)
+        return
     try:
-        reader = PdfReader(str(path), strict=False)
+        reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
             try:
                 ok = reader.decrypt("")
@@ -598,8 +734,14 @@ def kind_for(path: Path) -> str:
 
 
 def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
-                  cancel: CancelToken | None = None) -> Document:
-    """Read one file into a :class:`Document`. Never raises for a bad file (only LoadCancelled)."""
+                  cancel: CancelToken | None = None, inside: str | None = None) -> Document:
+    """Read one file into a :class:`Document`. Never raises for a bad file (only LoadCancelled).
+
+    ``inside``: the real path of the chosen folder the file was found in (``ScanResult.confine``);
+    a file that is no longer inside it when read (a link swapped in) is refused, not read. Every
+    reader here opens the file through :func:`open_document_file` (which checks that on the open
+    descriptor) and hands the bytes on; a reader added here must do the same.
+    """
     path = Path(path)
     kind = kind_for(path)
     doc = Document(path=path, rel_path=rel_path, kind=kind)
@@ -627,12 +769,12 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
                      f"split it into smaller files")
         return doc
     if kind == "pdf":
-        _load_pdf(path, doc, cancel)
+        _load_pdf(path, doc, cancel, inside)
         if doc.text is not None:
             doc.chars = len(doc.text)
         return doc
     try:
-        with open(path, "rb") as fh:
+        with open_document_file(path, inside) as fh:
             data = fh.read(cap + 1)
     except OSError as exc:
         doc.error = _oserror_text(exc)
@@ -643,7 +785,7 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
     doc.size_bytes = len(data)
     if kind == "unknown" and data.startswith(b"%PDF-"):
         doc.kind = "pdf"
-        _load_pdf(path, doc, cancel)
+        _load_pdf(path, doc, cancel, inside)
         doc.chars = len(doc.text) if doc.text is not None else 0
         return doc
     dec = decode_bytes(data)
@@ -668,14 +810,16 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
 
 def load_documents(paths: Iterable[str | os.PathLike[str]] | ScanResult, *,
                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-                   include_hidden: bool = False, max_bytes: int | None = None) -> DocumentSet:
+                   include_hidden: bool = False, max_bytes: int | None = None,
+                   follow_outside_links: bool = False) -> DocumentSet:
     """Scan ``paths`` (or use a ready :class:`ScanResult`) and load every file.
 
     ``progress(done, total, rel_path)`` is called before each file (from the calling thread) and
     once at the end; ``cancel`` is checked between files and PDF pages (raises LoadCancelled).
+    ``follow_outside_links``: see :func:`scan_paths` (the one rule for the app and the CLI).
     """
     scan = paths if isinstance(paths, ScanResult) else scan_paths(
-        paths, include_hidden=include_hidden, cancel=cancel)
+        paths, include_hidden=include_hidden, cancel=cancel, follow_outside_links=follow_outside_links)
     docs: list[Document] = []
     errors: list[Document] = list(scan.errors)
     total = len(scan.files)
@@ -684,7 +828,7 @@ def load_documents(paths: Iterable[str | os.PathLike[str]] | ScanResult, *,
             raise LoadCancelled(cancel.reason or "cancelled")
         if progress is not None:
             progress(i, total, rel)
-        doc = load_document(p, rel, max_bytes=max_bytes, cancel=cancel)
+        doc = load_document(p, rel, max_bytes=max_bytes, cancel=cancel, inside=scan.confine.get(rel))
         (errors if doc.error else docs).append(doc)
     if progress is not None:
         progress(total, total, "")
@@ -706,6 +850,7 @@ def format_size(n: int) -> str:
 
 
 __all__: Sequence[str] = (
-    "Document", "DocumentSet", "LoadCancelled", "ScanResult", "decode_bytes", "format_size",
-    "html_to_text", "kind_for", "load_document", "load_documents", "scan_paths",
+    "Document", "DocumentSet", "LoadCancelled", "ScanResult", "decode_bytes", "display_name",
+    "format_size", "html_to_text", "kind_for", "load_document", "load_documents",
+    "open_document_file", "outside_link_message", "scan_paths",
 )

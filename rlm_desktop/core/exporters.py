@@ -572,7 +572,7 @@ def _kv(key: str, v: Any) -> dict[str, Any] | None:
 
 
 def _hex_id(seed: str, nbytes: int) -> str:
-    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[: 2 * nbytes]
+    return hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[: 2 * nbytes]
 
 
 def _nanos(t: float) -> str:

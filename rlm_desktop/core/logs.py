@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlm_desktop.core.paths import log_dir
+from rlm_desktop.core.paths import log_dir, private_dir
 
 LOG_FILE = "rlm-desktop.log"
 MAX_BYTES = 1_000_000
@@ -116,7 +116,7 @@ def setup_logging(*, console: bool = False, level: int = logging.INFO) -> Path |
     handlers: list[logging.Handler] = []
     try:
         assert path is not None
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)   # 0700, and state/rlm-desktop above it too
         fh = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
                                                   encoding="utf-8", delay=False)
         os.chmod(path, 0o600)

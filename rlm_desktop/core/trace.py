@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
+
+from rlm_desktop.core.paths import open_private
 
 FORMAT_NAME = "rlm-trace"
 FORMAT_VERSION = 1
@@ -428,17 +431,62 @@ def _depth(span: Span) -> int:
 
 # -- files -------------------------------------------------------------------------------------
 
+# Characters ``json.dumps(..., ensure_ascii=False)`` leaves raw that must not be raw in a line of the
+# file: lone surrogates (UTF-8 cannot encode them: a file name with an undecodable byte, a model's
+# broken escape) and the characters other line readers split on (``str.splitlines``: NEL, U+2028,
+# U+2029). JSON's own escapes (``\\uXXXX``) carry them exactly; control characters below U+0020,
+# NUL among them, are escaped by ``json`` itself.
+_UNSAFE_IN_LINE = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
+
+
+def _escape_unsafe(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
+
+
+def _has_separator(line: str) -> bool:
+    # Three substring tests cost next to nothing (none at all on Latin-1 text); a regex over a
+    # megabyte of non-ASCII text costs more than json.dumps made it.
+    return "\u2028" in line or "\u2029" in line or "\x85" in line
+
+
+def safe_json_line(line: str) -> str:
+    """``line`` (JSON text from ``json.dumps``) with every character that could break or split the
+    line in a UTF-8 file written as a ``\\uXXXX`` escape: it reads back to the same string.
+
+    Such characters can only stand inside JSON strings (the rest of ``json.dumps`` output is ASCII),
+    where the escape means the same character. ASCII lines, the usual case, are returned at once.
+    """
+    if line.isascii() or _UNSAFE_IN_LINE.search(line) is None:
+        return line
+    return _UNSAFE_IN_LINE.sub(_escape_unsafe, line)
+
+
+def encode_json_line(line: str) -> bytes:
+    """``safe_json_line(line) + "\\n"`` as UTF-8, paying for the escaping only when it is needed."""
+    if line.isascii():
+        return (line + "\n").encode("ascii")
+    if _has_separator(line):
+        line = _UNSAFE_IN_LINE.sub(_escape_unsafe, line)
+    try:
+        return (line + "\n").encode("utf-8")
+    except UnicodeEncodeError:   # lone surrogates
+        return (_UNSAFE_IN_LINE.sub(_escape_unsafe, line) + "\n").encode("utf-8")
+
+
 class TraceWriter:
     """Appends a trace's events to a JSON Lines file, one flushed line per event.
 
-    Subscribe it to a Trace (``trace.subscribe(writer)``). Thread-safe for concurrent writers.
+    Subscribe it to a Trace (``trace.subscribe(writer)``). Thread-safe for concurrent writers. Any
+    string can be written (lone surrogates, control characters, NUL, U+2028 …): see
+    :func:`safe_json_line`; :func:`read_trace` gives the same strings back (a surrogate *pair* held as
+    two code points comes back as the one character it encodes — JSON cannot tell them apart). The
+    file is private (0600) and new folders for it 0700: it holds document text and prompts.
     """
 
     def __init__(self, path: str | os.PathLike[str], header: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        self._fh: IO[bytes] | None = open_private(self.path, "wb")
         head = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **header}
         self._write(json.dumps(head, ensure_ascii=False, default=_json_default))
 
@@ -479,7 +527,7 @@ class TraceWriter:
         with self._lock:
             if self._fh is None:
                 return
-            self._fh.write(line + "\n")
+            self._fh.write(encode_json_line(line))
             self._fh.flush()
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlm_desktop.core.paths import data_dir, write_text_atomic
+from rlm_desktop.core.paths import data_dir, open_private, write_text_atomic
+from rlm_desktop.core.trace import safe_json_line
 
 
 @dataclass
@@ -58,10 +59,10 @@ class HistoryStore:
         self.path = path or history_path()
 
     def add(self, entry: HistoryEntry) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
+        # Private (0600 in a 0700 folder): queries say what the user asks about their documents.
+        # safe_json_line: a query with U+2028 (or a lone surrogate) must stay one line.
+        with open_private(self.path, "a") as fh:
+            fh.write(safe_json_line(json.dumps(asdict(entry), ensure_ascii=False)) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -71,7 +72,7 @@ class HistoryStore:
         killed or crashed; its trace on disk holds what happened). Unreadable lines are skipped."""
         by_key: dict[str, HistoryEntry] = {}
         try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            lines = self.path.read_text(encoding="utf-8", errors="replace").split("\n")
         except FileNotFoundError:
             return []
         names = set(HistoryEntry.__dataclass_fields__)
@@ -94,7 +95,7 @@ class HistoryStore:
         """Forget the runs whose trace path (or ``trace#turn`` key) is in ``traces`` (their trace
         files stay on disk). Unreadable lines are kept as they are. Returns how many were removed."""
         try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            lines = self.path.read_text(encoding="utf-8", errors="replace").split("\n")
         except FileNotFoundError:
             return 0
         kept: list[str] = []

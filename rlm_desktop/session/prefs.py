@@ -388,6 +388,20 @@ class Preferences:
         self._qs.set_value("run/memo_cache", bool(on))
         self.sync()
 
+    def follow_outside_links(self) -> bool:
+        """Whether links in a chosen folder that lead out of it are followed (default: no, they
+        are reported and skipped). The CLI reads it too."""
+        try:
+            return bool(_parse(self._qs.value("documents/follow_outside_links"), False, "bool"))
+        except ValueError:
+            self.notices.append("The stored setting documents/follow_outside_links is invalid; links "
+                                "out of folders are not followed.")
+            return False
+
+    def set_follow_outside_links(self, on: bool) -> None:
+        self._qs.set_value("documents/follow_outside_links", bool(on))
+        self.sync()
+
     # -- last choices -----------------------------------------------------------------------------
     def _choice(self, which: str) -> tuple[str, str]:
         pid = str(self._qs.value(f"choices/{which}_profile") or "")

@@ -267,10 +267,7 @@ class Session:
     def _load_docs(self) -> None:
         from rlm_desktop.core.documents import load_documents
 
-        kwargs: dict[str, Any] = {}
-        if self.follow_outside_links:
-            kwargs["follow_outside_links"] = True
-        self.docs = load_documents(self._doc_paths, **kwargs)
+        self.docs = load_documents(self._doc_paths, follow_outside_links=self.follow_outside_links)
         if not self.docs.documents:
             raise SessionError("no readable documents in " + ", ".join(self._doc_paths))
         self._context = self.docs.context_value()

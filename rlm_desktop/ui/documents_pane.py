@@ -37,6 +37,7 @@ from rlm_desktop.core.documents import (
     DocumentSet,
     LoadCancelled,
     ScanResult,
+    display_name,
     format_size,
     load_documents,
     scan_paths,
@@ -103,7 +104,7 @@ class DocumentsModel(QAbstractTableModel):
             if col == 5 or (col == 0 and not d.ok):
                 return status_text(d, full=True)
             if col == 0:
-                return str(d.path)
+                return display_name(str(d.path))   # a name that is not UTF-8: \xNN, not a surrogate
         if role == Qt.ItemDataRole.ForegroundRole and not d.ok:
             return QBrush(Qt.GlobalColor.red)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (2, 3, 4):
@@ -142,6 +143,8 @@ class DocumentsPane(QWidget):
         self.confirm_files = CONFIRM_FILES
         self.confirm_bytes = CONFIRM_BYTES
         self._job: ThreadJob | None = None
+        # Links out of an added folder: reported, not loaded, unless the setting allows them.
+        self.follow_outside_links = False
         self.model = DocumentsModel(self)
 
         self.add_files_btn = QPushButton(icon("add-files"), "Add &files…")
@@ -254,7 +257,9 @@ class DocumentsPane(QWidget):
         if self._job is not None:
             self.status_message.emit("Still loading documents; wait or cancel before adding more.")
             return False
-        job = ThreadJob(lambda j: scan_paths(plist, cancel=j.cancel), name="scan", parent=self)
+        follow = self.follow_outside_links
+        job = ThreadJob(lambda j: scan_paths(plist, cancel=j.cancel, follow_outside_links=follow),
+                        name="scan", parent=self)
         job.finished.connect(self._on_scanned)
         job.failed.connect(self._on_failed)
         self._begin(job, "Scanning…")

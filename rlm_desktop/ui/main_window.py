@@ -304,6 +304,7 @@ class MainWindow(QMainWindow):
         self.query.set_providers(s.providers(), ModelChoice(root_pid, root_model),
                                  ModelChoice(sub_pid, sub_model))
         self.query.set_limits(s.default_limits())
+        self.documents.follow_outside_links = s.follow_outside_links()
 
     def _update_actions(self, *_args: Any) -> None:
         running = self.current_run is not None and self.bridge.is_running(self.current_run)

@@ -3,10 +3,7 @@ sandbox isolation badge) and the run history (question, time, status, cost; kept
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rlm_desktop.core.paths import data_dir, write_text_atomic
+from rlm_desktop.session.history import HistoryEntry, HistoryStore  # noqa: F401 - re-exported
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import icon, status_icon
 
@@ -258,90 +255,7 @@ class RunStatusBar(QStatusBar):
 
 # -- history ---------------------------------------------------------------------------------------
 
-@dataclass
-class HistoryEntry:
-    trace: str
-    query: str
-    started: float
-    finished: float
-    status: str                 # ok | limit | cancelled | error | running | interrupted
-    stop_reason: str | None = None
-    cost_usd: float | None = None
-    cost_known: bool = True
-    provider: str = ""
-    cost_estimated: bool = False    # priced from estimated tokens (no usage reported)
-    pid: int | None = None          # the app process of a run still "running"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)            # signal 0: existence check only, nothing is sent
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class HistoryStore:
-    """Finished runs, one JSON line each, in the user data folder."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or data_dir() / "history.jsonl"
-
-    def add(self, entry: HistoryEntry) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def entries(self) -> list[HistoryEntry]:
-        """Newest first, one per run (a run's later line — its outcome — replaces its "running"
-        line); a run still "running" whose app process is gone is shown "interrupted" (the app was
-        killed or crashed; its trace on disk holds what happened). Unreadable lines are skipped."""
-        by_trace: dict[str, HistoryEntry] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-        names = set(HistoryEntry.__dataclass_fields__)
-        for line in lines:
-            try:
-                d = json.loads(line)
-                e = HistoryEntry(**{k: v for k, v in d.items() if k in names})
-            except (json.JSONDecodeError, TypeError, AttributeError):
-                continue
-            by_trace.pop(e.trace, None)        # re-inserted: keeps the order of the latest line
-            by_trace[e.trace] = e
-        out = list(by_trace.values())
-        for e in out:
-            if e.status == "running" and not (e.pid and _process_alive(e.pid)):
-                e.status, e.stop_reason = "interrupted", "interrupted"
-        out.sort(key=lambda e: e.started, reverse=True)
-        return out
-
-    def remove(self, traces: set[str]) -> int:
-        """Forget the runs whose trace path is in ``traces`` (their trace files stay on disk).
-        Unreadable lines are kept as they are. Returns how many entries were removed."""
-        try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            return 0
-        kept: list[str] = []
-        found: set[str] = set()
-        for line in lines:
-            try:
-                trace = json.loads(line).get("trace")
-            except (json.JSONDecodeError, AttributeError):
-                trace = None
-            if trace in traces:
-                found.add(trace)
-            else:
-                kept.append(line)
-        if found:
-            write_text_atomic(self.path, "".join(k + "\n" for k in kept))
-        return len(found)
+# The history store is Qt-free and shared by every front end (rlm_desktop.session.history).
 
 
 RUN_STATUS_ICONS = {"ok": "ok", "limit": "budget", "cancelled": "cancelled", "error": "error",

@@ -406,6 +406,12 @@ class SettingsDialog(QDialog):
         self.allow_weak_check.toggled.connect(self._on_weak_toggled)
         lay.addWidget(self.allow_weak_check)
         lay.addWidget(self.weak_warning)
+        self.follow_links_check = QCheckBox("Follow links that lead out of a chosen folder")
+        self.follow_links_check.setToolTip(
+            "Off: a link in a folder you add whose target is elsewhere (e.g. ~/.ssh/id_rsa) is listed "
+            "and not loaded, so it is never sent to the model. Files you add directly are always read. "
+            "Applies to documents added from now on.")
+        lay.addWidget(self.follow_links_check)
         lay.addStretch(1)
         return page
 
@@ -417,6 +423,7 @@ class SettingsDialog(QDialog):
         self.allow_weak_check.setChecked(sb.allow_weak)
         self._on_weak_toggled(sb.allow_weak)
         self.memo_check.setChecked(self.settings.memo_cache())
+        self.follow_links_check.setChecked(self.settings.follow_outside_links())
 
     def _on_weak_toggled(self, on: bool) -> None:
         self.weak_warning.setVisible(bool(on))
@@ -880,6 +887,7 @@ class SettingsDialog(QDialog):
             self.settings.set_default_limits(limits)
             self.settings.set_sandbox_limits(sb)
             self.settings.set_memo_cache(self.memo_check.isChecked())
+            self.settings.set_follow_outside_links(self.follow_links_check.isChecked())
         except (SettingsError, ProfileError, secrets.SecretsError) as exc:
             self.apply_error.setText(f"Not saved: {exc}")
             self.apply_error.show()

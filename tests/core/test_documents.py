@@ -17,9 +17,11 @@ from rlm_desktop.core.documents import (
     DocumentSet,
     LoadCancelled,
     decode_bytes,
+    display_name,
     html_to_text,
     load_document,
     load_documents,
+    open_document_file,
     scan_paths,
 )
 from tests.core.pdfs import make_pdf
@@ -285,11 +287,157 @@ def test_symlink_loop_dangling_and_self_link_reported(tmp_path: Path) -> None:
     assert "loaded once" in errs["alias"]
 
 
-def test_symlinked_file_is_followed(tmp_path: Path) -> None:
-    write(tmp_path / "real.txt", "real")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "link.txt").symlink_to(tmp_path / "real.txt")
-    assert load_documents([tmp_path / "d"]).context_value() == "real"
+SECRET = "-----BEGIN OPENSSH PRIVATE KEY----- not for the provider"
+SECRET_TOO = "a private note in a folder out of reach"
+
+
+def _hostile_folder(tmp_path: Path) -> Path:
+    """A chosen folder whose links lead out of it (to a key, a folder, /etc), and links that stay in."""
+    secret = write(tmp_path / "secret" / "id_rsa", SECRET)
+    write(tmp_path / "secret" / "more.txt", SECRET_TOO)
+    write(tmp_path / "elsewhere" / "shared.txt", "hard-linked text")
+    root = tmp_path / "docs"
+    write(root / "real" / "a.txt", "inside a")
+    write(root / "b.md", "inside b")
+    (root / "notes.md").symlink_to(secret)                                   # absolute, out
+    (root / "real" / "rel.txt").symlink_to(Path("..", "..", "secret", "id_rsa"))  # relative `..`
+    (root / "outdir").symlink_to(tmp_path / "secret", target_is_directory=True)
+    (root / "etc").symlink_to("/etc", target_is_directory=True)
+    (tmp_path / "hop").symlink_to(secret)
+    (root / "real" / "deep").mkdir()
+    (root / "real" / "deep" / "chain.txt").symlink_to(tmp_path / "hop")      # a chain, deep
+    (root / "inside.txt").symlink_to(root / "real" / "a.txt")               # absolute, in
+    (root / "rel_inside.md").symlink_to(Path("real", "a.txt"))              # relative, in
+    (tmp_path / "bounce").symlink_to(root / "b.md")
+    (root / "bounce.txt").symlink_to(tmp_path / "bounce")                   # out and back in
+    (root / "self").symlink_to(root, target_is_directory=True)              # the folder itself
+    os.link(tmp_path / "elsewhere" / "shared.txt", root / "hard.txt")     # a hard link: a file here
+    return root
+
+
+OUTSIDE_FILE = "link to a file outside the folder — not loaded"
+OUTSIDE_FOLDER = "link to a folder outside the folder — not loaded"
+
+
+def test_links_out_of_the_chosen_folder_are_reported_and_not_loaded(tmp_path: Path) -> None:
+    root = _hostile_folder(tmp_path)
+    ds = load_documents([root])
+    value = ds.context_value()
+    assert isinstance(value, dict)
+    assert value == {"b.md": "inside b", "bounce.txt": "inside b", "hard.txt": "hard-linked text",
+                     "inside.txt": "inside a", "real/a.txt": "inside a", "rel_inside.md": "inside a"}
+    errs = {d.rel_path: d.error or "" for d in ds.errors}
+    for rel in ("notes.md", "real/rel.txt", "real/deep/chain.txt"):
+        assert errs.pop(rel).startswith(OUTSIDE_FILE), rel
+    for rel in ("outdir", "etc"):
+        assert errs.pop(rel).startswith(OUTSIDE_FOLDER), rel
+    assert errs.pop("self").startswith("symlink loop")
+    assert errs == {}
+    assert "--follow-outside-links" in ds.errors[0].error  # says how to allow it
+    # Nothing of the outside target reached what a model sees (context and its description).
+    seen = json.dumps([value, ds.describe()])
+    assert SECRET not in seen and SECRET_TOO not in seen and "secret" not in seen
+
+
+def test_outside_links_are_followed_when_allowed(tmp_path: Path) -> None:
+    root = _hostile_folder(tmp_path)
+    (root / "etc").unlink()   # followed, it would read all of /etc
+    scan = scan_paths([root], follow_outside_links=True)
+    assert scan.confine == {}
+    ds = load_documents([root], follow_outside_links=True)
+    value = ds.context_value()
+    assert isinstance(value, dict)
+    assert value["notes.md"] == SECRET and value["real/rel.txt"] == SECRET
+    assert value["real/deep/chain.txt"] == SECRET and value["outdir/more.txt"] == SECRET_TOO
+    assert value["inside.txt"] == "inside a"
+
+
+def test_a_link_picked_directly_is_read(tmp_path: Path) -> None:
+    root = _hostile_folder(tmp_path)
+    assert load_documents([root / "notes.md"]).context_value() == SECRET   # the user chose it
+    # A chosen folder that is itself a link: its own links are judged against where it really is.
+    (tmp_path / "docs-link").symlink_to(root, target_is_directory=True)
+    ds = load_documents([tmp_path / "docs-link"])
+    assert ds.context_value()["inside.txt"] == "inside a"  # type: ignore[index]
+    assert {d.rel_path for d in ds.errors} >= {"notes.md", "outdir", "etc"}
+
+
+def test_a_file_swapped_for_an_outside_link_after_the_scan_is_not_read(tmp_path: Path) -> None:
+    root = _hostile_folder(tmp_path)
+    scan = scan_paths([root])
+    assert scan.confine["real/a.txt"] == os.path.realpath(root)
+    # Between the scan and the load (the app may ask "load 3,000 files?" meanwhile) a file and a
+    # folder on the way to another are replaced by links out of the folder.
+    (root / "b.md").unlink()
+    (root / "b.md").symlink_to(tmp_path / "secret" / "id_rsa")
+    (root / "real").rename(tmp_path / "real-moved")
+    shutil.copytree(tmp_path / "secret", tmp_path / "fake-real")
+    (tmp_path / "fake-real" / "a.txt").write_text(SECRET)
+    (root / "real").symlink_to(tmp_path / "fake-real", target_is_directory=True)
+    ds = load_documents(scan)
+    errs = {d.rel_path: d.error or "" for d in ds.errors}
+    assert errs["b.md"].startswith(OUTSIDE_FILE) and errs["real/a.txt"].startswith(OUTSIDE_FILE)
+    assert SECRET not in json.dumps(ds.context_value())
+
+
+def test_the_opened_file_itself_is_checked(tmp_path: Path) -> None:
+    root = _hostile_folder(tmp_path)
+    inside = os.path.realpath(root)
+    with open_document_file(root / "inside.txt", inside) as fh:
+        assert fh.read() == b"inside a"
+    with pytest.raises(OSError, match="outside the folder"):
+        open_document_file(root / "notes.md", inside)
+    with open_document_file(root / "notes.md") as fh:   # not confined: a direct pick
+        assert fh.read().decode() == SECRET
+    os.mkfifo(root / "pipe")
+    with pytest.raises(OSError, match="not a regular file"):   # and it does not block on a FIFO
+        open_document_file(root / "pipe", inside)
+
+
+def test_a_pdf_behind_an_outside_link_is_not_read(tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "private.pdf", ["pdf secret"])
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "report.pdf").symlink_to(pdf)
+    write(tmp_path / "docs" / "ok.txt", "ok")
+    ds = load_documents([tmp_path / "docs"])
+    assert ds.context_value() == "ok"
+    doc = load_document(tmp_path / "docs" / "report.pdf", "report.pdf", inside=str(tmp_path / "docs"))
+    assert doc.text is None and (doc.error or "").startswith(OUTSIDE_FILE)
+    assert load_documents([tmp_path / "docs"], follow_outside_links=True).context_value() == {
+        "ok.txt": "ok", "report.pdf": "pdf secret"}
+
+
+# -- file names --------------------------------------------------------------------------------
+
+def test_a_file_name_that_is_not_utf8_loads_under_a_readable_name(tmp_path: Path) -> None:
+    folder = os.fsencode(tmp_path / "docs")
+    os.makedirs(os.path.join(folder, b"sub-\xfe"))
+    for name, text in ((b"report-\xff.txt", "bad byte"), (b"sub-\xfe/x\xe9.md", "latin-1 name"),
+                       (b"fine.txt", "fine")):
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(text.encode())
+    ds = load_documents([tmp_path / "docs"])
+    assert ds.errors == []
+    value = ds.context_value()
+    assert value == {"fine.txt": "fine", "report-\\xff.txt": "bad byte", "sub-\\xfe/x\\xe9.md": "latin-1 name"}
+    for key in value:   # valid strings: UTF-8 encodes them, so the sandbox wire and the trace carry them
+        key.encode("utf-8")
+    json.dumps(ds.describe(), ensure_ascii=False).encode("utf-8")
+    # The real file is kept: its path reads back to the same bytes.
+    by_name = {d.rel_path: d for d in ds.documents}
+    assert os.fsencode(by_name["report-\\xff.txt"].path).endswith(b"report-\xff.txt")
+    # Picked directly, and as one of several folders (its name then prefixes the keys).
+    direct = load_documents([os.fsdecode(os.path.join(folder, b"report-\xff.txt"))])
+    assert [d.rel_path for d in direct.documents] == ["report-\\xff.txt"]
+    several = load_documents([os.fsdecode(os.path.join(folder, b"sub-\xfe")), tmp_path / "docs" / "fine.txt"])
+    assert sorted(several.context_value()) == ["fine.txt", "sub-\\xfe/x\\xe9.md"]  # type: ignore[arg-type]
+
+
+def test_display_name_escapes_only_what_is_not_text() -> None:
+    assert display_name("plain é ü 😀.txt") == "plain é ü 😀.txt"
+    assert display_name("report-\udcff.txt") == "report-\\xff.txt"
+    assert display_name("win-\ud800.txt") == "win-\\ud800.txt"
+    assert os.fsencode("report-\udcff.txt") == b"report-\xff.txt"   # what the escape stands for
 
 
 def test_fifo_is_reported_not_opened(tmp_path: Path) -> None:

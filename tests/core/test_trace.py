@@ -386,3 +386,51 @@ def test_benchmark_generator_and_runner_work_at_small_scale(tmp_path: Path) -> N
         assert len(read_trace(tmp_path / f"g{n}.jsonl")) == n
     result = run(SimpleNamespace(spans=300, repeat=2))
     assert result["spans"] == 300 and result["runs"] == 2 and result["read_s_median"] >= 0
+
+
+# Every kind of string a trace may be handed: all C0 controls and NUL, DEL and C1 controls, the line
+# and paragraph separators, BOM and non-characters, every lone surrogate (a file name's undecodable
+# byte, a model's broken escape), astral characters. Lone surrogates are kept apart by "x" so no two
+# form a pair (JSON cannot tell a pair from the character it encodes).
+ODD = ("".join(map(chr, range(0x00, 0x20))) + "\x7f" + "".join(map(chr, range(0x80, 0xA0)))
+       + "\u2028\u2029\ufeff\ufffe\uffff\U0010ffff😀é"
+       + "x".join(map(chr, range(0xD800, 0xE000))) + "x")
+
+
+def test_the_writer_writes_any_string_and_reads_it_back(tmp_path: Path) -> None:
+    path = tmp_path / "odd.jsonl"
+    trace = Trace({"query": ODD, "documents": {"report-\udcff.txt": ODD}})
+    w = TraceWriter(path, trace.header).attach(trace)
+    run = trace.start_span(SpanKind.RUN, "run " + ODD, None, {Attr.QUERY: ODD, ODD: [ODD, {ODD: ODD}]})
+    call = trace.start_span(SpanKind.LLM_CALL, ODD, run, {Attr.MESSAGES: [{"role": "user", "content": ODD}]})
+    trace.update_span(call, append={Attr.RESPONSE: "a\ud83d"})     # a pair cut across two chunks
+    trace.update_span(call, append={Attr.RESPONSE: "\ude00b" + ODD})
+    trace.update_header({"note": ODD})
+    trace.end_span(call, SpanStatus.OK, {Attr.STDOUT: ODD})
+    trace.end_span(run, SpanStatus.OK)
+    w.close()
+
+    raw = path.read_bytes()
+    text = raw.decode("utf-8")     # strict: the file is valid UTF-8
+    lines = text.split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == 8   # header + 7 events
+    assert text.splitlines() == lines[:-1]   # no character in it splits a line for other readers
+    back = read_trace(path)
+    assert back.skipped_lines == 0 and not back.truncated
+    assert back.header["query"] == ODD and back.header["note"] == ODD
+    assert back.header["documents"] == {"report-\udcff.txt": ODD}
+    r = back.spans[run]
+    assert r.name == "run " + ODD and r.attributes[Attr.QUERY] == ODD
+    assert r.attributes[ODD] == [ODD, {ODD: ODD}]
+    c = back.spans[call]
+    assert c.name == ODD and c.attributes[Attr.MESSAGES][0]["content"] == ODD
+    assert c.attributes[Attr.RESPONSE] == "a\ud83d\ude00b" + ODD
+    assert c.attributes[Attr.STDOUT] == ODD and c.status is SpanStatus.OK
+
+
+def test_plain_text_is_written_as_it_is(tmp_path: Path) -> None:
+    # The escapes are for what must be escaped: readable non-ASCII text stays readable in the file.
+    path = tmp_path / "plain.jsonl"
+    with TraceWriter(path, {"query": "Où est le café ? 😀"}):
+        pass
+    assert "Où est le café ? 😀" in path.read_text(encoding="utf-8")
