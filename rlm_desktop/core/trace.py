@@ -503,9 +503,9 @@ class TraceWriter:
             if size:
                 fh.seek(size - 1)
                 cut = fh.read(1) != b"\n"
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._fh = open_private(self.path, "ab")
         if cut:                                    # the last line was cut (a crash): start a new one
-            self._fh.write("\n")
+            self._fh.write(b"\n")
             self._fh.flush()
         return self
 

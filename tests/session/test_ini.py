@@ -92,9 +92,14 @@ def test_file_is_private(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("raw", ["\udcff", "\ud800x"])
-def test_lone_surrogates_do_not_break_a_write(tmp_path: Path, raw: str) -> None:
-    store = IniStore(tmp_path / "p.ini")
+def test_a_lone_surrogate_never_breaks_the_file(tmp_path: Path, raw: str) -> None:
+    # (e.g. a profile name pasted from a file name that is not UTF-8) The file stays valid UTF-8 and
+    # readable by both sides; the character is kept as readable text.
+    path = tmp_path / "p.ini"
+    store = IniStore(path)
     store.set_value("k", raw)
-    with pytest.raises(UnicodeEncodeError):
-        store.sync()   # refused loudly, and the file is not left half-written
-    assert not (tmp_path / "p.ini").exists()
+    store.set_value("other", "kept")
+    store.sync()
+    path.read_bytes().decode("utf-8")
+    assert IniStore(path).value("other") == "kept"
+    assert json.loads(_qt(QT_READ, str(path)))["other"] == "kept"
