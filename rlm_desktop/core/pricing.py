@@ -139,16 +139,6 @@ def catalog_price(model: str, base_url: str = "") -> ModelPrice | None:
     return _to_model_price(found.get_prices(_dt.datetime.now(tz=_dt.UTC)))
 
 
-def catalog_prices_for(models: Iterable[str], base_url: str = "") -> dict[str, ModelPrice]:
-    """Catalog prices for those of ``models`` that have one."""
-    out: dict[str, ModelPrice] = {}
-    for m in models:
-        p = catalog_price(m, base_url)
-        if p is not None:
-            out[m] = p
-    return out
-
-
 class PriceTable(Mapping[str, ModelPrice]):
     """A provider's prices: its own (the user's, they win), then the catalog for every other model.
 
@@ -167,11 +157,6 @@ class PriceTable(Mapping[str, ModelPrice]):
         self.base_url = base_url
         self.use_catalog = use_catalog
         self._own: dict[str, ModelPrice] = {m: p for m, p in items.items() if p != self.list_price(m)}
-
-    @property
-    def own(self) -> dict[str, ModelPrice]:
-        """The user's prices (a copy)."""
-        return dict(self._own)
 
     def list_price(self, model: str) -> ModelPrice | None:
         """The catalog's price for ``model`` on this server (None where the catalog is not used)."""
@@ -193,9 +178,6 @@ class PriceTable(Mapping[str, ModelPrice]):
 
     def __len__(self) -> int:
         return len(self._own)
-
-    def is_override(self, model: str) -> bool:
-        return model in self._own
 
     def __repr__(self) -> str:
         return f"PriceTable({self._own!r}, base_url={self.base_url!r}, use_catalog={self.use_catalog})"
