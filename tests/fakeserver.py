@@ -19,7 +19,8 @@ empty ``handler`` is asked; when there is neither, the server answers 400 "scrip
 counts it in ``unscripted``) so a test notices. Streaming (``"stream": true``) is answered as SSE
 chunks, with a final usage chunk when ``stream_options.include_usage`` is set. ``/v1/models`` lists
 ``models`` (or answers ``models_reply`` when set); so does Ollama's ``/api/tags``. When
-``api_key`` is set, requests without ``Authorization: Bearer <api_key>`` get 401. ``latency``
+``api_key`` is set, requests without ``Authorization: Bearer <api_key>`` (or Azure's ``api-key``
+header) get 401; ``models_need_key = False`` lets the model list answer without one. ``latency``
 delays every chat reply.
 """
 
@@ -79,6 +80,7 @@ class Request:
     body: Any
     time: float
     index: int
+    query: str = ""          # the raw query string (e.g. Azure's api-version=…)
 
     @property
     def authorization(self) -> str | None:
@@ -125,6 +127,7 @@ class FakeOpenAI:
         self.models: list[str] = list(models or ["fake-root", "fake-sub"])
         self.models_reply: Reply | None = None
         self.api_key = api_key
+        self.models_need_key = True   # False: the model list answers without a key (many servers do)
         self.handler: Handler | None = None
         self.latency = 0.0
         self.requests: list[Request] = []
@@ -314,7 +317,7 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def _record(self, body: Any) -> Request:
             req = Request(self.command, self.path.split("?")[0],
                           {k.lower(): v for k, v in self.headers.items()}, body, time.time(),
-                          len(srv.requests))
+                          len(srv.requests), self.path.partition("?")[2])
             srv._record(req)
             return req
 
@@ -322,6 +325,8 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if srv.api_key is None:
                 return True
             if self.headers.get("Authorization") == f"Bearer {srv.api_key}":
+                return True
+            if self.headers.get("api-key") == srv.api_key:   # Azure OpenAI's key header
                 return True
             self._error(401, "Incorrect API key provided (fake server).")
             return False
@@ -331,7 +336,7 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self._record(None)
             path = self.path.split("?")[0].rstrip("/")
             if path.endswith("/models"):
-                if not self._auth_ok():
+                if srv.models_need_key and not self._auth_ok():
                     return
                 r = srv.models_reply
                 if r is not None and r.status >= 400:

@@ -118,7 +118,7 @@ def _list(args: argparse.Namespace) -> int:
 def _add(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from rlm_desktop.core.profiles import PRESETS, ProfileError, builtin_prices_for, profile_from_preset
+    from rlm_desktop.core.profiles import PRESETS, ProfileError, profile_from_preset
     from rlm_desktop.session.prefs import SettingsError
 
     s = _settings()
@@ -132,7 +132,6 @@ def _add(args: argparse.Namespace) -> int:
             prof = replace(prof, needs_key=False)
         elif args.needs_key:
             prof = replace(prof, needs_key=True)
-        prof = replace(prof, prices={**builtin_prices_for(prof.all_models()), **prof.prices})
         s.add_profile(prof)
     except (ProfileError, SettingsError) as exc:
         _err(str(exc))
@@ -272,8 +271,6 @@ def _test(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from rlm_desktop.core.profiles import builtin_prices_for
-
     s, out, code = _probe(args, "models")
     if code != EXIT_OK:
         return code
@@ -285,7 +282,7 @@ def _models(args: argparse.Namespace) -> int:
         print(m)
     print(res.message, file=sys.stderr)
     if args.save and not prof.is_demo:
-        prices = {**builtin_prices_for(res.models), **prof.prices}
-        s.save_profile(replace(prof, models=tuple(res.models), prices=prices))
+        # List prices need no copy: the profile looks them up (genai-prices) for every model.
+        s.save_profile(replace(prof, models=tuple(res.models)))
         print(f"saved {len(res.models)} models in profile {prof.id!r}", file=sys.stderr)
     return EXIT_OK

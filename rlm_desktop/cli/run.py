@@ -134,14 +134,9 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
                 msg = f"provider {args.provider!r}: {msg or type(exc).__name__}"
             raise UsageError(msg) from None
         return cfg, None
-    prices: dict[str, Any] = {}
-    windows: dict[str, int] = {}
-    try:
-        from rlm_desktop.core import profiles
+    from rlm_desktop.core.pricing import PriceTable
 
-        prices = dict(getattr(profiles, "BUILTIN_PRICES", {}) or {})
-    except ImportError:
-        prices = {}
+    windows: dict[str, int] = {}
     if args.base_url:
         if not re.match(r"^https?://", args.base_url):
             raise UsageError(f"--base-url must start with http:// or https:// (got {args.base_url!r})")
@@ -149,12 +144,13 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
             raise UsageError("--model is required with --base-url (the server's model name)")
         return ProviderConfig(id="cli", name=args.base_url, base_url=args.base_url, api_key=key,
                               needs_key=key is not None, root_model=args.model,
-                              sub_model=args.sub_model or args.model, prices=prices,
+                              sub_model=args.sub_model or args.model, prices=PriceTable({}, args.base_url),
                               context_windows=windows), None
     if key:
         model = args.model or DEFAULT_OPENAI_MODEL
         return ProviderConfig(id="openai", name="OpenAI", base_url=OPENAI_BASE_URL, api_key=key,
-                              root_model=model, sub_model=args.sub_model or model, prices=prices), None
+                              root_model=model, sub_model=args.sub_model or model,
+                              prices=PriceTable({}, OPENAI_BASE_URL)), None
     # Nothing on the command line: the provider chosen last in the desktop app, if any.
     why_demo = "No provider given (--provider, --base-url), no OPENAI_API_KEY"
     if settings is not None:

@@ -1,5 +1,6 @@
-"""Provider profiles (Qt-free): presets for well-known OpenAI-compatible servers, built-in list
-prices, validation with plain messages, and conversion to the engine's ProviderConfig."""
+"""Provider profiles (Qt-free): presets for well-known OpenAI-compatible servers, the user's own
+prices over the genai-prices catalog, validation with plain messages, and conversion to the
+engine's ProviderConfig."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rlm_desktop.core.config import ConfigError, ModelPrice, ProviderConfig
+from rlm_desktop.core.pricing import PriceTable, catalog_label
 
 DEMO_ID = "demo"
 OPENAI_HOST = "api.openai.com"
@@ -19,17 +21,11 @@ OPENAI_HOST = "api.openai.com"
 # to characters every keyring backend and shell accepts.
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 
-# -- built-in prices ------------------------------------------------------------------------------
-
-PRICES_AS_OF = "2025-08"
-PRICES_NOTE = (
-    f"Built-in prices are public list prices in USD per million tokens as known around {PRICES_AS_OF}. "
-    "They could not be checked when this version was built (no network): verify them on the "
-    "provider's pricing page before relying on a budget, and edit them in Settings.")
-
-# USD per million tokens: input, output, cached input.
-BUILTIN_PRICES: Mapping[str, ModelPrice] = MappingProxyType({
-    # OpenAI
+# -- prices ---------------------------------------------------------------------------------------
+# List prices come from the genai-prices catalog (core/pricing.py); a profile keeps only the prices
+# its user changed. Versions up to 0.1 copied this hand-written table (as known around 2025-08) into
+# every new profile: such an unchanged copy is not an override and is dropped when a profile loads.
+_PRICES_COPIED_BEFORE: Mapping[str, ModelPrice] = MappingProxyType({
     "gpt-4o": ModelPrice(input=2.50, output=10.00, cached_input=1.25),
     "gpt-4o-mini": ModelPrice(input=0.15, output=0.60, cached_input=0.075),
     "gpt-4.1": ModelPrice(input=2.00, output=8.00, cached_input=0.50),
@@ -39,7 +35,6 @@ BUILTIN_PRICES: Mapping[str, ModelPrice] = MappingProxyType({
     "gpt-5": ModelPrice(input=1.25, output=10.00, cached_input=0.125),
     "gpt-5-mini": ModelPrice(input=0.25, output=2.00, cached_input=0.025),
     "gpt-5-nano": ModelPrice(input=0.05, output=0.40, cached_input=0.005),
-    # Anthropic (cached input = cache read)
     "claude-sonnet-4-20250514": ModelPrice(input=3.00, output=15.00, cached_input=0.30),
     "claude-sonnet-4": ModelPrice(input=3.00, output=15.00, cached_input=0.30),
     "claude-opus-4-1-20250805": ModelPrice(input=15.00, output=75.00, cached_input=1.50),
@@ -49,14 +44,11 @@ BUILTIN_PRICES: Mapping[str, ModelPrice] = MappingProxyType({
 })
 
 
-def builtin_prices_for(models: Iterable[str]) -> dict[str, ModelPrice]:
-    """Built-in prices for those of ``models`` that have one (``vendor/model`` names matched too)."""
-    out: dict[str, ModelPrice] = {}
-    for m in models:
-        p = BUILTIN_PRICES.get(m) or BUILTIN_PRICES.get(m.rsplit("/", 1)[-1])
-        if p is not None:
-            out[m] = p
-    return out
+def prices_note() -> str:
+    """Where the prices come from and how current they are (for Settings and the CLI)."""
+    return (f"Prices in USD per million tokens come from {catalog_label()} (its bundled data; never "
+            "updated over the network). Check them on the provider's pricing page before relying on a "
+            "budget. A price you change here is kept and wins over the list price.")
 
 
 # -- presets --------------------------------------------------------------------------------------
@@ -74,6 +66,7 @@ class Preset:
     request_timeout_s: float = 120.0
     native_models_path: str | None = None   # a server's own model list besides /models
     hint: str = ""
+    local: bool = False                      # runs models on the user's machine: no list prices
 
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.key: p for p in (
@@ -90,15 +83,38 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({p.key: p for p in (
            ("claude-sonnet-4-20250514", "claude-opus-4-1-20250805", "claude-3-5-haiku-20241022"),
            concurrency=4, hint="Anthropic's OpenAI SDK compatibility endpoint."),
     Preset("ollama", "Ollama (local)", "http://localhost:11434/v1", False, concurrency=2,
-           request_timeout_s=300.0, native_models_path="/api/tags",
+           request_timeout_s=300.0, native_models_path="/api/tags", local=True,
            hint="No key is needed or sent. Pull a model first (ollama pull NAME), then Fetch models."),
     Preset("vllm", "vLLM server", "http://localhost:8000/v1", False, concurrency=8,
-           request_timeout_s=300.0,
+           request_timeout_s=300.0, local=True,
            hint="No key unless the server was started with --api-key (then tick 'needs a key')."),
     Preset("lmstudio", "LM Studio (local)", "http://localhost:1234/v1", False, concurrency=2,
-           request_timeout_s=300.0, hint="Start the local server in LM Studio; no key is needed."),
+           request_timeout_s=300.0, local=True, hint="Start the local server in LM Studio; no key is needed."),
+    Preset("gemini", "Google Gemini (OpenAI-compatible)",
+           "https://generativelanguage.googleapis.com/v1beta/openai", True, "gemini-2.5-flash",
+           "gemini-2.5-flash-lite", ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite"),
+           concurrency=4, hint="Key from Google AI Studio; Gemini's OpenAI compatibility endpoint."),
+    Preset("mistral", "Mistral", "https://api.mistral.ai/v1", True, "mistral-medium-latest",
+           "mistral-small-latest", ("mistral-large-latest", "mistral-medium-latest", "mistral-small-latest"),
+           concurrency=4, hint="Key from console.mistral.ai."),
+    Preset("groq", "Groq", "https://api.groq.com/openai/v1", True, "llama-3.3-70b-versatile",
+           "llama-3.1-8b-instant", ("llama-3.3-70b-versatile", "llama-3.1-8b-instant", "openai/gpt-oss-120b"),
+           concurrency=4, hint="Key from console.groq.com; fast, with low rate limits on free keys."),
+    Preset("deepseek", "DeepSeek", "https://api.deepseek.com/v1", True, "deepseek-chat", "deepseek-chat",
+           ("deepseek-chat", "deepseek-reasoner"), concurrency=4, hint="Key from platform.deepseek.com."),
+    Preset("together", "Together AI", "https://api.together.xyz/v1", True,
+           "meta-llama/Llama-3.3-70B-Instruct-Turbo", "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+           ("meta-llama/Llama-3.3-70B-Instruct-Turbo",), hint="Key from api.together.ai; names are org/model."),
+    Preset("azure", "Azure OpenAI", "https://YOUR-RESOURCE.openai.azure.com/openai/v1", True,
+           "YOUR-DEPLOYMENT", "YOUR-DEPLOYMENT",
+           hint="Replace YOUR-RESOURCE and use your deployment names as models (the v1 API). The older "
+                "form also works: https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT"
+                "?api-version=2024-10-21. The key is sent as the api-key header."),
+    Preset("llamacpp", "llama.cpp server (local)", "http://localhost:8080/v1", False, concurrency=2,
+           request_timeout_s=300.0, local=True,
+           hint="llama-server's OpenAI-compatible API; no key unless it was started with --api-key."),
     Preset("custom", "Custom OpenAI-compatible server", "", True,
-           hint="Any server speaking the OpenAI chat-completions API (gateways, llama.cpp, …)."),
+           hint="Any server speaking the OpenAI chat-completions API (gateways, proxies, …)."),
 )})
 
 
@@ -130,6 +146,11 @@ class ProviderProfile:
     request_timeout_s: float = 120.0
     is_demo: bool = False
 
+    def __post_init__(self) -> None:
+        # Own prices over the catalog for this server; a copy of a list price is not an override.
+        object.__setattr__(self, "prices", PriceTable(self.prices, self.base_url.strip(),
+                                                      not self.is_demo and not self.is_local))
+
     # -- derived ----------------------------------------------------------------------------------
     @property
     def label(self) -> str:
@@ -139,6 +160,17 @@ class ProviderProfile:
     def native_models_path(self) -> str | None:
         p = PRESETS.get(self.preset)
         return p.native_models_path if p else None
+
+    @property
+    def is_local(self) -> bool:
+        """A preset for models run on the user's machine (Ollama, vLLM, LM Studio, llama.cpp)."""
+        p = PRESETS.get(self.preset)
+        return bool(p and p.local)
+
+    def price_rows(self) -> dict[str, ModelPrice]:
+        """Every known price of this profile's models: list prices, then the user's own over them."""
+        assert isinstance(self.prices, PriceTable)
+        return {**self.prices.list_prices_for(self.all_models()), **self.prices}
 
     @property
     def is_openai_host(self) -> bool:
@@ -170,7 +202,7 @@ class ProviderProfile:
             id=self.id, name=self.name or self.id, base_url=self.base_url.rstrip("/"),
             api_key=api_key if self.needs_key else None, needs_key=self.needs_key,
             root_model=self.root_model, sub_model=self.sub_model or self.root_model,
-            prices=MappingProxyType(dict(self.prices)),
+            prices=self.prices,
             context_windows=MappingProxyType(dict(self.context_windows)),
             concurrency=self.concurrency, request_timeout_s=self.request_timeout_s)
 
@@ -194,6 +226,8 @@ class ProviderProfile:
                                          cached_input=None if p.get("cached_input") is None
                                          else float(p["cached_input"]))
                       for m, p in dict(data.get("prices") or {}).items()}
+            prices = {m: p for m, p in prices.items()
+                      if p != (_PRICES_COPIED_BEFORE.get(m) or _PRICES_COPIED_BEFORE.get(m.rsplit("/", 1)[-1]))}
             windows = {str(m): int(v) for m, v in dict(data.get("context_windows") or {}).items()}
             return cls(
                 id=str(data["id"]), name=str(data.get("name") or data["id"]),
@@ -220,7 +254,7 @@ def demo_profile_from(demo: ProviderConfig) -> ProviderProfile:
 def profile_from_preset(preset: str, profile_id: str, *, name: str | None = None,
                         base_url: str | None = None, root_model: str | None = None,
                         sub_model: str | None = None) -> ProviderProfile:
-    """A new profile filled from a preset (built-in prices for its models included)."""
+    """A new profile filled from a preset (its models priced from the catalog, no own prices)."""
     p = PRESETS.get(preset)
     if p is None:
         raise ProfileError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}", "preset")
@@ -233,7 +267,7 @@ def profile_from_preset(preset: str, profile_id: str, *, name: str | None = None
     return ProviderProfile(
         id=profile_id, name=name or (p.name if preset != "custom" else profile_id), preset=preset,
         base_url=base_url if base_url is not None else p.base_url, needs_key=p.needs_key,
-        root_model=root, sub_model=sub, models=tuple(models), prices=builtin_prices_for(models),
+        root_model=root, sub_model=sub, models=tuple(models),
         concurrency=p.concurrency, request_timeout_s=p.request_timeout_s)
 
 

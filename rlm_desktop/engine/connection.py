@@ -1,5 +1,6 @@
 """Fetch a server's model list and test a connection (Qt-free, async, httpx2), with outcomes in
-plain language: bad key (401/403), wrong URL (404), refused, timeout, TLS, unknown host."""
+plain language: bad key (401/403), wrong URL (404), refused, timeout, TLS, unknown host. Testing
+proves the key: where the model list answers without one, a 1-token completion is asked for."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
+from rlm_desktop.core.endpoints import endpoint_for
 from rlm_desktop.core.logs import register_secret
 from rlm_desktop.core.profiles import ProviderProfile
 
@@ -37,7 +39,7 @@ def _scrub(text: str, key: str | None) -> str:
 
 
 def _models_url(profile: ProviderProfile) -> str:
-    return profile.base_url.rstrip("/") + "/models"
+    return endpoint_for(profile.base_url).url("models")
 
 
 def _native_url(profile: ProviderProfile) -> str | None:
@@ -55,7 +57,7 @@ def _native_url(profile: ProviderProfile) -> str | None:
 def _headers(profile: ProviderProfile, key: str | None) -> dict[str, str]:
     h = {"Accept": "application/json", "User-Agent": "rlm-desktop"}
     if profile.needs_key and key:
-        h["Authorization"] = f"Bearer {key}"
+        h.update(endpoint_for(profile.base_url).key_headers(key))
     return h
 
 
@@ -93,9 +95,8 @@ def classify_error(exc: BaseException, url: str, timeout_s: float, key: str | No
                             f"{text or 'no details'}", url=url)
 
 
-def _status_result(resp: Any, url: str, profile: ProviderProfile, key: str | None) -> ConnectionResult:
-    status = resp.status_code
-    detail = ""
+def _server_said(resp: Any, key: str | None) -> str:
+    """`` (server said: …)`` from an error response's message (key scrubbed), or ""."""
     try:
         body = resp.json()
         err = body.get("error", body) if isinstance(body, dict) else body
@@ -103,7 +104,12 @@ def _status_result(resp: Any, url: str, profile: ProviderProfile, key: str | Non
     except ValueError:
         detail = resp.text[:200].strip()
     detail = _scrub(detail, key)
-    suffix = f" (server said: {detail})" if detail else ""
+    return f" (server said: {detail})" if detail else ""
+
+
+def _status_result(resp: Any, url: str, profile: ProviderProfile, key: str | None) -> ConnectionResult:
+    status = resp.status_code
+    suffix = _server_said(resp, key)
     if status in (401, 403):
         if not profile.needs_key:
             msg = (f"The server refused the request ({status}): it wants a key, but this profile is set to "
@@ -205,17 +211,93 @@ async def fetch_models(profile: ProviderProfile, key: str | None, *,
 
 async def test_connection(profile: ProviderProfile, key: str | None, *,
                           timeout_s: float = DEFAULT_TIMEOUT_S) -> ConnectionResult:
-    """Reach the server with the key and say, in plain words, whether it works."""
-    res = await fetch_models(profile, key, timeout_s=timeout_s)
-    if not res.ok or profile.is_demo:
-        return res
+    """Reach the server with the key and say, in plain words, whether it works.
+
+    A model list fetched with the key proves the key only when the list refuses requests without
+    one. Many servers list their models to anyone (OpenRouter, gateways, vLLM with --api-key), so
+    then a minimal completion (max_tokens=1) with the chosen model is asked for: a wrong key is
+    "key rejected" there. Azure's deployment URLs have no model list: the completion alone tests."""
+    ep = endpoint_for(profile.base_url)
+    deployment_url = ep.azure and "/deployments/" in ep.base_url
+    if deployment_url and not profile.is_demo:
+        pre = _precheck(profile, key)
+        if pre is not None:
+            return pre
+        res = ConnectionResult(True, "ok", "", url=ep.base_url)
+    else:
+        res = await fetch_models(profile, key, timeout_s=timeout_s)
+        if not res.ok or profile.is_demo:
+            return res
     name = profile.name or profile.id
-    msg = f"Connected to {name}: the server answered and lists {len(res.models)} models."
+    listed = "" if deployment_url else f"the server answered and lists {len(res.models)} models"
+    msg = f"Connected to {name}: {listed}." if listed else f"Connected to {name}."
     missing = [m for m in dict.fromkeys((profile.root_model, profile.sub_model)) if m and res.models
                and m not in res.models]
+    if profile.needs_key and key:
+        async with httpx2.AsyncClient(timeout=timeout_s, follow_redirects=True) as client:
+            proven = (not deployment_url) and await _list_refused_without_key(client, profile, timeout_s)
+            if proven:
+                msg += " The key works (the model list refuses requests without it)."
+            else:
+                model = profile.root_model or profile.sub_model or (res.models[0] if res.models else "")
+                if not model:
+                    msg += (" The key is not proven yet: the server lists models without a key; choose a "
+                            "model and test again (a 1-token test reply proves the key).")
+                else:
+                    probe = await _probe_completion(client, profile, key, model, timeout_s)
+                    if not probe.ok:
+                        return probe
+                    msg += " " + probe.message
     if missing:
         msg += f" Note: {', '.join(repr(m) for m in missing)} is not among them; check the model names."
-    return ConnectionResult(True, "ok", msg, status=res.status, models=res.models, url=res.url)
+    return ConnectionResult(True, "ok", msg, status=res.status or 200, models=res.models, url=res.url)
+
+
+async def _list_refused_without_key(client: httpx2.AsyncClient, profile: ProviderProfile,
+                                    timeout_s: float) -> bool:
+    """Whether the model list answers 401/403 to a request that carries no key."""
+    try:
+        resp = await client.get(_models_url(profile), headers={"Accept": "application/json",
+                                                               "User-Agent": "rlm-desktop"})
+    except (httpx2.HTTPError, OSError, ssl.SSLError):
+        return False
+    return resp.status_code in (401, 403)
+
+
+async def _probe_completion(client: httpx2.AsyncClient, profile: ProviderProfile, key: str, model: str,
+                            timeout_s: float) -> ConnectionResult:
+    """A 1-token completion with ``model``: proves (or rejects) the key."""
+    ep = endpoint_for(profile.base_url)
+    url = ep.url("chat/completions")
+    body = {"model": model, "messages": [{"role": "user", "content": "Reply with OK."}], "max_tokens": 1,
+            "stream": False}
+    try:
+        resp = await client.post(url, json=body, headers={**_headers(profile, key),
+                                                          "Content-Type": "application/json"})
+    except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
+        return classify_error(exc, url, timeout_s, key)
+    status = resp.status_code
+    shown = ep.base_url + "/chat/completions"
+    if status == 200:
+        return ConnectionResult(True, "ok", f"The key works (a 1-token test reply from {model}).",
+                                status=200, url=shown)
+    suffix = _server_said(resp, key)
+    if status in (401, 403):
+        why = ("the server refused the API key" if status == 401 else
+               "the key is not allowed to use this model or server")
+        return ConnectionResult(False, "auth", f"Key rejected ({status}): {why} on a 1-token test "
+                                f"completion with {model}{suffix}, although the model list answered. "
+                                f"Replace the key for provider {profile.id!r}.", status=status, url=shown)
+    if status == 429:
+        return ConnectionResult(True, "ok", f"The key was accepted, but the server is rate-limiting it or "
+                                f"its quota is used up (429){suffix}.", status=status, url=shown)
+    if status in (400, 404, 422):
+        return ConnectionResult(True, "ok", f"The key was not rejected, but a 1-token test completion with "
+                                f"{model} failed ({status}){suffix}: check the model name.",
+                                status=status, url=shown)
+    return ConnectionResult(False, "http", f"The model list answered, but a 1-token test completion with "
+                            f"{model} got {status} at {shown}{suffix}; the key could not be checked.",
+                            status=status, url=shown)
 
 
 test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported

@@ -1,8 +1,10 @@
-"""Reading a root model's reply: ```repl / ```python code blocks and the textual FINAL(...) forms."""
+"""Reading a root model's reply: ```repl / ```python code blocks, the textual FINAL(...) forms, and
+the tool-call dialects some models write instead (``<function_calls>``/``<invoke>``, ``<tool_call>``)."""
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -10,6 +12,8 @@ _CODE_LANGS = {"repl", "python", "py", "python3"}
 _OPEN = re.compile(r"^\s*```+\s*([A-Za-z0-9_+-]*)\s*(.*)$")
 _FINAL_START = re.compile(r"^[ \t>*_#-]*(FINAL_VAR|FINAL)\s*\(", re.MULTILINE)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A closing fence may be followed by the closing tags of a tool call: ```</parameter></invoke>
+_CLOSING_TAGS = re.compile(r"^(?:</[\w:-]+>\s*)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,8 @@ class ParsedReply:
     final: TextualFinal | None = None
     prose: str = ""     # the text outside every fenced block
     last_unclosed: bool = False   # the last code block had no closing fence (reply cut short?)
+    dialects: tuple[str, ...] = ()        # tool-call forms understood in this reply ("invoke", "tool_call")
+    unknown_calls: tuple[str, ...] = ()   # tool calls that were not code or a final answer (their names)
 
     @property
     def has_code(self) -> bool:
@@ -75,7 +81,7 @@ def parse_reply(text: str) -> ParsedReply:
         while i < n:
             cur = lines[i]
             stripped = cur.strip()
-            if stripped.startswith("```") and stripped.strip("`").strip() == "":
+            if stripped.startswith("```") and _CLOSING_TAGS.match(stripped.strip("`").strip()):
                 i += 1
                 closed = True
                 break
@@ -92,7 +98,19 @@ def parse_reply(text: str) -> ParsedReply:
                 blocks.append(body)
                 unclosed = not closed
     prose_text = "\n".join(prose)
-    return ParsedReply(blocks, find_textual_final(prose_text), prose_text, unclosed)
+    if blocks:
+        return ParsedReply(blocks, find_textual_final(prose_text), prose_text, unclosed)
+    # No fenced code: the reply may use a tool-call dialect instead.
+    calls, prose_text = _tool_calls(prose_text)
+    final = find_textual_final(prose_text)
+    for call in calls:
+        if call.kind == "code":
+            blocks.append(call.value)
+        elif call.kind in ("FINAL", "FINAL_VAR") and final is None:
+            final = TextualFinal(call.kind, call.value, call.value)
+    return ParsedReply(blocks, final, prose_text, False,
+                       tuple(dict.fromkeys(c.dialect for c in calls if c.kind != "unknown")),
+                       tuple(c.name for c in calls if c.kind == "unknown"))
 
 
 def find_textual_final(text: str) -> TextualFinal | None:
@@ -171,3 +189,128 @@ def _matching_paren(text: str, open_at: int, *, strings: bool = True) -> int | N
                 return i
         i += 1
     return None
+
+
+# -- tool-call dialects ----------------------------------------------------------------------------
+# Anthropic-style:  <function_calls><invoke name="python"><parameter name="code">…</parameter></invoke>
+# Qwen/Hermes:      <tool_call>{"name": "python", "arguments": {"code": "…"}}</tool_call>
+# A call runs only when its intent is unambiguous: a Python/REPL tool with its code, or a final-answer
+# tool with its answer. Anything else (a shell, a search tool) is reported back as not available.
+_NS = r"(?:[\w-]+:)?"   # some models put a namespace prefix on the tags (antml:invoke)
+_CALLS = re.compile(
+    rf"<{_NS}function_calls\s*>(?P<fc>.*?)</{_NS}function_calls\s*>"
+    rf"|<{_NS}invoke\s+name\s*=\s*[\"'](?P<iname>[^\"']*)[\"']\s*>(?P<ibody>.*?)</{_NS}invoke\s*>"
+    rf"|<tool_call\s*>(?P<tc>.*?)</tool_call\s*>",
+    re.DOTALL)
+_INVOKE = re.compile(rf"<{_NS}invoke\s+name\s*=\s*[\"']([^\"']*)[\"']\s*>(.*?)</{_NS}invoke\s*>", re.DOTALL)
+_PARAM = re.compile(rf"<{_NS}parameter\s+name\s*=\s*[\"']([^\"']*)[\"']\s*>(.*?)</{_NS}parameter\s*>",
+                    re.DOTALL)
+_FENCED = re.compile(r"\s*```+[A-Za-z0-9_+-]*[ \t]*\n(.*?)\n?[ \t]*```+\s*", re.DOTALL)
+_CODE_TOOL = re.compile(r"^(?:(?:run|execute|exec)_?)?(?:python3?|repl|python_repl|ipython|code|"
+                        r"code_interpreter|cell)$|^(?:run|execute|exec)$")
+_CODE_PARAMS = ("code", "source", "script", "python", "cell", "input")
+_FINAL_TOOLS = {"final", "final_answer", "finalanswer", "submit", "submit_answer", "answer", "finish"}
+_FINAL_PARAMS = ("answer", "content", "value", "final_answer", "result", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    dialect: str   # "invoke" | "tool_call"
+    name: str      # the tool's name as written
+    kind: str      # "code" | "FINAL" | "FINAL_VAR" | "unknown"
+    value: str = ""
+
+
+def _tool_calls(text: str) -> tuple[list[_Call], str]:
+    """The tool calls in ``text``, in order, and the text with them removed."""
+    calls: list[_Call] = []
+    rest: list[str] = []
+    pos = 0
+    for m in _CALLS.finditer(text):
+        rest.append(text[pos:m.start()])
+        pos = m.end()
+        if m.group("fc") is not None:
+            calls += [_interpret("invoke", name, _params(body)) for name, body in _INVOKE.findall(m.group("fc"))]
+        elif m.group("iname") is not None:
+            calls.append(_interpret("invoke", m.group("iname"), _params(m.group("ibody"))))
+        else:
+            calls.append(_json_call(m.group("tc")))
+    rest.append(text[pos:])
+    return calls, "".join(rest)
+
+
+def _params(body: str) -> dict[str, str]:
+    return {name: value for name, value in _PARAM.findall(body)}
+
+
+def _json_call(body: str) -> _Call:
+    try:
+        obj = json.loads(body, strict=False)   # models often put raw newlines inside the code string
+    except ValueError:
+        return _Call("tool_call", "(not valid JSON)", "unknown")
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return _Call("tool_call", "(no tool name)", "unknown")
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):   # OpenAI's wire form: the arguments as a JSON string
+        try:
+            args = json.loads(args, strict=False)
+        except ValueError:
+            args = {"code": args}
+    if not isinstance(args, dict):
+        return _Call("tool_call", obj["name"], "unknown")
+    return _interpret("tool_call", obj["name"], {str(k): v for k, v in args.items()})
+
+
+def _interpret(dialect: str, name: str, params: dict[str, object]) -> _Call:
+    key = name.strip().lower()
+    if _CODE_TOOL.match(key):
+        code = _pick(params, _CODE_PARAMS)
+        if code is not None and code.strip():
+            return _Call(dialect, name, "code", _unfence(code))
+    elif key in _FINAL_TOOLS:
+        answer = _pick(params, _FINAL_PARAMS)
+        if answer is not None and answer.strip():
+            return _Call(dialect, name, "FINAL", answer.strip())
+    elif key == "final_var":
+        var = _pick(params, ("name", "variable", "var", "var_name"))
+        if var is not None and _IDENT.match(var.strip().strip("'\"")):
+            return _Call(dialect, name, "FINAL_VAR", var.strip().strip("'\""))
+    return _Call(dialect, name, "unknown")
+
+
+def _pick(params: dict[str, object], names: tuple[str, ...]) -> str | None:
+    """The parameter with one of ``names`` (in that order), or the only parameter there is."""
+    for n in names:
+        if n in params:
+            value = params[n]
+            break
+    else:
+        if len(params) != 1:
+            return None
+        value = next(iter(params.values()))
+    if isinstance(value, str):
+        return value
+    return None if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _unfence(code: str) -> str:
+    m = _FENCED.fullmatch(code)
+    return (m.group(1) if m else code).strip("\n")
+
+
+# The official RLM library's newer protocol: the REPL holds ``answer = {"content": "", "ready": False}``
+# and the model ends the run with ``answer["content"] = …`` / ``answer["ready"] = True`` in code.
+_ANSWER_NAME = re.compile(r"\banswer\b")
+_READY = re.compile(r"""['"]ready['"]|\bready\s*=""")
+_ANSWER_KEY = re.compile(r"""\banswer\s*\[\s*['"](?:content|ready)['"]\s*\]""")
+
+
+def uses_answer_dict(code: str) -> bool:
+    """Whether ``code`` may deliver its answer through the ``answer`` dict (mentions ``answer`` and
+    ``ready``); the engine then looks at ``answer["ready"]`` after the cell ran."""
+    return bool(_ANSWER_NAME.search(code) and _READY.search(code))
+
+
+def needs_answer_dict(code: str) -> bool:
+    """Whether ``code`` uses ``answer["content"]``/``answer["ready"]`` (so the dict must exist first)."""
+    return bool(_ANSWER_KEY.search(code))

@@ -124,6 +124,15 @@ CORRECTIVE_MESSAGE = (
     "own line (or FINAL_VAR(\"name\") for a variable's value).")
 
 
+def corrective_message(unknown_calls: tuple[str, ...] = ()) -> str:
+    """The corrective message; when the reply asked for tools that do not exist here, it says so."""
+    if not unknown_calls:
+        return CORRECTIVE_MESSAGE
+    names = ", ".join(f"`{n}`" for n in dict.fromkeys(unknown_calls))
+    return (f"Your reply called a tool ({names}) that does not exist here; the only tool is the Python "
+            "REPL. " + CORRECTIVE_MESSAGE)
+
+
 CUT_REPLY_MESSAGE = (
     "Your reply was cut off at the output-token limit in the middle of a ```repl block, so that block "
     "did not run. Write shorter code (one step at a time) and close the block with ```.")

@@ -20,6 +20,7 @@ import openai
 from openai import AsyncOpenAI, omit
 
 from rlm_desktop.core.config import ProviderConfig
+from rlm_desktop.core.endpoints import endpoint_for
 from rlm_desktop.core.pricing import cost_usd, lookup
 
 try:   # the HTTP library under the SDK: httpx2 for openai 3.x, httpx for older releases
@@ -86,8 +87,14 @@ def client_for(provider: ProviderConfig) -> AsyncOpenAI:
         # to another server.
         headers = None if _is_openai(provider.base_url) else {"OpenAI-Organization": omit,
                                                              "OpenAI-Project": omit}
+        # A query in the base URL (Azure's api-version) goes on every request; Azure takes the key
+        # as the api-key header instead of Authorization (core/endpoints.py).
+        ep = endpoint_for(provider.base_url)
+        if ep.azure:
+            headers = {**(headers or {}), **ep.key_headers(provider.api_key)}
         client = AsyncOpenAI(
-            base_url=provider.base_url,
+            base_url=ep.base_url,
+            default_query=dict(ep.query) or None,
             api_key=provider.api_key or "",
             max_retries=0,
             timeout=provider.request_timeout_s,
@@ -246,7 +253,9 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
         raise ProviderError(f"no model chosen for {provider.name}: set a model (--model, or the "
                             "provider's default model)", kind="bad_request")
     client = client_for(provider)
-    extra_headers = None if provider.api_key else {"Authorization": omit}
+    # No key, or Azure (its key goes in the api-key header): the SDK must not send Authorization.
+    extra_headers = (None if provider.api_key and not endpoint_for(provider.base_url).azure
+                     else {"Authorization": omit})
     attempts_allowed = max(1, provider.max_retries + 1)
     attempt = 0
     include_usage = True

@@ -20,11 +20,12 @@ from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits
 from rlm_desktop.core.pricing import unpriced_models
 from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace
 from rlm_desktop.engine import prompts
-from rlm_desktop.engine.parsing import TextualFinal, parse_reply
+from rlm_desktop.engine.parsing import TextualFinal, needs_answer_dict, parse_reply, uses_answer_dict
 from rlm_desktop.engine.providers import ChatResult, ProviderError, chat
 from rlm_desktop.engine.repl import Repl, new_repl
 from rlm_desktop.sandbox.api import (
     CellResult,
+    FinalValue,
     SandboxError,
     SandboxRefused,
     SubRequest,
@@ -468,6 +469,7 @@ class _RLM:
         self.system_prompt: str | None = None
         self.variables: str | None = None
         self.notes: tuple[str, ...] = turn.notes if turn is not None else ()
+        self.answer_dict = False   # the ``answer`` dict of the official RLM protocol was created
 
     async def run(self) -> tuple[str | None, str, str]:
         """Returns (answer or best partial, stop_reason, reason). Raises _Halted / ProviderError /
@@ -590,13 +592,14 @@ class _RLM:
                         return answer, "final", "final answer"
                     messages.append({"role": "user", "content": prompts.final_rejected_message(problem)})
                 else:
-                    messages.append({"role": "user", "content": prompts.CORRECTIVE_MESSAGE})
+                    messages.append({"role": "user", "content": prompts.corrective_message(parsed.unknown_calls)})
                 s.end(it_span, SpanStatus.OK)
                 continue
             outputs: list[str] = []
             all_ok = True
             blocks = parsed.code_blocks
             for k, code in enumerate(blocks, 1):
+                await self._answer_dict_before(code, it_span)
                 cell = await self._run_cell(code, it_span, k, len(blocks))
                 text, _ = prompts.format_cell_output(
                     k, len(blocks), status=cell.status, stdout=cell.stdout, stderr=cell.stderr,
@@ -604,9 +607,10 @@ class _RLM:
                     restarted=cell.restarted, restart_reason=cell.restart_reason,
                     sandbox_output_truncated=cell.output_truncated)
                 outputs.append(text)
-                if cell.final is not None and cell.ok:
-                    answer = _final_value(cell.final.value)
-                    self._final_span(it_span, answer, cell.final.via)
+                final = cell.final if cell.final is not None else await self._answer_dict_after(cell, code, it_span)
+                if final is not None and cell.ok:
+                    answer = _final_value(final.value)
+                    self._final_span(it_span, answer, final.via)
                     s.end(it_span, SpanStatus.OK)
                     return answer, "final", "final answer"
                 if not cell.ok:
@@ -638,6 +642,25 @@ class _RLM:
             s.end(it_span, SpanStatus.OK)
         return (best_partial, "max_iterations",
                 f"max iterations reached ({lim.max_iterations}) without a final answer")
+
+    async def _answer_dict_before(self, code: str, parent: str) -> None:
+        """The official RLM library's protocol writes into ``answer[...]``: create the dict first."""
+        if needs_answer_dict(code) and not self.answer_dict:
+            self.answer_dict = True
+            await self._run_cell('if "answer" not in globals():\n    answer = {"content": "", "ready": False}',
+                                 parent, 1, 1, name="answer dict")
+
+    async def _answer_dict_after(self, cell: CellResult, code: str, parent: str) -> FinalValue | None:
+        """The final answer when a cell set ``answer["ready"] = True`` (the official RLM library's
+        protocol), else None."""
+        if not cell.ok or not uses_answer_dict(code):
+            return None
+        probe = await self._run_cell(
+            'if isinstance(globals().get("answer"), dict) and globals()["answer"].get("ready"):\n'
+            '    FINAL(globals()["answer"].get("content", ""))', parent, 1, 1, name="answer ready?")
+        if probe.final is None or not probe.ok:
+            return None
+        return dataclasses.replace(probe.final, via="answer")
 
     def _final_span(self, parent: str, answer: str, via: str) -> None:
         sid = self.s.start(SpanKind.FINAL, "final", parent, {Attr.ANSWER: answer, Attr.VIA: via,

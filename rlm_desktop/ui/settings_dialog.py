@@ -39,14 +39,13 @@ from rlm_desktop.core.config import ConfigError, ModelPrice, RunLimits, SandboxL
 from rlm_desktop.core.profiles import (
     DEMO_ID,
     PRESETS,
-    PRICES_NOTE,
     ProfileError,
     ProviderProfile,
-    builtin_prices_for,
     env_var_for,
     profile_from_preset,
     validate_profile,
 )
+from rlm_desktop.core.profiles import prices_note as prices_note_text
 from rlm_desktop.session import secrets
 from rlm_desktop.ui.aio import AsyncJob
 from rlm_desktop.ui.jobs import ThreadJob
@@ -320,6 +319,9 @@ class SettingsDialog(QDialog):
         self.fetch_button = QPushButton("&Fetch models")
         self.fetch_button.clicked.connect(self.fetch_models)
         self.test_button = QPushButton("Test co&nnection")
+        self.test_button.setToolTip("Reach the server and prove the key: where the model list answers "
+                                    "without a key, a 1-token test reply from the root model is asked "
+                                    "for (a wrong key then shows as 'Key rejected').")
         self.test_button.clicked.connect(self.test_connection)
         conn_row.addWidget(self.fetch_button)
         conn_row.addWidget(self.test_button)
@@ -353,7 +355,7 @@ class SettingsDialog(QDialog):
         price_btns.addWidget(self.add_price_button)
         price_btns.addWidget(self.remove_price_button)
         price_btns.addStretch(1)
-        prices_note = QLabel(PRICES_NOTE)
+        prices_note = QLabel(prices_note_text())
         prices_note.setWordWrap(True)
         prices_note.setStyleSheet("color: palette(mid);")
         price_box = QWidget()
@@ -529,8 +531,9 @@ class SettingsDialog(QDialog):
             self.concurrency_spin.setValue(shown.concurrency)
             self.timeout_spin.setValue(shown.request_timeout_s)
             self.price_table.setRowCount(0)
-            for m in dict.fromkeys([*shown.prices, *shown.context_windows]):
-                self._add_price_row(m, shown.prices.get(m), shown.context_windows.get(m))
+            rows = shown.price_rows()   # list prices (genai-prices) with the user's own over them
+            for m in dict.fromkeys([*rows, *shown.context_windows]):
+                self._add_price_row(m, rows.get(m), shown.context_windows.get(m))
             self.status_label.clear()
             self.key_edit.clear()
         finally:
@@ -835,7 +838,7 @@ class SettingsDialog(QDialog):
             self.models_edit.setPlainText("\n".join(merged))
             have = {self.price_table.item(r, 0).text() for r in range(self.price_table.rowCount())
                     if self.price_table.item(r, 0)}
-            for m, p in builtin_prices_for(res.models).items():
+            for m, p in prof.with_changes(models=tuple(res.models)).price_rows().items():
                 if m not in have:
                     self._add_price_row(m, p, None)
             for combo in (self.root_model_combo, self.sub_model_combo):

@@ -7,15 +7,13 @@ import pytest
 from rlm_desktop.core.config import ModelPrice
 from rlm_desktop.core.pricing import cost_usd, lookup
 from rlm_desktop.core.profiles import (
-    BUILTIN_PRICES,
     PRESETS,
-    PRICES_NOTE,
     ProfileError,
     ProviderProfile,
-    builtin_prices_for,
     demo_profile_from,
     ensure_valid,
     env_var_for,
+    prices_note,
     profile_from_preset,
     validate_profile,
 )
@@ -23,25 +21,68 @@ from rlm_desktop.engine.demo import DEMO_PROVIDER
 
 
 def test_every_preset_makes_a_valid_profile() -> None:
-    assert set(PRESETS) == {"openai", "openrouter", "anthropic", "ollama", "vllm", "lmstudio", "custom"}
+    assert set(PRESETS) == {"openai", "openrouter", "anthropic", "gemini", "mistral", "groq", "deepseek",
+                            "together", "azure", "ollama", "vllm", "lmstudio", "llamacpp", "custom"}
     for key, preset in PRESETS.items():
+        if key != "custom":     # every preset's own URL is valid as it stands
+            assert validate_profile(profile_from_preset(key, f"p-{key}")) == [], key
         url = None if preset.base_url else "http://127.0.0.1:9/v1"
         prof = profile_from_preset(key, f"p-{key}", base_url=url)
         assert validate_profile(prof) == [], key
         assert prof.needs_key == preset.needs_key
+        assert preset.local == (not preset.needs_key), key   # the local servers are the key-less ones
     assert not PRESETS["ollama"].needs_key and PRESETS["ollama"].native_models_path == "/api/tags"
     assert PRESETS["anthropic"].base_url.startswith("https://api.anthropic.com")
+    assert PRESETS["gemini"].base_url == "https://generativelanguage.googleapis.com/v1beta/openai"
+    assert PRESETS["llamacpp"].base_url == "http://localhost:8080/v1"
+    assert PRESETS["azure"].base_url.endswith(".openai.azure.com/openai/v1")
 
 
-def test_preset_gets_builtin_prices_and_prices_are_labelled() -> None:
+def test_prices_come_from_genai_prices_and_are_labelled() -> None:
+    from genai_prices import calc_price
+    from genai_prices.types import Usage
+
     prof = profile_from_preset("openai", "oa")
-    assert prof.prices["gpt-4.1-mini"] == BUILTIN_PRICES["gpt-4.1-mini"]
-    assert "verify" in PRICES_NOTE and "could not be checked" in PRICES_NOTE
-    # vendor/model names (OpenRouter) find the same list price
-    assert builtin_prices_for(["openai/gpt-4o-mini", "nobody/unknown"]) == {
-        "openai/gpt-4o-mini": BUILTIN_PRICES["gpt-4o-mini"]}
-    # an unknown model stays unknown: cost None, never 0
+    assert dict(prof.prices) == {}                       # no copies: nothing the user changed
+    price = prof.prices["gpt-4.1-mini"]
+    expect = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), "gpt-4.1-mini",
+                        provider_id="openai")
+    assert price.input == float(expect.input_price) and price.output == float(expect.output_price)
+    assert price.cached_input is not None and price.cached_input < price.input
+    note = prices_note()
+    assert "genai-prices 0." in note and "price changes up to 20" in note and "never updated" in note
+    # the server decides the provider: OpenRouter's vendor/model names are priced as OpenRouter lists them
+    orr = profile_from_preset("openrouter", "or")
+    assert orr.prices.get("openai/gpt-4o-mini") is not None
+    # each new preset's default models are priced
+    for key in ("gemini", "mistral", "groq", "deepseek", "together"):
+        p = profile_from_preset(key, f"p-{key}")
+        assert p.prices.get(p.root_model) is not None, key
+    # an unknown model stays unknown: cost None, never 0; a local server's models get no list price
     assert cost_usd(lookup(prof.prices, "my-local-model"), 1000, 10) is None
+    local = profile_from_preset("ollama", "ol", root_model="gpt-4o-mini")
+    assert local.prices.get("gpt-4o-mini") is None and "gpt-4o-mini" not in local.price_rows()
+
+
+def test_own_prices_win_and_only_they_are_stored() -> None:
+    own = ModelPrice(input=9.0, output=99.0)
+    prof = profile_from_preset("openai", "oa").with_changes(prices={"gpt-4.1-mini": own})
+    assert prof.prices["gpt-4.1-mini"] == own and prof.to_provider_config("k").prices["gpt-4.1-mini"] == own
+    assert lookup(prof.to_provider_config("k").prices, "gpt-4.1-nano") is not None   # the rest: the list
+    assert prof.price_rows()["gpt-4.1-mini"] == own and "gpt-4.1-nano" in prof.price_rows()
+    stored = prof.to_dict()["prices"]
+    assert stored == {"gpt-4.1-mini": {"input": 9.0, "cached_input": None, "output": 99.0}}
+    assert ProviderProfile.from_dict(prof.to_dict()) == prof
+    # a copy of a list price (what Settings shows in its table) is not an override
+    listed = prof.prices["gpt-4.1-nano"]
+    same = prof.with_changes(prices={"gpt-4.1-mini": own, "gpt-4.1-nano": listed})
+    assert dict(same.prices) == {"gpt-4.1-mini": own}
+    # profiles saved by earlier versions held a copy of the 2025-08 table: not an override either
+    # (shown on a local server, where no list price would hide the copy)
+    local = profile_from_preset("vllm", "vl", root_model="gpt-4o").to_dict()
+    old = {**local, "prices": {"gpt-4o": {"input": 2.5, "cached_input": 1.25, "output": 10.0},
+                               "gpt-4.1-mini": {"input": 9.0, "output": 99.0}}}
+    assert dict(ProviderProfile.from_dict(old).prices) == {"gpt-4.1-mini": own}
 
 
 @pytest.mark.parametrize(("pid", "fragment"), [

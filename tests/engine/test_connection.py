@@ -108,3 +108,59 @@ def test_missing_key_and_bad_url_need_no_network() -> None:
     assert _run(connection.fetch_models(_custom("nonsense"), KEY)).kind == "invalid"
     demo = _run(connection.test_connection(demo_profile_from(DEMO_PROVIDER), None))
     assert demo.ok and "offline demo" in demo.message
+
+
+# -- the test proves the key (issue 8 item 14) -------------------------------------------------------
+
+@pytest.fixture
+def open_list() -> Iterator[FakeOpenAI]:
+    """A server that lists its models to anyone but wants the key for completions."""
+    with FakeOpenAI(api_key=KEY, models=["fake-root", "fake-sub"]) as srv:
+        srv.models_need_key = False
+        yield srv
+
+
+def test_wrong_key_is_rejected_where_the_model_list_needs_no_key(open_list: FakeOpenAI) -> None:
+    wrong = "sk-wrong-KEY-1111111"
+    res = _run(connection.test_connection(_custom(open_list.base_url), wrong))
+    assert not res.ok and res.kind == "auth" and res.status == 401
+    assert res.message.startswith("Key rejected (401)") and "fake-root" in res.message
+    assert wrong not in res.message and KEY not in res.message
+    probe = open_list.chat_requests[-1]
+    assert probe.body["model"] == "fake-root" and probe.body["max_tokens"] == 1
+    assert probe.authorization == f"Bearer {wrong}"
+
+
+def test_right_key_is_proven_by_a_one_token_completion(open_list: FakeOpenAI) -> None:
+    open_list.script("OK")
+    res = _run(connection.test_connection(_custom(open_list.base_url), KEY))
+    assert res.ok and "The key works (a 1-token test reply from fake-root)" in res.message
+    assert len(open_list.chat_requests) == 1
+
+
+def test_403_on_the_completion_says_key_rejected(open_list: FakeOpenAI) -> None:
+    open_list.script(Reply.error(403, "this key may not use fake-root"))
+    res = _run(connection.test_connection(_custom(open_list.base_url), KEY))
+    assert not res.ok and res.kind == "auth" and res.message.startswith("Key rejected (403)")
+    assert "may not use fake-root" in res.message
+
+
+def test_no_completion_is_spent_when_the_list_already_proves_the_key(keyed: FakeOpenAI) -> None:
+    res = _run(connection.test_connection(_custom(keyed.base_url), KEY))
+    assert res.ok and "refuses requests without it" in res.message
+    assert keyed.chat_requests == []
+    assert [r.authorization for r in keyed.requests] == [f"Bearer {KEY}", None]   # listed with, then without
+
+
+def test_azure_deployment_url_is_tested_with_api_key_header_and_api_version(fake_openai: FakeOpenAI) -> None:
+    fake_openai.api_key = KEY
+    url = f"http://127.0.0.1:{fake_openai.port}/openai/deployments/dep-1?api-version=2024-10-21"
+    prof = profile_from_preset("azure", "az", base_url=url, root_model="dep-1", sub_model="dep-1")
+    fake_openai.script("OK")
+    res = _run(connection.test_connection(prof, KEY))
+    assert res.ok and "The key works" in res.message, res.message
+    (req,) = fake_openai.requests                       # no model list: Azure deployments have none
+    assert req.path == "/openai/deployments/dep-1/chat/completions" and req.query == "api-version=2024-10-21"
+    assert req.headers.get("api-key") == KEY and req.authorization is None
+    wrong = _run(connection.test_connection(prof, "sk-wrong-azure-222"))
+    assert not wrong.ok and wrong.message.startswith("Key rejected (401)")
