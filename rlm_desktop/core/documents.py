@@ -592,6 +592,12 @@ def kind_for(path: Path) -> str:
         return _TEXT_KINDS[suffix]
     if suffix in _CODE_EXTS:
         return "code"
+    from rlm_desktop.core import formats  # imported here: it imports this module
+    if (fmt := formats.format_for(path)) is not None:
+        return fmt.kind
+    if (inner := formats.gz_inner(path)) is not None and formats.format_for(inner) is None \
+            and (inner_kind := kind_for(inner)) not in ("pdf", "unsupported"):
+        return "text" if inner_kind == "unknown" else inner_kind  # app.log.gz is a log
     if suffix in _UNSUPPORTED:
         return "unsupported"
     return "unknown"
@@ -621,7 +627,10 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
         doc.error = (f"{what} ({path.suffix.lower()}) is not supported; export it as text, "
                      f"Markdown, CSV or PDF")
         return doc
-    cap = max_bytes if max_bytes is not None else (MAX_PDF_BYTES if kind == "pdf" else MAX_TEXT_BYTES)
+    from rlm_desktop.core import formats  # imported here: it imports this module
+    cap = max_bytes if max_bytes is not None else (
+        MAX_PDF_BYTES if kind == "pdf" else formats.MAX_PACKED_BYTES if kind in formats.PACKED_KINDS
+        else MAX_TEXT_BYTES)
     if st.st_size > cap:
         doc.error = (f"too large: {_fmt_bytes(st.st_size)}, over the {_fmt_bytes(cap)} limit per file; "
                      f"split it into smaller files")
@@ -630,6 +639,9 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
         _load_pdf(path, doc, cancel)
         if doc.text is not None:
             doc.chars = len(doc.text)
+        return doc
+    if formats.format_for(path) is not None:  # Office, OpenDocument, mail, EPUB: see core/formats.py
+        formats.load_into(doc, max_bytes if max_bytes is not None else MAX_TEXT_BYTES, cancel)
         return doc
     try:
         with open(path, "rb") as fh:
@@ -641,6 +653,12 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
         doc.error = f"too large: over the {_fmt_bytes(cap)} limit per file; split it into smaller files"
         return doc
     doc.size_bytes = len(data)
+    if formats.gz_inner(path) is not None:  # decompressed up to the limit, then read as the inner name says
+        try:
+            data = formats.gunzip(data, max_bytes if max_bytes is not None else MAX_TEXT_BYTES)
+        except formats.ExtractError as exc:
+            doc.error = str(exc)
+            return doc
     if kind == "unknown" and data.startswith(b"%PDF-"):
         doc.kind = "pdf"
         _load_pdf(path, doc, cancel)
