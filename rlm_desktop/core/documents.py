@@ -1,5 +1,8 @@
 """Load files and folders into the REPL's ``context``: text, HTML, source code and PDF, per-file errors.
 
+Word, Excel, PowerPoint, OpenDocument, e-mail, EPUB and gzip are read by core/formats.py, hooked in
+:func:`kind_for` and :func:`load_document`.
+
 Nothing here raises for a bad file: each problem (binary, unreadable, bad encoding, malformed or
 encrypted PDF, too large, symlink loop, permission denied) becomes a :class:`Document` with ``error``
 set, and a doubtful decode keeps its text with ``warning`` set. Results are ordered by relative path.
@@ -603,6 +606,13 @@ def kind_for(path: Path) -> str:
     return "unknown"
 
 
+def supported_suffixes() -> list[str]:
+    """The file extensions read as documents (text kinds, code, PDF and core/formats.py's), sorted."""
+    from rlm_desktop.core import formats  # imported here: it imports this module
+
+    return sorted({*_TEXT_KINDS, *_CODE_EXTS, ".pdf", *formats.FORMATS, ".gz"})
+
+
 def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
                   cancel: CancelToken | None = None) -> Document:
     """Read one file into a :class:`Document`. Never raises for a bad file (only LoadCancelled)."""
@@ -725,5 +735,5 @@ def format_size(n: int) -> str:
 
 __all__: Sequence[str] = (
     "Document", "DocumentSet", "LoadCancelled", "ScanResult", "decode_bytes", "format_size",
-    "html_to_text", "kind_for", "load_document", "load_documents", "scan_paths",
+    "html_to_text", "kind_for", "load_document", "load_documents", "scan_paths", "supported_suffixes",
 )
