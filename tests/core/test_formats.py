@@ -414,3 +414,14 @@ def test_system_prompt_describes_kinds_with_guidance_and_is_deterministic(tmp_pa
     one = prompts.describe_context("x", kinds={"sales.xlsx": "xlsx"})
     assert "- tables (1: xlsx 1)" in prompts.kinds_description(one)
     assert prompts.kinds_description(prompts.describe_context("x")) == ""
+
+
+def test_eml_defective_header_shown_as_written_and_unknown_charset_read_with_a_warning(
+        tmp_path: Path) -> None:
+    path = tmp_path / "odd.eml"
+    path.write_bytes(b"From: =?utf-8?q?Z=C3=BCrich?= <z@example.ch>\nTo: <<<bad@@\nSubject: Odd\n"
+                     b"Content-Type: text/plain; charset=nonexistent\n\nprice 5 \xe9\n")
+    doc = load_document(path, "odd.eml")
+    assert lines(doc)[1:] == ["From: Zürich <z@example.ch>", "To: <<<bad@@", "Subject: Odd", "",
+                              "price 5 é"]
+    assert "could not be decoded as declared" in (doc.warning or "") and "cp1252" in (doc.warning or "")
