@@ -431,19 +431,21 @@ def _ods_rows(table: Any) -> Iterator[tuple[Any, int]]:
 
 
 def _ods_cells(row: Any) -> list[str]:
-    from odf.namespaces import TABLENS
+    from odf.namespaces import TABLENS, TEXTNS
 
-    cells: list[str] = []
+    runs: list[tuple[str, int]] = []
     for el in _odf_elements(row):
         ns, name = el.qname
         if ns != TABLENS or name not in ("table-cell", "covered-table-cell"):
             continue
-        text = _one_line(_odf_text(el))
+        # A cell's paragraphs are joined with spaces (extractText would glue them together).
+        paragraphs = [_odf_text(p) for p in _odf_elements(el) if p.qname[0] == TEXTNS]
+        text = _one_line(" ".join(paragraphs))
         rep = str(el.getAttrNS(TABLENS, "number-columns-repeated") or "1")
-        n = int(rep) if rep.isdigit() else 1
-        # An empty cell repeated to the sheet's edge (16,384 columns) is trimmed by _tsv anyway.
-        cells.extend([text] * (n if text else min(n, 1024)))
-    return cells
+        runs.append((text, int(rep) if rep.isdigit() else 1))
+    while runs and not runs[-1][0]:
+        runs.pop()   # empty cells repeated to the sheet's edge (16,384 columns): not expanded
+    return [text for text, n in runs for _ in range(n)]
 
 
 def _ods_sheets(body: Any, out: _Lines) -> None:

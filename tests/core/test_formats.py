@@ -107,6 +107,17 @@ def make_ods(path: Path) -> Path:
             cell.addElement(P(text=v))
             row.addElement(cell)
         table.addElement(row)
+    row = TableRow()   # a cell of two paragraphs, two empty columns, a value, empties to the edge
+    two = TableCell()
+    two.addElement(P(text="paid"))
+    two.addElement(P(text="late"))
+    row.addElement(two)
+    row.addElement(TableCell(numbercolumnsrepeated=2))
+    last = TableCell()
+    last.addElement(P(text="x"))
+    row.addElement(last)
+    row.addElement(TableCell(numbercolumnsrepeated=16000))
+    table.addElement(row)
     doc.spreadsheet.addElement(table)
     doc.save(str(path))
     return path
@@ -225,7 +236,8 @@ def test_opendocument_text_spreadsheet_and_presentation(tmp_path: Path) -> None:
     ods = load_document(make_ods(tmp_path / "budget.ods"), "budget.ods")
     assert ods.kind == "ods"
     # Two empty rows (one element repeated twice) keep the numbering: Rent is row 4.
-    assert lines(ods)[1:] == ["--- sheet 1: Budget ---", "1\tItem\tCost", "4\tRent\t900"]
+    assert lines(ods)[1:] == ["--- sheet 1: Budget ---", "1\tItem\tCost", "4\tRent\t900",
+                              "5\tpaid late\t\t\tx"]
     odp = load_document(make_odp(tmp_path / "talk.odp"), "talk.odp")
     assert odp.kind == "odp"
     assert lines(odp)[1:] == ["--- slide 1 ---", "Kick-off", "--- slide 1 notes ---", "say hello", "",
