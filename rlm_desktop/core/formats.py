@@ -2,15 +2,17 @@
 
 One function per format turns a file into text with **stable lines**: the same file always gives the
 same text, and each unit (paragraph, sheet row, slide, message, chapter) starts on a new line, so a
-line number (a citation ``[file:L12-L18]``) points at what the preview shows. How lines map:
+line number (a citation ``[file:L12-L18]``) points at what the preview shows. Every line break is
+``\n`` (U+2028 and the other breaks ``str.splitlines`` knows are turned into it, so splitting on
+``\n`` and ``splitlines()`` count the same lines). How lines map:
 
 - ``.docx`` / ``.odt``: one line per paragraph, in body order (empty paragraphs kept as empty lines,
   a line break inside a paragraph starts a new line); headings start with ``#`` per level; a table
   gives one line per row, cells separated by tabs.
 - ``.xlsx`` / ``.ods``: per sheet a header line ``--- sheet N: NAME ---`` (sheets after the first
   are preceded by an empty line), then one line per non-empty row as **TSV** whose first field is
-  the spreadsheet's own row number: line ``12\\tAcme\\t300`` is row 12. Tabs and newlines inside a
-  cell become spaces, so a row is always exactly one line. TSV rather than CSV: it needs no quoting,
+  the spreadsheet's own row number: line ``12\\tAcme\\t300`` is row 12. Runs of whitespace inside a
+  cell (tabs, line breaks) become one space, so a row is always exactly one line. TSV rather than CSV: it needs no quoting,
   so ``line.split("\\t")`` is always right. Values are the cached results (formulas are not
   evaluated); ``.xlsx`` dates are ISO 8601.
 - ``.pptx`` / ``.odp``: per slide ``--- slide N ---`` (slides after the first preceded by an empty
@@ -42,6 +44,7 @@ from __future__ import annotations
 import gzip
 import io
 import posixpath
+import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -148,6 +151,10 @@ def gz_inner(path: Path) -> Path | None:
 
 # -- output with a cap and the cancel token -----------------------------------------------------
 
+# Everything str.splitlines() takes for a line break (Qt's preview breaks at U+2028/U+2029 too).
+_BREAKS = re.compile("\r\n|[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 class _Lines:
     """The extracted lines: refuses to grow past ``max_chars``; checks ``cancel`` every few lines."""
 
@@ -163,9 +170,9 @@ class _Lines:
             raise LoadCancelled(self.cancel.reason or "cancelled")
 
     def add(self, line: str) -> None:
-        """Add one line (a ``\\n`` inside it makes more lines: their numbers are counted the same)."""
-        if "\r" in line:
-            line = line.replace("\r\n", "\n").replace("\r", "\n")
+        """Add one line (a line break inside it makes more lines: their numbers are counted the same)."""
+        if _BREAKS.search(line):   # one kind of break, so split("\n") and splitlines() count alike
+            line = _BREAKS.sub("\n", line)
         self.lines.append(line)
         self.chars += len(line) + 1
         if self.chars > self.max_chars:
@@ -179,7 +186,7 @@ class _Lines:
 
 
 def _one_line(text: str) -> str:
-    """A table cell on one line: tabs and line breaks become spaces, ends trimmed."""
+    """A table cell on one line: runs of whitespace (tabs, line breaks) become one space, ends trimmed."""
     return " ".join(text.replace("\t", " ").split()) if text else ""
 
 

@@ -437,3 +437,16 @@ def test_eml_defective_header_shown_as_written_and_unknown_charset_read_with_a_w
     assert lines(doc)[1:] == ["From: Zürich <z@example.ch>", "To: <<<bad@@", "Subject: Odd", "",
                               "price 5 é"]
     assert "could not be decoded as declared" in (doc.warning or "") and "cp1252" in (doc.warning or "")
+
+
+def test_every_line_break_is_a_newline_so_line_numbers_agree_however_counted(tmp_path: Path) -> None:
+    import docx
+
+    d = docx.Document()
+    d.add_paragraph("left\u2028right")      # Word's line separator; Qt's preview breaks there too
+    d.add_paragraph("after\x85next")
+    d.add_paragraph("last")
+    d.save(str(tmp_path / "breaks.docx"))
+    doc = load_document(tmp_path / "breaks.docx", "breaks.docx")
+    assert lines(doc)[1:] == ["left", "right", "after", "next", "last"]
+    assert (doc.text or "").split("\n") == (doc.text or "").splitlines()
