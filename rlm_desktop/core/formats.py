@@ -57,7 +57,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from rlm_desktop.core.cancel import CancelToken
-from rlm_desktop.core.documents import Document, LoadCancelled, decode_bytes, format_size, html_to_text
+from rlm_desktop.core.documents import (
+    Document,
+    LoadCancelled,
+    _oserror_text,  # the loader's own wording for permission denied, not found, ...
+    decode_bytes,
+    format_size,
+    html_to_text,
+)
 
 # The file-size cap for packed formats (their text is far smaller than the file: images, XML markup).
 MAX_PACKED_BYTES = 200 * 1024 * 1024
@@ -79,6 +86,11 @@ class Format:
     what: str             # "a Word document", used in messages
     zipped: bool           # a ZIP package (checked before parsing)
     old: str = ""          # the old binary format's extension, for the "renamed" hint
+
+    @property
+    def noun(self) -> str:
+        """``what`` without its article: "Word document"."""
+        return self.what.split(" ", 1)[1]
 
 
 FORMATS: dict[str, Format] = {
@@ -215,7 +227,7 @@ def _check_package(path: Path, fmt: Format, max_chars: int) -> None:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-        raise ExtractError(f"damaged or truncated {fmt.what[fmt.what.index(' ') + 1:]} (its ZIP structure "
+        raise ExtractError(f"damaged or truncated {fmt.noun} (its ZIP structure "
                            f"is broken: {exc}); re-save it from its program or get a fresh copy") from None
     markup = sum(i.file_size for i in infos if i.filename.lower().endswith(
         (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx")))
@@ -236,7 +248,7 @@ def _cfb_message(path: Path, fmt: Format) -> str:
         return (f"not {fmt.what}: it is an OLE2 compound file that cannot be read ({exc}); open it in its "
                 f"program and save it as {path.suffix.lower()}")
     if encrypted:
-        return (f"encrypted (password-protected) {fmt.what[fmt.what.index(' ') + 1:]}; open it with its "
+        return (f"encrypted (password-protected) {fmt.noun}; open it with its "
                 f"password and save an unprotected copy")
     old = f" (an old {fmt.old} file renamed {path.suffix.lower()}?)" if fmt.old else ""
     return (f"not {fmt.what}: it is in the old binary Office format{old}; open it and save it as "
@@ -604,7 +616,15 @@ def extract_mbox(path: Path, out: _Lines) -> None:
             out.add(f"--- message {n} ---")
             msg = BytesParser(policy=policy.default).parsebytes(box.get_bytes(key))
             assert isinstance(msg, EmailMessage)
-            _write_message(msg, _mail_headers(msg), out)
+            mark = len(out.lines)
+            try:
+                _write_message(msg, _mail_headers(msg), out)
+            except (ExtractError, LoadCancelled):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one malformed message must not lose the others
+                del out.lines[mark:]
+                out.add(f"(this message could not be read: {type(exc).__name__}: {exc})")
+                out.warnings.append("some messages could not be read; they are marked in the text")
         if not out.lines:
             raise ExtractError("the mailbox has no messages")
     finally:
@@ -710,12 +730,12 @@ def extract(path: Path, *, max_chars: int, cancel: CancelToken | None = None) ->
         _EXTRACTORS[fmt.kind](path, out)
     except (ExtractError, LoadCancelled):
         raise
-    except OSError as exc:
-        raise ExtractError(f"cannot be read: {exc.strerror or exc}") from None
+    except OSError as exc:   # e.g. permission denied on open, after stat() worked
+        raise ExtractError(_oserror_text(exc)) from None
     except MemoryError:
         raise ExtractError("too large to read in the memory available; split it into smaller files") from None
     except Exception as exc:  # noqa: BLE001 - parsers raise many kinds on malformed input; reported per file
-        raise ExtractError(f"malformed {fmt.what[fmt.what.index(' ') + 1:]}, cannot be read "
+        raise ExtractError(f"malformed {fmt.noun}, cannot be read "
                            f"({type(exc).__name__}: {exc}); re-save it from its program") from None
     text = out.text()
     warning = "; ".join(dict.fromkeys(out.warnings)) or None
