@@ -126,9 +126,8 @@ GUIDANCE: dict[str, str] = {
     "prose": ("find the parts that matter with `re` (names, terms, headings: `#` lines, `--- page N ---`, "
               "`--- chapter N ---`), then send whole sections, split at blank lines or headings, to "
               "llm_query."),
-    "tables": ("spreadsheets are TSV under one `--- sheet N: NAME ---` line per sheet, and the first field "
-               "of each row is its row number in the sheet; read the header row, then filter, count and "
-               "sum in code (`line.split('\\t')`, the csv module) rather than by sub-model."),
+    "tables": ("read the header row, then filter, count and sum in code (the csv module, "
+               "`line.split('\\t')` for TSV) rather than by sub-model."),
     "slides": ("one `--- slide N ---` section per slide, speaker notes under `--- slide N notes ---`; "
                "split on those lines and keep a slide's notes with it."),
     "mail": ("each message starts with From/To/Cc/Date/Subject lines and `Attachment:` lines (listed, not "
@@ -141,6 +140,13 @@ GUIDANCE: dict[str, str] = {
     "code": "search for definitions and names with `re`; read whole functions or files, not arbitrary chunks.",
     "config and markup": "usually small: print the part you need, or parse it (xml.etree, json) for keys.",
 }
+
+# Added to a family's advice when one of these kinds is among the documents.
+KIND_GUIDANCE: dict[str, str] = {
+    "xlsx": ("Spreadsheets are TSV under one `--- sheet N: NAME ---` line per sheet, and the first field of "
+             "each row is its row number in the sheet."),
+}
+KIND_GUIDANCE["ods"] = KIND_GUIDANCE["xlsx"]
 
 
 def kind_family(kind: str) -> str | None:
@@ -756,5 +762,5 @@ def load_into(doc: Document, max_chars: int, cancel: CancelToken | None) -> None
     doc.warning = got.warning
 
 
-__all__ = ["FAMILIES", "FORMATS", "GUIDANCE", "PACKED_KINDS", "ExtractError", "Extracted", "extract",
+__all__ = ["FAMILIES", "FORMATS", "GUIDANCE", "KIND_GUIDANCE", "PACKED_KINDS", "ExtractError", "Extracted", "extract",
            "format_for", "gunzip", "gz_inner", "kind_family", "load_into"]

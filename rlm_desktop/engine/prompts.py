@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_desktop.core.documents import kind_for
-from rlm_desktop.core.formats import FAMILIES, GUIDANCE, kind_family
+from rlm_desktop.core.formats import FAMILIES, GUIDANCE, KIND_GUIDANCE, kind_family
 
 # How many documents the system prompt lists by name; the rest are summarised in one line.
 MAX_LISTED_DOCUMENTS = 40
@@ -86,7 +86,9 @@ def kinds_description(info: ContextInfo) -> str:
             counts = by_family[family]
             total = sum(n for _, n in counts)
             detail = ", ".join(f"{kind} {_fmt_int(n)}" for kind, n in counts)
-            lines.append(f"- {family} ({_fmt_int(total)}: {detail}) — {GUIDANCE[family]}")
+            extra = dict.fromkeys(KIND_GUIDANCE[k] for k, _ in counts if k in KIND_GUIDANCE)
+            advice = " ".join([GUIDANCE[family], *extra])
+            lines.append(f"- {family} ({_fmt_int(total)}: {detail}) — {advice}")
     return "\n".join(lines)
 
 

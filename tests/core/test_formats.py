@@ -422,6 +422,9 @@ def test_system_prompt_describes_kinds_with_guidance_and_is_deterministic(tmp_pa
     order = [first.index(f"- {f} (") for f in ("prose", "tables", "slides", "mail", "logs", "JSON")]
     assert order == sorted(order)
     assert "- code (" not in first
+    # Spreadsheet advice only where there are spreadsheets: a CSV has no sheet headers or row numbers.
+    csv_only = prompts.kinds_description(prompts.describe_context({"a.csv": "x,y", "b.tsv": "x"}))
+    assert "- tables (2: csv 1, tsv 1) — read the header row" in csv_only and "sheet" not in csv_only
     # A single document described with the kind the loader detected; plain text gets no kind block.
     one = prompts.describe_context("x", kinds={"sales.xlsx": "xlsx"})
     assert "- tables (1: xlsx 1)" in prompts.kinds_description(one)
