@@ -58,6 +58,9 @@ def make_xlsx(path: Path, rows: int = 0) -> Path:
     notes = wb.create_sheet("Notes")
     notes["B2"] = "checked"
     notes["A3"] = True
+    offset = wb.create_sheet("Offset")   # data away from A1: row and column positions still hold
+    offset["C3"], offset["E5"] = "x", 2
+    offset.sheet_state = "hidden"
     wb.save(str(path))
     return path
 
@@ -218,6 +221,10 @@ def test_xlsx_every_sheet_as_tsv_with_its_name_and_row_numbers(tmp_path: Path) -
         "--- sheet 2: Notes ---",
         "2\t\tchecked",
         "3\tTRUE",
+        "",
+        "--- sheet 3: Offset (hidden) ---",
+        "3\t\t\tx",
+        "5\t\t\t\t\t2",
     ]
 
 
