@@ -1,5 +1,8 @@
 """Load files and folders into the REPL's ``context``: text, HTML, source code and PDF, per-file errors.
 
+Word, Excel, PowerPoint, OpenDocument, e-mail, EPUB and gzip are read by core/formats.py, hooked in
+:func:`kind_for` and :func:`load_document`.
+
 Nothing here raises for a bad file: each problem (binary, unreadable, bad encoding, malformed or
 encrypted PDF, too large, symlink loop, permission denied, a link out of the chosen folder) becomes a
 :class:`Document` with ``error`` set, and a doubtful decode keeps its text with ``warning`` set.
@@ -728,9 +731,22 @@ def kind_for(path: Path) -> str:
         return _TEXT_KINDS[suffix]
     if suffix in _CODE_EXTS:
         return "code"
+    from rlm_desktop.core import formats  # imported here: it imports this module
+    if (fmt := formats.format_for(path)) is not None:
+        return fmt.kind
+    if (inner := formats.gz_inner(path)) is not None and formats.format_for(inner) is None \
+            and (inner_kind := kind_for(inner)) not in ("pdf", "unsupported"):
+        return "text" if inner_kind == "unknown" else inner_kind  # app.log.gz is a log
     if suffix in _UNSUPPORTED:
         return "unsupported"
     return "unknown"
+
+
+def supported_suffixes() -> list[str]:
+    """The file extensions read as documents (text kinds, code, PDF and core/formats.py's), sorted."""
+    from rlm_desktop.core import formats  # imported here: it imports this module
+
+    return sorted({*_TEXT_KINDS, *_CODE_EXTS, ".pdf", *formats.FORMATS, ".gz"})
 
 
 def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
@@ -763,7 +779,10 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
         doc.error = (f"{what} ({path.suffix.lower()}) is not supported; export it as text, "
                      f"Markdown, CSV or PDF")
         return doc
-    cap = max_bytes if max_bytes is not None else (MAX_PDF_BYTES if kind == "pdf" else MAX_TEXT_BYTES)
+    from rlm_desktop.core import formats  # imported here: it imports this module
+    cap = max_bytes if max_bytes is not None else (
+        MAX_PDF_BYTES if kind == "pdf" else formats.MAX_PACKED_BYTES if kind in formats.PACKED_KINDS
+        else MAX_TEXT_BYTES)
     if st.st_size > cap:
         doc.error = (f"too large: {_fmt_bytes(st.st_size)}, over the {_fmt_bytes(cap)} limit per file; "
                      f"split it into smaller files")
@@ -772,6 +791,9 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
         _load_pdf(path, doc, cancel, inside)
         if doc.text is not None:
             doc.chars = len(doc.text)
+        return doc
+    if formats.format_for(path) is not None:  # Office, OpenDocument, mail, EPUB: see core/formats.py
+        formats.load_into(doc, max_bytes if max_bytes is not None else MAX_TEXT_BYTES, cancel, inside)
         return doc
     try:
         with open_document_file(path, inside) as fh:
@@ -783,6 +805,12 @@ def load_document(path: Path, rel_path: str, *, max_bytes: int | None = None,
         doc.error = f"too large: over the {_fmt_bytes(cap)} limit per file; split it into smaller files"
         return doc
     doc.size_bytes = len(data)
+    if formats.gz_inner(path) is not None:  # decompressed up to the limit, then read as the inner name says
+        try:
+            data = formats.gunzip(data, max_bytes if max_bytes is not None else MAX_TEXT_BYTES)
+        except formats.ExtractError as exc:
+            doc.error = str(exc)
+            return doc
     if kind == "unknown" and data.startswith(b"%PDF-"):
         doc.kind = "pdf"
         _load_pdf(path, doc, cancel, inside)
@@ -852,5 +880,5 @@ def format_size(n: int) -> str:
 __all__: Sequence[str] = (
     "Document", "DocumentSet", "LoadCancelled", "ScanResult", "decode_bytes", "display_name",
     "format_size", "html_to_text", "kind_for", "load_document", "load_documents",
-    "open_document_file", "outside_link_message", "scan_paths",
+    "open_document_file", "outside_link_message", "scan_paths", "supported_suffixes",
 )

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from rlm_desktop.core.documents import kind_for
+from rlm_desktop.core.formats import FAMILIES, GUIDANCE, KIND_GUIDANCE, kind_family
 
 # How many documents the system prompt lists by name; the rest are summarised in one line.
 MAX_LISTED_DOCUMENTS = 40
@@ -17,6 +23,7 @@ class ContextInfo:
     count: int
     total_chars: int
     sizes: list[tuple[str, int]]      # (name, characters), in the order of the mapping
+    kinds: tuple[tuple[str, int], ...] = ()   # (document kind, how many), sorted by kind
 
     @property
     def est_tokens(self) -> int:
@@ -27,11 +34,16 @@ class ContextInfo:
                 "documents": [{"name": n, "chars": c} for n, c in self.sizes[:MAX_LISTED_DOCUMENTS]]}
 
 
-def describe_context(context: str | dict[str, str]) -> ContextInfo:
+def describe_context(context: str | dict[str, str], kinds: Mapping[str, str] | None = None) -> ContextInfo:
+    """Describe ``context``. ``kinds`` maps document names to the kinds the loader detected; without it
+    a dict's kinds come from its keys' file names (as the loader names them), a str has none."""
+    if kinds is None:
+        kinds = {str(k): kind_for(Path(str(k))) for k in context} if isinstance(context, dict) else {}
+    counted = tuple(sorted(Counter(kinds.values()).items()))
     if isinstance(context, str):
-        return ContextInfo("str", 1, len(context), [("context", len(context))])
+        return ContextInfo("str", 1, len(context), [("context", len(context))], counted)
     sizes = [(str(k), len(v) if isinstance(v, str) else len(str(v))) for k, v in context.items()]
-    return ContextInfo("dict[str, str]", len(sizes), sum(c for _, c in sizes), sizes)
+    return ContextInfo("dict[str, str]", len(sizes), sum(c for _, c in sizes), sizes, counted)
 
 
 def _fmt_int(n: int) -> str:
@@ -59,6 +71,27 @@ def context_description(info: ContextInfo) -> str:
     return "\n".join(lines)
 
 
+def kinds_description(info: ContextInfo) -> str:
+    """What kinds of documents ``context`` holds, one line of exploring advice per kind (or "")."""
+    by_family: dict[str, list[tuple[str, int]]] = {}
+    for kind, n in info.kinds:
+        family = kind_family(kind)
+        if family is not None:
+            by_family.setdefault(family, []).append((kind, n))
+    if not by_family:
+        return ""
+    lines = ["The documents by kind (from their file types), and how to explore each:"]
+    for family in FAMILIES:   # a fixed order: the same documents give the same prompt
+        if family in by_family:
+            counts = by_family[family]
+            total = sum(n for _, n in counts)
+            detail = ", ".join(f"{kind} {_fmt_int(n)}" for kind, n in counts)
+            extra = dict.fromkeys(KIND_GUIDANCE[k] for k, _ in counts if k in KIND_GUIDANCE)
+            advice = " ".join([GUIDANCE[family], *extra])
+            lines.append(f"- {family} ({_fmt_int(total)}: {detail}) — {advice}")
+    return "\n".join(lines)
+
+
 def system_prompt(info: ContextInfo, *, sub_model: str, depth: int, max_depth: int,
                   max_iterations: int, max_output_chars: int, cell_timeout_s: float,
                   max_sub_calls: int) -> str:
@@ -71,11 +104,13 @@ def system_prompt(info: ContextInfo, *, sub_model: str, depth: int, max_depth: i
         f"- `rlm_query` is not available here (maximum recursion depth {max_depth} reached); use "
         "llm_query.")
     where = "" if depth == 0 else f" You are a nested run at depth {depth}."
+    kinds = kinds_description(info)
+    kinds_part = f"\n\n{kinds}" if kinds else ""
     return f"""You answer a question about documents that you cannot see directly.{where}
 The documents are loaded in a persistent Python REPL as the variable `context`; look at them by
 writing code. Sub-models can read pieces of text for you.
 
-{context_description(info)}
+{context_description(info)}{kinds_part}
 
 The REPL gives you:
 - `context` — the documents, as described above.

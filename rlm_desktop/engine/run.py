@@ -11,7 +11,7 @@ import dataclasses
 import keyword
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,9 @@ class TurnContext:
     # Called once the REPL has started, before the first model call (a session rebuilds a new
     # REPL's state here, under the turn's run span); returns more notes for the model.
     prepare: Callable[[Repl, str], Awaitable[tuple[str, ...]]] | None = None
+    # The kind the loader detected per document (name → "docx", "csv", "log" …): the system prompt
+    # describes the documents by kind, also for a single document (whose context has no name).
+    kinds: Mapping[str, str] | None = None
 
 
 # The internal cell a session runs after each turn to learn which variables the REPL holds.
@@ -477,7 +480,7 @@ class _RLM:
         s = self.s
         cfg = s.config
         lim = s.limits
-        info = prompts.describe_context(self.context)
+        info = prompts.describe_context(self.context, self.turn.kinds if self.turn is not None else None)
         kept = self.turn is not None       # a session's REPL: started once, kept after the run
         if self.turn is not None:
             box = self.turn.repl
@@ -956,7 +959,7 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     sub_provider = sub_provider or provider
     state = _Shared(config, provider, sub_provider, trace, cancel)
     lim = config.limits
-    info = prompts.describe_context(context)
+    info = prompts.describe_context(context, turn.kinds if turn is not None else None)
     run_attrs: dict[str, Any] = {
         Attr.QUERY: config.query, Attr.DEPTH: 0,
         Attr.MODELS: {"root": config.root_model, "sub": config.sub_model},

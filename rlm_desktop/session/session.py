@@ -470,7 +470,8 @@ class Session:
         self._notes.clear()
         turn = TurnContext(repl=self._repl, turn=number,
                            earlier=tuple((t.question, t.answer, t.status, t.variables) for t in self.turns),
-                           system_prompt=self.system_prompt, notes=notes, prepare=prepare)
+                           system_prompt=self.system_prompt, notes=notes, prepare=prepare,
+                           kinds=self._kinds())
         s = self._setup
         started = time.time()
         models = f"{s.provider.name}: {s.root_model}" + (f" / {s.sub_model}" if s.sub_model != s.root_model else "")
@@ -495,6 +496,15 @@ class Session:
                                result.status, result.variables or "", run_span))
         return TurnResult(self.name, number, question, result, self.trace_path,
                           rebuilt[0] if rebuilt else None)
+
+    def _kinds(self) -> dict[str, str] | None:
+        """The loader's kind per document, keyed as ``context`` names them ("context" for one)."""
+        if self.docs is None:
+            return None
+        docs = self.docs.documents
+        if isinstance(self.context, str) and len(docs) == 1:
+            return {"context": docs[0].kind}
+        return {d.rel_path: d.kind for d in docs}
 
     def _rebuilder(self, config: RunConfig, number: int, out: list[ReplayReport]) -> Any:
         async def prepare(repl: Repl, run_span: str) -> tuple[str, ...]:

@@ -41,11 +41,19 @@ from rlm_desktop.core.documents import (
     format_size,
     load_documents,
     scan_paths,
+    supported_suffixes,
 )
 from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.jobs import ThreadJob
 
 AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+def file_dialog_filter() -> str:
+    """The Add-documents dialog's filters: every extension the loader reads, then all files."""
+    patterns = " ".join(f"*{suffix}" for suffix in supported_suffixes())
+    return f"Documents ({patterns});;All files (*)"
+
 COLUMNS = ("Name", "Type", "Size", "Chars", "≈ Tokens*", "Status")
 COLUMN_TIPS = (
     "Path relative to the folder it came from (the key in `context`)",
@@ -286,7 +294,8 @@ class DocumentsPane(QWidget):
         self.documents_changed.emit()
 
     def choose_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Add documents")
+        files, _ = QFileDialog.getOpenFileNames(self, "Add documents", "", file_dialog_filter(),
+                                                options=QFileDialog.Option.HideNameFilterDetails)
         if files:
             self.add_paths(files)
 

@@ -96,7 +96,7 @@ def test_unknown_extension_sniffed_as_text_or_binary(tmp_path: Path) -> None:
 
 
 def test_known_binary_format_named_in_error(tmp_path: Path) -> None:
-    doc = load_document(write(tmp_path / "report.docx", b"PK\x03\x04rest"), "report.docx")
+    doc = load_document(write(tmp_path / "report.doc", b"\xd0\xcf\x11\xe0rest"), "report.doc")
     assert doc.text is None
     assert "Word document" in (doc.error or "") and "export it" in (doc.error or "")
 

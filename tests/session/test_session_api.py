@@ -144,3 +144,16 @@ def test_unreachable_reply_keeps_test_honest(fake_openai: FakeOpenAI) -> None:
     # scripted would fail loudly instead of passing by accident.
     fake_openai.script(Reply.error(400, "nothing scripted"))
     assert fake_openai.pending == 1
+
+
+def test_a_single_document_is_described_by_its_kind(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    # One document becomes a plain str `context` with no name: the session still tells the engine
+    # what kind it is, so the system prompt carries the guidance for tables.
+    doc = tmp_path / "sales.csv"
+    doc.write_text("region,total\nnorth,300\n", encoding="utf-8")
+    fake_openai.handler = route(["```repl\nFINAL(context.splitlines()[1])\n```"])
+    with Session(docs=[doc], provider=make_provider(fake_openai), sandbox=SandboxLimits(allow_weak=True),
+                 trace_path=tmp_path / "t.jsonl", record_history=False) as s:
+        assert s.ask("First row?").answer == "north,300"
+    system = [q for q in fake_openai.chat_requests if is_root(q)][0].system
+    assert "tables (1: csv 1)" in system
