@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "provider": "rlm_desktop.cli.provider",
     "export": "rlm_desktop.cli.export",
     "bench": "rlm_desktop.cli.bench",
+    "eval": "rlm_desktop.cli.eval",
 }
 
 EXIT_OK = 0

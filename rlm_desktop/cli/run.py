@@ -312,10 +312,7 @@ def _handle(args: argparse.Namespace) -> int:
                 _err(f"note: the app's default limits could not be read ({exc}); built-in defaults apply")
         limits = _limits(args, base_limits)
         sandbox = replace(sandbox, allow_weak=sandbox.allow_weak or bool(args.allow_weak_sandbox))
-        root_model = provider.root_model if provider.is_demo else (args.model or provider.root_model)
-        sub_model = provider.sub_model if provider.is_demo else (
-            args.sub_model or (args.model if args.provider is None else None) or provider.sub_model
-            or root_model)
+        root_model, sub_model = choose_models(args, provider)
         if not root_model:
             raise UsageError(f"no model chosen for {provider.name}: pass --model")
         config = RunConfig(query=args.query, root_model=root_model, sub_model=sub_model,
@@ -331,19 +328,35 @@ def _handle(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args, config, docs, provider, trace_path))
 
 
-async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, trace_path: Path) -> int:
+def choose_models(args: argparse.Namespace, provider: Any) -> tuple[str, str]:
+    """(root model, sub model) from --model / --sub-model and the provider's defaults (also `eval`)."""
+    root_model = provider.root_model if provider.is_demo else (args.model or provider.root_model)
+    sub_model = provider.sub_model if provider.is_demo else (
+        args.sub_model or (args.model if args.provider is None else None) or provider.sub_model
+        or root_model)
+    return root_model, sub_model
+
+
+def trace_header(config: Any, provider: Any, doc_count: int, total_chars: int, *,
+                 source: str = "cli", **extra: Any) -> dict[str, Any]:
+    """The first line of a headless run's trace (shared with `eval`)."""
     from rlm_desktop import __version__
+
+    return {"app": "rlm-desktop", "app_version": __version__, "query": config.query,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "provider": provider.name, "demo": bool(provider.is_demo),
+            "models": {"root": config.root_model, "sub": config.sub_model},
+            "documents": {"count": doc_count, "total_chars": total_chars},
+            "source": source, **extra}
+
+
+async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, trace_path: Path) -> int:
     from rlm_desktop.core.cancel import CancelToken
     from rlm_desktop.core.trace import Trace, TraceWriter
     from rlm_desktop.engine.providers import aclose_clients
     from rlm_desktop.engine.run import run_rlm
 
-    header = {"app": "rlm-desktop", "app_version": __version__, "query": config.query,
-              "created": datetime.now(UTC).isoformat(timespec="seconds"),
-              "provider": provider.name, "demo": bool(provider.is_demo),
-              "models": {"root": config.root_model, "sub": config.sub_model},
-              "documents": {"count": docs.total_files, "total_chars": docs.total_chars},
-              "source": "cli"}
+    header = trace_header(config, provider, docs.total_files, docs.total_chars)
     try:
         writer = TraceWriter(trace_path, header)
         log.info("trace %s", trace_path)
