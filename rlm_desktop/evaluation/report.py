@@ -39,9 +39,10 @@ def table(rows: Sequence[Row]) -> str:
     body = []
     for r in rows:
         est = "~" if r.tokens_estimated else ""
+        ran = bool(r.items)
         body.append((r.task, format_size(r.size), r.method, str(r.items), _acc(r), _cost(r),
-                     f"{est}{r.input_tokens:,}", f"{est}{r.output_tokens:,}", f"{r.seconds:.1f}",
-                     str(r.failures), r.note or ""))
+                     f"{est}{r.input_tokens:,}" if ran else "-", f"{est}{r.output_tokens:,}" if ran else "-",
+                     f"{r.seconds:.1f}" if ran else "-", str(r.failures), r.note or ""))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     right = {3, 4, 5, 6, 7, 8, 9}
 
@@ -123,19 +124,30 @@ def chart(title: str, rows: Sequence[Row], field: str, *, y_label: str, y_max: f
                'context size (characters, log scale)</text>')
     svg.append(f'<text x="12" y="{_MT + ph / 2}" font-size="11" text-anchor="middle" '
                f'transform="rotate(-90 12 {_MT + ph / 2})">{e(y_label)}</text>')
-    for i, (method, p) in enumerate(sorted(pts.items())):
+    # The direct method is drawn first, dashed, with larger hollow squares: where both methods
+    # score the same, its markers stay visible around RLM's dots.
+    methods = sorted(pts, key=lambda m: (m != "direct", m))
+    for i, method in enumerate(methods):
+        p = sorted(pts[method])
         c = _colour(method, i)
-        p.sort()
+        hollow = method == "direct"
         if len(p) > 1:
             path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in p)
-            svg.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"/>')
+            dash = ' stroke-dasharray="6 4"' if hollow else ""
+            svg.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"{dash}/>')
         for s, v in p:
-            svg.append(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="4" fill="{c}">'
-                       f'<title>{e(method)} {e(format_size(s))}: {e(fmt.format(v))}</title></circle>')
-        lx = _W - _MR - 70
-        ly = _MT + 4 + 14 * i
-        svg.append(f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="{c}"/>'
-                   f'<text x="{lx + 14}" y="{ly + 9}" font-size="11">{e(method)}</text>')
+            tip = f'<title>{e(method)} {e(format_size(s))}: {e(fmt.format(v))}</title>'
+            if hollow:
+                svg.append(f'<rect x="{x(s) - 6:.1f}" y="{y(v) - 6:.1f}" width="12" height="12" fill="none" '
+                           f'stroke="{c}" stroke-width="2">{tip}</rect>')
+            else:
+                svg.append(f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="4" fill="{c}">{tip}</circle>')
+    for i, method in enumerate(sorted(pts, key=lambda m: (m != "rlm", m))):     # legend
+        c = _colour(method, i)
+        lx, ly = _W - _MR - 110 + 58 * i, 7          # in the title row, clear of the lines
+        mark = (f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="none" stroke="{c}" stroke-width="2"/>'
+                if method == "direct" else f'<circle cx="{lx + 5}" cy="{ly + 5}" r="5" fill="{c}"/>')
+        svg.append(f'{mark}<text x="{lx + 14}" y="{ly + 9}" font-size="11">{e(method)}</text>')
     if not pts:
         svg.append(f'<text x="{_ML + pw / 2}" y="{_MT + ph / 2}" font-size="12" text-anchor="middle" '
                    'fill="#6b7280">no finished runs</text>')
@@ -178,6 +190,11 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
         parts.append(chart(f"{task}: cost per run (USD)", [_per_item_cost(r) for r in tr], "cost_usd",
                            y_label="USD per item", fmt="{:.4f}"))
         parts.append("</div>")
+        skipped = [r for r in tr if r.skipped and not r.items]
+        if skipped:
+            parts.append("<p class='meta'>" + "; ".join(
+                f"{e(r.method)} at {e(format_size(r.size))}: {e(r.note or 'skipped')}" for r in skipped)
+                + "</p>")
     parts.append("<h2>Results</h2><table><tr>" + "".join(
         f"<th>{h}</th>" for h in ("task", "size", "method", "items", "accuracy", "cost", "input tokens",
                                   "output tokens", "seconds", "failures", "note")) + "</tr>")

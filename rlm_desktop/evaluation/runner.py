@@ -159,7 +159,7 @@ def summarise(results: list[ItemResult], plan: EvalPlan) -> list[Row]:
             row.note = row.note if row.skipped else None
         else:
             row.accuracy = None
-            row.cost_usd = None if not row.skipped else row.cost_usd
+            row.cost_usd = None
         if not row.cost_known and row.cost_usd == 0.0:
             row.cost_usd = None
     order = {t: i for i, t in enumerate(plan.tasks)}
@@ -270,6 +270,9 @@ class Evaluation:
         if self.budget is not None and self.price is None and not self.provider.is_demo:
             self.notes.append(f"the price of {self.config.root_model!r} is unknown, so the "
                               f"${self.budget:g} budget cannot be checked; set prices in the profile")
+        if "direct" in self.plan.methods and self.provider.is_demo and self.window == DEMO_CONTEXT_WINDOW:
+            self.notes.append(f"the offline demo has no context window: direct runs assume "
+                              f"{DEMO_CONTEXT_WINDOW:,} tokens (pass --context-window to change it)")
         if "direct" in self.plan.methods and self.window is None:
             self.notes.append("the model's context window is unknown: direct runs are skipped "
                               "(pass --context-window TOKENS or set it in the provider profile)")
@@ -314,9 +317,9 @@ class Evaluation:
         if method == "direct":
             tokens = estimate_tokens(direct_prompt(item)) + DIRECT_OUTPUT_RESERVE
             if self.window is None or tokens > self.window:
-                why = ("context window unknown" if self.window is None else
-                       f"~{tokens:,} tokens (estimate) > {self.window:,}-token window")
-                base.status, base.reason = "skipped", f"skipped: does not fit ({why})"
+                why = ("the context window is unknown" if self.window is None else
+                       f"~{tokens:,} tokens, estimated, > the {self.window:,}-token window")
+                base.status, base.reason = "skipped", f"skipped: does not fit: {why}"
                 return base
         reserved = self._admit(item, method)
         if reserved is None:

@@ -88,7 +88,8 @@ def test_scripted_model_that_answers_right_scores_1_and_wrong_scores_0(fake_open
             assert k in row
         if key[1] == 12000 and key[2] == "direct":
             assert row["items"] == 0 and row["accuracy"] is None and row["skipped"] == 3
-            assert "skipped: does not fit" in row["note"] and "estimate" in row["note"]
+            assert "skipped: does not fit" in row["note"] and "estimated" in row["note"]
+            assert row["cost_usd"] is None
         else:
             assert row["items"] == 3 and row["accuracy"] == 1.0 and row["failures"] == 0, row
             assert row["input_tokens"] > 0 and row["output_tokens"] > 0
