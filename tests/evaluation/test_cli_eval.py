@@ -216,3 +216,54 @@ def test_docs_task_runs_the_users_folder_and_questions(fake_openai: FakeOpenAI, 
     assert [(x["method"], x["items"], x["accuracy"]) for x in obj["results"]] == [
         ("rlm", 2, 0.5), ("direct", 2, 0.5)]                 # contains: right; exact "Ada": wrong
     assert obj["results"][0]["size"] == len("The launch date is March 3.\nNothing here.\n")
+
+
+def test_concurrency_runs_k_items_at_once(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    import threading
+
+    both_open = threading.Barrier(2)
+
+    def needs_company(req: Request) -> Any:
+        try:            # answers only once two root calls are in flight together
+            both_open.wait(timeout=20)
+        except threading.BrokenBarrierError:
+            return wrong(req)
+        return correct(req)
+    fake_openai.handler = needs_company
+    r = _cli("--task", "needle", "--sizes", "8k", "--items", "2", "--methods", "rlm", "--concurrency", "2",
+             "--model", "fake-root", "--base-url", fake_openai.base_url, "--allow-weak-sandbox", "--json",
+             "--quiet", "--out", str(tmp_path / "k"))
+    assert r.returncode == 0, r.stderr
+    assert [(x["items"], x["accuracy"]) for x in json.loads(r.stdout)["results"]] == [(2, 1.0)]
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+    import threading
+
+    args = ("--task", "needle", "--sizes", "8k", "--items", "2", "--provider", "demo")
+    master, slave = pty.openpty()
+    p = subprocess.Popen(_argv(*args, "--out", str(tmp_path / "tty")), cwd=ROOT, env=_env(),
+                         stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:          # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            seen.extend(data)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    p.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    assert p.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "] 4/4 runs" in text and "[" + "#" * 24 + "]" in text and "needle 8k #2 direct" in text
+    plain = _cli(*args, "--out", str(tmp_path / "pipe"))
+    assert plain.returncode == 0 and "\x1b[2K" not in plain.stderr and "runs ·" not in plain.stderr
