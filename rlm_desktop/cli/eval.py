@@ -2,7 +2,8 @@
 
 # Provider, models and per-run limits are chosen exactly as `rlm-desktop run` chooses them (the
 # same functions). Exit codes: 0 finished; 2 usage / bad input; 3 the budget stopped it early;
-# 4 cancelled (SIGINT/SIGTERM: running items are cancelled, finished ones are kept and written).
+# 4 cancelled (SIGINT/SIGTERM: running items are cancelled, finished ones are kept and written);
+# 5 runs kept failing (three in a row: a wrong key, model or URL), the finished ones are kept.
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rlm_desktop.cli import EXIT_CANCELLED, EXIT_LIMIT, EXIT_OK, EXIT_USAGE
+from rlm_desktop.cli import EXIT_CANCELLED, EXIT_LIMIT, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
 
 
 def add_parser(subparsers: Any) -> None:
@@ -32,7 +33,8 @@ def add_parser(subparsers: Any) -> None:
                "records), pairs (pairs of records meeting a condition, F1), multidoc (facts from two "
                "files), docs (--docs DIR --questions FILE.jsonl with question, answer, optional "
                "scorer: exact, numeric, label, set_f1, contains). exit codes: 0 finished; 2 usage; "
-               "3 stopped by --budget-usd; 4 cancelled (partial results are kept).")
+               "3 stopped by --budget-usd; 4 cancelled (partial results are kept); 5 three runs "
+               "in a row failed (check the key, model and URL).")
     p.add_argument("--task", required=True, metavar="T[,T…]",
                    help="needle, aggregate, pairs, multidoc, docs (comma-separated)")
     p.add_argument("--sizes", default="8k,64k", metavar="S[,S…]",
@@ -283,5 +285,7 @@ async def _evaluate(args: argparse.Namespace, plan: Any, provider: Any, config: 
     if outcome.stopped:
         _err(f"stopped early: {outcome.stopped}; the results are partial "
              f"({obj['completed_runs']} of {obj['planned_runs']} runs)")
+        if outcome.stopped.startswith("errors"):
+            return EXIT_PROVIDER
         return EXIT_CANCELLED if outcome.stopped.startswith("cancelled") else EXIT_LIMIT
     return EXIT_OK

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 METHODS = ("rlm", "direct")
 # Tokens kept free for the direct call's answer when deciding whether the context fits.
 DIRECT_OUTPUT_RESERVE = 1_024
+# This many runs failing in a row (provider or sandbox errors) stop the evaluation: a wrong key,
+# model name or base URL would otherwise fail every remaining item, one retry cycle at a time.
+MAX_ERRORS_IN_ROW = 3
 # The offline demo has no context window; a dry run pretends a common one so both methods show.
 DEMO_CONTEXT_WINDOW = 128_000
 
@@ -214,6 +217,7 @@ class Evaluation:
         self._cancels: set[CancelToken] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reserved = 0.0
+        self._errors_in_row = 0
         self.price = None if provider.is_demo else lookup(provider.prices, config.root_model)
         self.total_runs = len(plan.jobs()) * len(plan.methods)
 
@@ -290,6 +294,14 @@ class Evaluation:
         return EvalOutcome(self.results, summarise(self.results, self.plan), self.stopped,
                            self.total_runs, list(self.notes))
 
+    def _count_error(self, result: ItemResult) -> None:
+        if result.status in ("skipped", "cancelled"):
+            return
+        self._errors_in_row = self._errors_in_row + 1 if result.status == "error" else 0
+        if self._errors_in_row >= MAX_ERRORS_IN_ROW:
+            self.stop(f"errors: {self._errors_in_row} runs in a row failed; the last one: "
+                      f"{(result.reason or 'no reason given').rstrip('.')}")
+
     def _item(self, job: tuple[str, int, int]) -> Item:
         task, size, index = job
         if task == "docs":
@@ -308,6 +320,7 @@ class Evaluation:
                     self.results.append(result)
                     if self.on_progress is not None:
                         self.on_progress("finished", result)
+                    self._count_error(result)
         finally:
             sem.release()
 

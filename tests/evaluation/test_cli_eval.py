@@ -267,3 +267,15 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     assert "] 4/4 runs" in text and "[" + "#" * 24 + "]" in text and "needle 8k #2 direct" in text
     plain = _cli(*args, "--out", str(tmp_path / "pipe"))
     assert plain.returncode == 0 and "\x1b[2K" not in plain.stderr and "runs ·" not in plain.stderr
+
+
+def test_a_failing_provider_stops_after_three_runs_in_a_row(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.handler = lambda req: Reply.error(401, "Incorrect API key provided")
+    r = _cli("--task", "needle", "--sizes", "8k", "--items", "5", "--model", "fake-root",
+             "--base-url", fake_openai.base_url, "--context-window", "100000", "--allow-weak-sandbox",
+             "--json", "--quiet", "--out", str(tmp_path / "e"))
+    assert r.returncode == 5, r.stderr
+    obj = json.loads(r.stdout)
+    assert obj["stopped"].startswith("errors: 3 runs in a row failed") and "(401)" in obj["stopped"]
+    assert len(obj["items"]) == 3 and all(i["status"] == "error" for i in obj["items"])
+    assert [(x["items"], x["failures"], x["accuracy"]) for x in obj["results"]] == [(2, 2, 0.0), (1, 1, 0.0)]
