@@ -102,7 +102,7 @@ def _handle(args: argparse.Namespace) -> int:
         choose_models,
     )
     from rlm_desktop.core.config import ConfigError, RunConfig, RunLimits, SandboxLimits
-    from rlm_desktop.evaluation.runner import METHODS, EvalPlan
+    from rlm_desktop.evaluation.runner import METHODS, EvalPlan, new_out_dir
     from rlm_desktop.evaluation.scorers import SCORERS
     from rlm_desktop.evaluation.tasks import TASKS, load_questions, parse_size
 
@@ -164,23 +164,12 @@ def _handle(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     plan = EvalPlan(tasks=tuple(tasks), sizes=sizes, items=args.items, methods=tuple(methods),
                     seed=args.seed, docs_context=docs_context, docs_questions=questions)
-    out_dir = Path(args.out) if args.out else _default_out()
+    out_dir = Path(args.out) if args.out else new_out_dir()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot write to --out {out_dir}: {exc.strerror or exc}") from None
     return asyncio.run(_evaluate(args, plan, provider, config, out_dir))
-
-
-def _default_out() -> Path:
-    from rlm_desktop.core.paths import data_dir
-
-    base = data_dir() / "evals" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    path, n = base, 2
-    while path.exists():
-        path = Path(f"{base}-{n}")
-        n += 1
-    return path
 
 
 class _Bar:
@@ -222,7 +211,6 @@ class _Bar:
 
 async def _evaluate(args: argparse.Namespace, plan: Any, provider: Any, config: Any, out_dir: Path) -> int:
     from rlm_desktop.cli.run import trace_header
-    from rlm_desktop.core.paths import write_text_atomic
     from rlm_desktop.engine.providers import aclose_clients
     from rlm_desktop.engine.run import price_warning
     from rlm_desktop.evaluation import report
@@ -245,10 +233,7 @@ async def _evaluate(args: argparse.Namespace, plan: Any, provider: Any, config: 
             "out": str(out_dir), "report": str(out_dir / "report.html")}
 
     def write(outcome: EvalOutcome) -> dict[str, Any]:
-        obj = report.to_json(outcome, meta)
-        write_text_atomic(out_dir / "results.json", json.dumps(obj, indent=1, ensure_ascii=False))
-        write_text_atomic(out_dir / "report.html", report.to_html(outcome, meta, out_dir))
-        return obj
+        return report.write_outputs(outcome, meta, out_dir)
 
     loop = asyncio.get_running_loop()
     signals_seen: list[int] = []

@@ -4,6 +4,7 @@ inline SVG charts show accuracy and cost against context size per method (no scr
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -17,7 +18,8 @@ METHOD_COLOURS = {"rlm": "#2563eb", "direct": "#ea580c"}
 _FALLBACK_COLOURS = ("#059669", "#7c3aed", "#db2777")
 
 
-def _cost(row: Row) -> str:
+def cost_text(row: Row) -> str:
+    """'$0.0123', '~$0.0123' (from estimated tokens), '$0.0123+?' (partly unknown), 'unknown', '-'."""
     if row.cost_usd is None:
         return "unknown" if row.items else "-"
     text = f"${row.cost_usd:.4f}"
@@ -40,7 +42,7 @@ def table(rows: Sequence[Row]) -> str:
     for r in rows:
         est = "~" if r.tokens_estimated else ""
         ran = bool(r.items)
-        body.append((r.task, format_size(r.size), r.method, str(r.items), _acc(r), _cost(r),
+        body.append((r.task, format_size(r.size), r.method, str(r.items), _acc(r), cost_text(r),
                      f"{est}{r.input_tokens:,}" if ran else "-", f"{est}{r.output_tokens:,}" if ran else "-",
                      f"{r.seconds:.1f}" if ran else "-", str(r.failures), r.note or ""))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
@@ -187,7 +189,7 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
         tr = [r for r in rows if r.task == task]
         parts.append(f"<h2>{e(task)}</h2><div class='charts'>")
         parts.append(chart(f"{task}: accuracy", tr, "accuracy", y_label="accuracy (0–1)", y_max=1.0))
-        parts.append(chart(f"{task}: cost per run (USD)", [_per_item_cost(r) for r in tr], "cost_usd",
+        parts.append(chart(f"{task}: cost per run (USD)", [per_item_cost(r) for r in tr], "cost_usd",
                            y_label="USD per item", fmt="{:.4f}"))
         parts.append("</div>")
         skipped = [r for r in tr if r.skipped and not r.items]
@@ -201,7 +203,7 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
     for r in rows:
         est = "~" if r.tokens_estimated else ""
         parts.append(f"<tr><td>{e(r.task)}</td><td class='n'>{e(format_size(r.size))}</td><td>{e(r.method)}</td>"
-                     f"<td class='n'>{r.items}</td><td class='n'>{_acc(r)}</td><td class='n'>{e(_cost(r))}</td>"
+                     f"<td class='n'>{r.items}</td><td class='n'>{_acc(r)}</td><td class='n'>{e(cost_text(r))}</td>"
                      f"<td class='n'>{est}{r.input_tokens:,}</td><td class='n'>{est}{r.output_tokens:,}</td>"
                      f"<td class='n'>{r.seconds:.1f}</td><td class='n'>{r.failures}</td>"
                      f"<td>{e(r.note or '')}</td></tr>")
@@ -225,9 +227,21 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def _per_item_cost(row: Row) -> Row:
+def per_item_cost(row: Row) -> Row:
+    """The row with its cost divided by its items (what the cost chart plots)."""
     from dataclasses import replace
 
     if row.cost_usd is None or not row.items:
         return row
     return replace(row, cost_usd=row.cost_usd / row.items)
+
+
+def write_outputs(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Write ``results.json`` and ``report.html`` under ``out_dir`` (each whole or not at all);
+    returns the JSON object."""
+    from rlm_desktop.core.paths import write_text_atomic
+
+    obj = to_json(outcome, meta)
+    write_text_atomic(Path(out_dir) / "results.json", json.dumps(obj, indent=1, ensure_ascii=False))
+    write_text_atomic(Path(out_dir) / "report.html", to_html(outcome, meta, Path(out_dir)))
+    return obj

@@ -42,8 +42,22 @@ MAX_ERRORS_IN_ROW = 3
 # The offline demo has no context window; a dry run pretends a common one so both methods show.
 DEMO_CONTEXT_WINDOW = 128_000
 
-# (config, provider, document count, total characters) -> the trace header (the CLI's, shared).
+# (config, provider, document count, total characters) -> the trace header. The CLI passes the
+# one `rlm-desktop run` writes; the app's Evaluate window uses default_header.
 HeaderFactory = Callable[["RunConfig", "ProviderConfig", int, int], dict[str, Any]]
+
+
+def default_header(config: RunConfig, provider: ProviderConfig, doc_count: int,
+                   total_chars: int) -> dict[str, Any]:
+    """A trace header with the facts `rlm-desktop run` records, for callers without the CLI."""
+    from datetime import UTC, datetime
+
+    from rlm_desktop import __version__
+
+    return {"app": "rlm-desktop", "app_version": __version__, "query": config.query,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"), "provider": provider.name,
+            "demo": bool(provider.is_demo), "models": {"root": config.root_model, "sub": config.sub_model},
+            "documents": {"count": doc_count, "total_chars": total_chars}, "source": "eval"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,20 @@ class EvalPlan:
             n = min(self.items, len(self.docs_questions)) if self.items else len(self.docs_questions)
             out += [("docs", _chars(self.docs_context), i) for i in range(n)]
         return out
+
+
+def new_out_dir() -> Path:
+    """A fresh folder for one evaluation's traces and report under the data folder's ``evals/``."""
+    from datetime import UTC, datetime
+
+    from rlm_desktop.core.paths import data_dir
+
+    base = data_dir() / "evals" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path, n = base, 2
+    while path.exists():
+        path = Path(f"{base}-{n}")
+        n += 1
+    return path
 
 
 def _chars(context: str | dict[str, str]) -> int:
@@ -198,7 +226,7 @@ class Evaluation:
     ``loop.call_soon_threadsafe``) ends it cleanly, keeping every finished item."""
 
     def __init__(self, plan: EvalPlan, *, provider: ProviderConfig, config: RunConfig, out_dir: Path,
-                 header: HeaderFactory, context_window: int | None = None,
+                 header: HeaderFactory = default_header, context_window: int | None = None,
                  budget_usd: float | None = None, concurrency: int = 1,
                  on_progress: ProgressHandler | None = None) -> None:
         self.plan = plan
