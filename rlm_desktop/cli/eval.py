@@ -39,7 +39,8 @@ def add_parser(subparsers: Any) -> None:
                    help="needle, aggregate, pairs, multidoc, docs (comma-separated)")
     p.add_argument("--sizes", default="8k,64k", metavar="S[,S…]",
                    help="context sizes in characters, e.g. 8k,64k,1m (default 8k,64k)")
-    p.add_argument("--items", type=int, default=5, metavar="N", help="items per task and size (default 5)")
+    p.add_argument("--items", type=int, metavar="N",
+                   help="items per task and size (default 5; for docs: every question)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--provider", metavar="ID", help="a provider profile, or 'demo' (offline dry run)")
     src.add_argument("--base-url", metavar="URL", help="any OpenAI-compatible server (key from OPENAI_API_KEY)")
@@ -62,7 +63,8 @@ def add_parser(subparsers: Any) -> None:
                    help="run even when the sandbox isolation is below 'good' (less protection)")
     for field, flag in LIMIT_FLAGS.items():      # the per-run limits of `run` (not its budget)
         if field != "budget_usd":
-            p.add_argument(flag, type=float if field.endswith("_s") else int, metavar="N",
+            p.add_argument(flag, type=float if field.endswith("_s") else int,
+                           metavar="S" if field.endswith("_s") else "N",
                            help=f"per RLM run, as in `rlm-desktop run` ({field})")
     p.set_defaults(handler=handle)
 
@@ -127,7 +129,7 @@ def _handle(args: argparse.Namespace) -> int:
             raise UsageError("--task docs needs --docs DIR and --questions FILE.jsonl")
         if not os.path.lexists(args.docs):
             raise UsageError(f"no such file or folder: {args.docs}")
-        questions = tuple(load_questions(Path(args.questions), SCORERS))
+        questions = tuple(load_questions(Path(args.questions), SCORERS))[:args.items or None]
     elif args.docs or args.questions:
         raise UsageError("--docs and --questions belong to --task docs (add docs to --task)")
     run_args = argparse.Namespace(**{**vars(args), "budget_usd": None, "query": "eval"})
@@ -162,7 +164,7 @@ def _handle(args: argparse.Namespace) -> int:
                            limits=limits, sandbox=sandbox, memo_cache=memo)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    plan = EvalPlan(tasks=tuple(tasks), sizes=sizes, items=args.items, methods=tuple(methods),
+    plan = EvalPlan(tasks=tuple(tasks), sizes=sizes, items=args.items or 5, methods=tuple(methods),
                     seed=args.seed, docs_context=docs_context, docs_questions=questions)
     out_dir = Path(args.out) if args.out else new_out_dir()
     try:

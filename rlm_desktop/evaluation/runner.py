@@ -80,9 +80,8 @@ class EvalPlan:
                 if task == "docs":
                     continue
                 out += [(task, size, i) for i in range(self.items)]
-        if "docs" in self.tasks and self.docs_context is not None:
-            n = min(self.items, len(self.docs_questions)) if self.items else len(self.docs_questions)
-            out += [("docs", _chars(self.docs_context), i) for i in range(n)]
+        if "docs" in self.tasks and self.docs_context is not None:     # every question given
+            out += [("docs", _chars(self.docs_context), i) for i in range(len(self.docs_questions))]
         return out
 
 
