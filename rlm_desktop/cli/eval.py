@@ -83,6 +83,11 @@ def handle(args: argparse.Namespace) -> int:
     from rlm_desktop.sandbox.host import harden_host_process
 
     harden_host_process()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupted)   # the evaluation installs its own
     try:
         return _handle(args)
     except (UsageError, TaskError) as exc:
@@ -91,6 +96,8 @@ def handle(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _err("cancelled before the evaluation started (nothing was sent to a model)")
         return EXIT_CANCELLED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -337,12 +337,26 @@ class Evaluation:
         return generate(task, size, index, self.plan.seed)
 
     async def _job(self, job: tuple[str, int, int], sem: asyncio.Semaphore) -> None:
+        task, size, index = job
         try:
-            item = await asyncio.to_thread(self._item, job)
+            try:
+                item: Item | None = await asyncio.to_thread(self._item, job)
+            except Exception as exc:   # recorded as this item's failure; the others go on
+                log.exception("eval: cannot build %s %s item %d", task, size, index + 1)
+                item, why = None, f"could not build the item: {type(exc).__name__}: {exc}"
             for method in self.plan.methods:
                 if self.stopped is not None:
                     break
-                result = await self._run_method(item, method)
+                if item is None:
+                    result: ItemResult | None = ItemResult(task, size, index, method, "error", reason=why)
+                else:
+                    try:
+                        result = await self._run_method(item, method)
+                    except Exception as exc:   # e.g. the trace file cannot be written: this run failed
+                        log.exception("eval: %s %s item %d (%s) failed", task, size, index + 1, method)
+                        result = ItemResult(task, size, index, method, "error", expected=item.expected,
+                                            scorer=item.scorer, question=item.question,
+                                            reason=f"{type(exc).__name__}: {exc}")
                 if result is not None:
                     self.results.append(result)
                     if self.on_progress is not None:
