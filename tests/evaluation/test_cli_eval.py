@@ -279,3 +279,19 @@ def test_a_failing_provider_stops_after_three_runs_in_a_row(fake_openai: FakeOpe
     assert obj["stopped"].startswith("errors: 3 runs in a row failed") and "(401)" in obj["stopped"]
     assert len(obj["items"]) == 3 and all(i["status"] == "error" for i in obj["items"])
     assert [(x["items"], x["failures"], x["accuracy"]) for x in obj["results"]] == [(2, 2, 0.0), (1, 1, 0.0)]
+
+
+def test_each_rlm_run_is_held_to_what_is_left_of_the_budget(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    # A root model that never answers, each call $0.25 (gpt-4o list price, 100,000 input tokens).
+    fake_openai.handler = lambda req: Reply(text="```repl\nprint(1)\n```",
+                                            usage={"prompt_tokens": 100_000, "completion_tokens": 0})
+    r = _cli("--task", "needle", "--sizes", "8k", "--items", "2", "--methods", "rlm", "--model", "gpt-4o",
+             "--base-url", fake_openai.base_url, "--budget-usd", "0.3", "--max-iterations", "6",
+             "--allow-weak-sandbox", "--json", "--quiet", "--out", str(tmp_path / "r"))
+    assert r.returncode == 3, r.stderr
+    obj = json.loads(r.stdout)
+    (item,) = obj["items"]
+    # The run's own USD limit was the $0.30 left: it stopped after its second call, not after six.
+    assert item["status"] == "limit" and "USD budget reached" in item["reason"]
+    assert item["cost_usd"] == pytest.approx(0.5) and len(fake_openai.chat_requests) == 2
+    assert obj["stopped"].startswith("budget: the next run (needle 8k rlm, item 2)")
