@@ -86,7 +86,7 @@ def _nice_max(v: float) -> float:
 
 
 def chart(title: str, rows: Sequence[Row], field: str, *, y_label: str, y_max: float | None = None,
-          fmt: str = "{:.2f}") -> str:
+          fmt: str = "{:.2f}", empty: str = "no finished runs") -> str:
     """An SVG line chart of ``field`` against size (log scale) with one line per method."""
     pts: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
@@ -152,7 +152,7 @@ def chart(title: str, rows: Sequence[Row], field: str, *, y_label: str, y_max: f
         svg.append(f'{mark}<text x="{lx + 14}" y="{ly + 9}" font-size="11">{e(method)}</text>')
     if not pts:
         svg.append(f'<text x="{_ML + pw / 2}" y="{_MT + ph / 2}" font-size="12" text-anchor="middle" '
-                   'fill="#6b7280">no finished runs</text>')
+                   f'fill="#6b7280">{e(empty)}</text>')
     svg.append("</svg>")
     return "".join(svg)
 
@@ -190,7 +190,7 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
         parts.append(f"<h2>{e(task)}</h2><div class='charts'>")
         parts.append(chart(f"{task}: accuracy", tr, "accuracy", y_label="accuracy (0–1)", y_max=1.0))
         parts.append(chart(f"{task}: cost per run (USD)", [per_item_cost(r) for r in tr], "cost_usd",
-                           y_label="USD per item", fmt="{:.4f}"))
+                           y_label="USD per item", fmt="{:.4f}", empty=cost_chart_empty(tr)))
         parts.append("</div>")
         skipped = [r for r in tr if r.skipped and not r.items]
         if skipped:
@@ -202,10 +202,12 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
                                   "output tokens", "seconds", "failures", "note")) + "</tr>")
     for r in rows:
         est = "~" if r.tokens_estimated else ""
+        ran = bool(r.items)
+        tin, tout = (f"{est}{r.input_tokens:,}", f"{est}{r.output_tokens:,}") if ran else ("-", "-")
         parts.append(f"<tr><td>{e(r.task)}</td><td class='n'>{e(format_size(r.size))}</td><td>{e(r.method)}</td>"
                      f"<td class='n'>{r.items}</td><td class='n'>{_acc(r)}</td><td class='n'>{e(cost_text(r))}</td>"
-                     f"<td class='n'>{est}{r.input_tokens:,}</td><td class='n'>{est}{r.output_tokens:,}</td>"
-                     f"<td class='n'>{r.seconds:.1f}</td><td class='n'>{r.failures}</td>"
+                     f"<td class='n'>{tin}</td><td class='n'>{tout}</td>"
+                     f"<td class='n'>{f'{r.seconds:.1f}' if ran else '-'}</td><td class='n'>{r.failures}</td>"
                      f"<td>{e(r.note or '')}</td></tr>")
     parts.append("</table><p class='meta'>~ : tokens estimated (characters ÷ 4) where the server "
                  "reported no usage, and the cost priced from them. Cost per row is the sum over its "
@@ -225,6 +227,13 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
                      f"<td>{link}</td></tr>")
     parts.append("</table></details></body></html>")
     return "\n".join(parts)
+
+
+def cost_chart_empty(rows: Sequence[Row]) -> str:
+    """What an empty cost chart says: the cost is unknown (no price), or nothing finished."""
+    if any(r.items and r.cost_usd is None for r in rows):
+        return "cost unknown: no price for the model"
+    return "no finished runs"
 
 
 def per_item_cost(row: Row) -> Row:

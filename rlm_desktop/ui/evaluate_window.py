@@ -403,7 +403,7 @@ class EvaluateWindow(QWidget):
             f"{task}: accuracy", mine, "accuracy", y_label="accuracy (0–1)", y_max=1.0).encode()))
         self.cost_chart.load(QByteArray(report.chart(
             f"{task}: cost per run (USD)", per_item, "cost_usd", y_label="USD per item",
-            fmt="{:.4f}").encode()))
+            fmt="{:.4f}", empty=report.cost_chart_empty(mine)).encode()))
 
     def trace_of_row(self, row: int) -> Path | None:
         item = self.items_table.item(row, len(ITEM_COLUMNS) - 1)

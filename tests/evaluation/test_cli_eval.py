@@ -103,7 +103,8 @@ def test_scripted_model_that_answers_right_scores_1_and_wrong_scores_0(fake_open
     t = read_trace(out / "traces" / "needle-8k-001-direct.jsonl")
     assert t.roots[0].status == SpanStatus.OK and t.header["eval"]["method"] == "direct"
     assert json.loads((out / "results.json").read_text())["results"] == obj["results"]
-    assert "<svg" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "cost unknown: no price for the model" in page
 
     fake_openai.handler = wrong
     r = _cli(*BASE, "--base-url", fake_openai.base_url, "--context-window", "100000",
