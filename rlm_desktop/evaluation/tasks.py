@@ -8,7 +8,7 @@ to format the answer, so the scorer can be strict without being unfair.
 # needle     S-NIAH style: one "magic number" fact in generated prose, plus distractor facts with
 #            other keys; exact match.
 # aggregate  OOLONG-synth style: dated, labelled records; count (numeric, 0.75^|Δ|), compare and
-#            rank (label exact) over a date range.
+#            rank (label exact) over a date range, and the top user of a label (exact).
 # pairs      OOLONG-Pairs style: people with locker codes; the pairs sharing a code; set F1.
 # multidoc   memos in a folder; who works where needs the person's team (one memo) and the team's
 #            city (another memo).
@@ -174,8 +174,9 @@ AGGREGATE_HEADER = "Support log. One record per line: date | record id | user | 
 def _records(rng: random.Random, size: int) -> list[tuple[date, int, int, str, str]]:
     est = max(20, (size - len(AGGREGATE_HEADER)) // 77)
     ids = rng.sample(range(100_000, 1_000_000), est)
+    users = rng.sample(range(1000, 10000), min(9000, max(20, est // 15)))   # ~15 records per user
     days = sorted(rng.randrange(DAYS) for _ in range(est))
-    return [(FIRST_DAY + timedelta(days=d), ids[i], rng.randrange(1000, 10000),
+    return [(FIRST_DAY + timedelta(days=d), ids[i], rng.choice(users),
              rng.choices(LABELS, _LABEL_WEIGHTS)[0], rng.choice(_NOTES)) for i, d in enumerate(days)]
 
 
@@ -187,7 +188,19 @@ def aggregate(size: int, index: int, seed: int) -> Item:
     rng = _rng(seed, "aggregate", size, index)
     records = _records(rng, size)
     context = AGGREGATE_HEADER + "\n".join(_record_line(r) for r in records) + "\n"
-    kind = ("count", "compare", "rank")[index % 3]
+    kind = ("count", "compare", "rank", "user")[index % 4]
+    if kind == "user":        # rank over a label: the user with the most records of it
+        for label in rng.sample(LABELS, len(LABELS)):
+            per_user: dict[int, int] = {}
+            for r in records:
+                if r[3] == label:
+                    per_user[r[2]] = per_user.get(r[2], 0) + 1
+            ranked_users = sorted(per_user.items(), key=lambda kv: -kv[1])
+            if len(ranked_users) > 1 and ranked_users[0][1] > ranked_users[1][1]:
+                return Item("aggregate", size, index, context,
+                            f"Which user has the most records with the label '{label}' (any date)? "
+                            "Answer with the user number only.", str(ranked_users[0][0]), "exact")
+        kind = "count"        # every label tied at the top: ask a count instead
     for _ in range(200):      # pick a range (and labels) whose answer is well defined
         start = rng.randrange(DAYS - 30)
         end = min(DAYS - 1, start + rng.randint(30, 365))

@@ -14,6 +14,13 @@ def solve(question, context):  # noqa: ANN001, ANN201 - kept plain: it also runs
     if m:
         hits = re.findall(r"The magic number for " + re.escape(m.group(1)) + r" is (\d+)\.", context)
         return hits[0] if len(hits) == 1 else f"ambiguous: {hits}"
+    m = re.search(r"Which user has the most records with the label '([\w-]+)'", question)
+    if m:
+        per_user = {}
+        for user in re.findall(r"^\d{4}-\d{2}-\d{2} \| record \d+ \| user (\d+) \| label: "
+                               + re.escape(m.group(1)) + r" \|", context, re.M):
+            per_user[user] = per_user.get(user, 0) + 1
+        return max(per_user, key=per_user.get)
     m = re.search(r"dated from (\d{4}-\d{2}-\d{2}) to (\d{4}-\d{2}-\d{2})", question)
     if m:
         d1, d2 = m.groups()

@@ -34,7 +34,7 @@ def test_same_seed_same_items_other_seed_other_items(task: str) -> None:
 @pytest.mark.parametrize("task", GENERATED_TASKS)
 @pytest.mark.parametrize("size", [8_000, 64_000, 300_000])
 def test_expected_answer_is_what_the_text_says(task: str, size: int) -> None:
-    for index in range(3):                # aggregate rotates count / compare / rank
+    for index in range(4):                # aggregate rotates count / compare / rank / top user
         item = generate(task, size, index, seed=3)
         assert 0.85 * size <= item.chars <= 1.15 * size, (item.chars, size)
         answer = solve(item.question, item.context)
@@ -43,8 +43,9 @@ def test_expected_answer_is_what_the_text_says(task: str, size: int) -> None:
 
 
 def test_aggregate_covers_count_compare_and_rank_with_real_counts() -> None:
-    items = [generate("aggregate", 64_000, i, seed=1) for i in range(3)]
-    assert [it.scorer for it in items] == ["numeric", "label", "label"]
+    items = [generate("aggregate", 64_000, i, seed=1) for i in range(4)]
+    assert [it.scorer for it in items] == ["numeric", "label", "label", "exact"]
+    assert "Which user has the most records" in items[3].question
     lines = re.findall(r"^\d{4}-\d{2}-\d{2} \| record \d+ \| user \d+ \| label: ([\w-]+) \|",
                        items[0].context, re.M)
     assert len(lines) > 500                             # hundreds of records at 64k, thousands beyond
