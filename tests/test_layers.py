@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("layer", ["core", "engine", "sandbox"])
+@pytest.mark.parametrize("layer", ["core", "engine", "sandbox", "evaluation"])
 def test_layer_never_imports_qt(layer: str) -> None:
     # A fresh interpreter imports every module of the layer, then checks no Qt module got loaded.
     code = f"""
@@ -30,7 +30,7 @@ sys.exit(1 if bad else 0)
 
 def test_static_import_scan_finds_no_qt() -> None:
     offenders = []
-    for layer in ("core", "engine", "sandbox"):
+    for layer in ("core", "engine", "sandbox", "evaluation"):
         for py in (ROOT / "rlm_desktop" / layer).rglob("*.py"):
             for n, line in enumerate(py.read_text(encoding="utf-8").splitlines(), 1):
                 s = line.strip()

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "rlm_desktop.cli.export",
     "sessions": "rlm_desktop.cli.sessions",
     "bench": "rlm_desktop.cli.bench",
+    "eval": "rlm_desktop.cli.eval",
 }
 
 from rlm_desktop.cli.exit_codes import (  # noqa: E402 - re-exported for the subcommands

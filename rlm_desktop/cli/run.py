@@ -312,10 +312,7 @@ def _handle(args: argparse.Namespace) -> int:
                 _err(f"note: the app's default limits could not be read ({exc}); built-in defaults apply")
         limits = _limits(args, base_limits)
         sandbox = replace(sandbox, allow_weak=sandbox.allow_weak or bool(args.allow_weak_sandbox))
-        root_model = provider.root_model if provider.is_demo else (args.model or provider.root_model)
-        sub_model = provider.sub_model if provider.is_demo else (
-            args.sub_model or (args.model if args.provider is None else None) or provider.sub_model
-            or root_model)
+        root_model, sub_model = choose_models(args, provider)
         if not root_model:
             raise UsageError(f"no model chosen for {provider.name}: pass --model")
         config = RunConfig(query=args.query, root_model=root_model, sub_model=sub_model,
@@ -332,6 +329,15 @@ def _handle(args: argparse.Namespace) -> int:
                          "own folder (see `rlm-desktop sessions show NAME`)")
     trace_path = Path(args.trace) if args.trace else None
     return asyncio.run(_run(args, config, docs, provider, trace_path))
+
+
+def choose_models(args: argparse.Namespace, provider: Any) -> tuple[str, str]:
+    """(root model, sub model) from --model / --sub-model and the provider's defaults (also `eval`)."""
+    root_model = provider.root_model if provider.is_demo else (args.model or provider.root_model)
+    sub_model = provider.sub_model if provider.is_demo else (
+        args.sub_model or (args.model if args.provider is None else None) or provider.sub_model
+        or root_model)
+    return root_model, sub_model
 
 
 def _session_docs(args: argparse.Namespace) -> list[str]:

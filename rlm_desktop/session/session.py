@@ -106,6 +106,20 @@ class TurnResult:
         return d
 
 
+def trace_header(question: str, provider: ProviderConfig, root_model: str, sub_model: str,
+                 doc_count: int, total_chars: int, *, source: str, **extra: Any) -> dict[str, Any]:
+    """The one trace header format (the first line of every trace after format/version), for
+    sessions and for every other run the app makes (e.g. ``eval``). Never holds a key or a URL."""
+    from rlm_desktop import __version__
+
+    return {"app": "rlm-desktop", "app_version": __version__, "query": question,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "provider": provider.name, "demo": bool(provider.is_demo),
+            "models": {"root": root_model, "sub": sub_model},
+            "documents": {"count": doc_count, "total_chars": total_chars},
+            "source": source, **extra}
+
+
 def _context_digest(context: str | dict[str, str]) -> str:
     h = hashlib.sha256()
     if isinstance(context, str):
@@ -369,21 +383,14 @@ class Session:
 
     # -- trace -----------------------------------------------------------------------------------
     def _header(self, question: str) -> dict[str, Any]:
-        from rlm_desktop import __version__
-
         s = self._setup
-        info: dict[str, Any] = {"count": 1, "total_chars": len(self.context)} if isinstance(
-            self.context, str) else {"count": len(self.context),
-                                     "total_chars": sum(len(v) for v in self.context.values())}
-        header = {"app": "rlm-desktop", "app_version": __version__, "query": question,
-                  "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                  "provider": s.provider.name, "demo": bool(s.provider.is_demo),
-                  "models": {"root": s.root_model, "sub": s.sub_model},
-                  "documents": info, "source": self.source,
-                  "context_sha256": _context_digest(self.context)}
+        ctx = self.context
+        count, chars = (1, len(ctx)) if isinstance(ctx, str) else (len(ctx), sum(len(v) for v in ctx.values()))
+        extra: dict[str, Any] = {"context_sha256": _context_digest(ctx)}
         if self.name:
-            header["session"] = self.name
-        return header
+            extra["session"] = self.name
+        return trace_header(question, s.provider, s.root_model, s.sub_model, count, chars,
+                            source=self.source, **extra)
 
     def open_trace(self, question: str) -> Trace:
         """The session's trace, created (file and header) for a first turn asking ``question``.
@@ -641,4 +648,4 @@ def completion(context: str | dict[str, str], query: str, **kwargs: Any) -> Turn
         return s.ask(query)
 
 
-__all__ = ["Session", "SessionError", "Turn", "TurnResult", "completion", "turns_from_trace"]
+__all__ = ["Session", "SessionError", "Turn", "TurnResult", "completion", "trace_header", "turns_from_trace"]

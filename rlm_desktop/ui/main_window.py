@@ -243,6 +243,11 @@ class MainWindow(QMainWindow):
         for act in (self.act_run, self.act_stop, None, self.act_clear_docs):
             run_menu.addSeparator() if act is None else run_menu.addAction(act)
 
+        # Tools → Evaluate: RLM vs a direct call on generated tasks (ui/evaluate_window.py).
+        self.act_evaluate = a("&Evaluate…", self.open_evaluate, [],
+                              tip="Compare RLM runs with direct calls on generated long-context tasks")
+        mb.addMenu("&Tools").addAction(self.act_evaluate)
+
         tp = self.trace_pane
         self.act_find = a("&Find in trace", tp.focus_filter, [QKeySequence.StandardKey.Find])
         self.act_errors = a("&Errors only", lambda: tp.errors_only.toggle(), ["Ctrl+Shift+E"])
@@ -578,6 +583,20 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self._update_actions()
         self.run_finished.emit(outcome)
+
+    def open_evaluate(self) -> QWidget:
+        """Show the Evaluate window (one per main window; its item traces open here)."""
+        from rlm_desktop.ui.evaluate_window import EvaluateWindow
+
+        w = getattr(self, "evaluate_window", None)
+        if w is None:
+            w = EvaluateWindow(self.settings, engine=self.bridge.engine, open_trace=self.open_trace_file,
+                               parent=self)
+            self.evaluate_window = w
+        w.show()
+        w.raise_()
+        w.activateWindow()
+        return w
 
     # -- traces ------------------------------------------------------------------------------------
     def choose_trace(self) -> None:
