@@ -21,7 +21,9 @@ from PySide6.QtGui import (
     QScreen,
 )
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
+    QLineEdit,
     QMainWindow,
     QMessageBox,
     QSplitter,
@@ -31,7 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from rlm_desktop.core.config import ConfigError, ProviderConfig, RunConfig
-from rlm_desktop.core.exporters import totals
+from rlm_desktop.core.exporters import ExportError, format_for_path, totals
 from rlm_desktop.core.logs import log_file, redact
 from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace, TraceEvent, read_trace
@@ -49,12 +51,24 @@ from rlm_desktop.ui.trace_pane import TracePane
 from rlm_desktop.ui.window_state import WindowState
 
 APP_TITLE = "RLM Desktop"
-EXPORT_FILTERS = {
-    "HTML report (*.html)": "html",
-    "Markdown (*.md)": "markdown",
-    "JSON tree (*.json)": "json",
-    "OpenTelemetry OTLP JSON (*.otlp.json)": "otlp",
+EXPORT_FILTERS = {       # the save dialog's filter -> (export format, the extension it writes)
+    "HTML report (*.html)": ("html", ".html"),
+    "Markdown (*.md)": ("markdown", ".md"),
+    "JSON tree (*.json)": ("json", ".json"),
+    "OpenTelemetry OTLP JSON (*.otlp.json)": ("otlp", ".otlp.json"),
 }
+
+
+def export_target(chosen: str | Path, name_filter: str = "") -> tuple[Path, str]:
+    """The file and format of an export the user chose in the save dialog. The typed extension
+    wins over the selected filter (``report.md`` with "HTML report" selected is Markdown); a name
+    that says no format gets the filter's extension, so the file always says what it holds."""
+    path = Path(chosen)
+    try:
+        return path, format_for_path(path)
+    except ExportError:
+        fmt, suffix = EXPORT_FILTERS.get(name_filter, EXPORT_FILTERS["HTML report (*.html)"])
+        return path.with_name(path.name + suffix), fmt
 
 
 def is_trace_file(path: Path) -> bool:
@@ -68,6 +82,15 @@ def is_trace_file(path: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return isinstance(head, dict) and head.get("format") == FORMAT_NAME
+
+
+def _export_stem(name: str) -> str:
+    """``name`` without the extension of an export format (``x.otlp.json``, ``x.otlp.md`` -> ``x``)."""
+    for ext in (".otlp.json", ".otel.json"):
+        if name.lower().endswith(ext):
+            return name[:-len(ext)]
+    stem = name.rsplit(".", 1)[0] if "." in Path(name).name else name
+    return stem[:-len(".otlp")] if stem.lower().endswith(".otlp") else stem
 
 
 class _Totals:
@@ -125,6 +148,7 @@ class MainWindow(QMainWindow):
         self._run_models: dict[int, str] = {}     # run id -> "provider: model" for the history
         self._last_error_dialog = -1e9
         self._open_note = ""       # said with "Opened …" (e.g. that a run was stopped for it)
+        self.export_dialog: QFileDialog | None = None     # the export's save dialog while it is open
 
         # panes
         self.documents = DocumentsPane()
@@ -683,12 +707,15 @@ class MainWindow(QMainWindow):
             return None
         if path is None:
             base = (self.shown_trace_path.with_suffix("") if self.shown_trace_path else Path.home() / "trace")
-            chosen, flt = QFileDialog.getSaveFileName(self, "Export trace", str(base) + ".html",
-                                                      ";;".join(EXPORT_FILTERS))
-            if not chosen:
-                return None
-            path = Path(chosen)
-            fmt = fmt or EXPORT_FILTERS.get(flt)
+            dlg = self._export_dialog(base)
+            self.export_dialog = dlg
+            try:
+                if not dlg.exec() or not dlg.selectedFiles():
+                    return None
+                path, fmt = export_target(dlg.selectedFiles()[0], dlg.selectedNameFilter())
+            finally:
+                self.export_dialog = None
+                dlg.deleteLater()
         target = Path(path)
         # The mirror trace is changed by the GUI thread while a run is live: the worker reads the
         # file instead. A finished or opened trace is never changed again, so it is read as it is.
@@ -709,6 +736,41 @@ class MainWindow(QMainWindow):
         job.failed.connect(failed)
         self.status.showMessage(f"Exporting to {target}…")
         return job.start()
+
+    def _export_dialog(self, base: Path) -> QFileDialog:
+        """The save dialog of an export. Choosing another format changes the extension of the
+        typed name to match (where the dialog lets us see the name: Qt's own dialog); whatever
+        is typed, ``export_target`` makes the typed extension decide the format."""
+        dlg = QFileDialog(self, "Export trace", str(base.parent))
+        dlg.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dlg.setNameFilters(list(EXPORT_FILTERS))
+        dlg.setDefaultSuffix("html")
+        dlg.selectFile(base.name + ".html")
+
+        def filter_selected(name_filter: str) -> None:
+            fmt, suffix = EXPORT_FILTERS.get(name_filter, ("html", ".html"))
+            dlg.setDefaultSuffix(suffix.lstrip("."))
+            edit = dlg.findChild(QLineEdit, "fileNameEdit")     # None in a native dialog
+            if edit is None:
+                return
+            typed = edit.text().strip()
+            try:
+                format_for_path(Path(typed))
+            except ExportError:
+                return                                            # no format in it: the suffix is added
+            wanted = _export_stem(typed) + suffix
+            if wanted != typed:
+                edit.setText(wanted)
+
+        # Qt's own dialog changes the typed extension on the format combo's `activated`, but turns
+        # "x.otlp.json" into "x.md" wrongly ("x.otlp.md") and back into "x.json"; this slot runs after
+        # it (connected later) and sets the whole extension. A native dialog reports filterSelected.
+        combo = dlg.findChild(QComboBox, "fileTypeCombo")
+        if combo is not None:
+            combo.activated.connect(lambda _i: filter_selected(dlg.selectedNameFilter()))
+        else:
+            dlg.filterSelected.connect(filter_selected)
+        return dlg
 
     # -- misc --------------------------------------------------------------------------------------
     def _on_span_selected(self, span: Any) -> None:
