@@ -149,6 +149,7 @@ class MainWindow(QMainWindow):
         self._last_error_dialog = -1e9
         self._open_note = ""       # said with "Opened …" (e.g. that a run was stopped for it)
         self.export_dialog: QFileDialog | None = None     # the export's save dialog while it is open
+        self.question_box: QMessageBox | None = None      # a question waiting for the user's answer
 
         # panes
         self.documents = DocumentsPane()
@@ -611,14 +612,19 @@ class MainWindow(QMainWindow):
         if path:
             self.open_trace_file(Path(path))
 
-    def open_trace_file(self, path: Path) -> None:
-        """Read ``path`` on a worker thread, then show it (a running run is stopped first)."""
-        if self._open_job is not None:
-            self._open_job.cancel.cancel("another trace was opened")
+    def open_trace_file(self, path: Path) -> bool:
+        """Read ``path`` on a worker thread, then show it. While a run is going the user is asked
+        first: stop it and open, or cancel (the run goes on). False: not opened."""
         stopped = ""
         if self.current_run is not None and self.bridge.is_running(self.current_run):
-            self.stop_run()
+            if not self._ask_stop_for_open(path):
+                self.status.showMessage(f"Not opened {path.name}: the run goes on.", 8000)
+                return False
             stopped = "Stopped the run in progress (its trace is saved and listed in History). "
+            if self.current_run is not None and self.bridge.is_running(self.current_run):
+                self.stop_run()
+        if self._open_job is not None:
+            self._open_job.cancel.cancel("another trace was opened")
         job = ThreadJob(lambda _j: read_trace(path), name="open-trace", parent=self)
         self._open_job = job
         job.finished.connect(lambda trace: self._on_trace_read(job, path, trace))
@@ -626,6 +632,25 @@ class MainWindow(QMainWindow):
         self._open_note = stopped
         self.status.showMessage(f"{stopped}Opening {path.name}…")
         job.start()
+        return True
+
+    def _ask_stop_for_open(self, path: Path) -> bool:
+        """Ask whether to stop the run in progress to show ``path`` (the default is Cancel)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "A run is going",
+                          f"A run is still going. Opening {path.name} stops it (what it did so far "
+                          "stays saved in its trace and in History).", QMessageBox.StandardButton.NoButton,
+                          self)
+        stop = box.addButton("&Stop the run and open", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.setEscapeButton(cancel)
+        self.question_box = box
+        try:
+            box.exec()      # a nested event loop: the run keeps streaming while the user reads
+            return box.clickedButton() is stop
+        finally:
+            self.question_box = None
+            box.deleteLater()
 
     def _on_trace_read(self, job: ThreadJob, path: Path, trace: Trace) -> None:
         if job is not self._open_job or job.cancel.cancelled:

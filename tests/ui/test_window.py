@@ -14,7 +14,7 @@ from rlm_desktop.ui.main_window import MainWindow
 from rlm_desktop.ui.settings import Settings
 from rlm_desktop.ui.trace_model import COL_STATUS, StatusRole
 from tests.fakeserver import FakeOpenAI, Reply, Request
-from tests.ui.conftest import drop_paths, fake_profile
+from tests.ui.conftest import answer_next_question, drop_paths, fake_profile
 
 QUERY = "Which supplier missed a delivery?"
 
@@ -202,13 +202,45 @@ def test_events_of_an_old_run_are_ignored(qtbot, window, settings, fake_openai, 
     rid = t.start_span(SpanKind.RUN, "run")
     t.end_span(rid, SpanStatus.OK, {Attr.ANSWER: "old answer"})
     w.close()
+    asked = answer_next_question(window, "Stop the run and open")
     with qtbot.waitSignal(window.trace_opened, timeout=10_000):
-        window.open_trace_file(saved)
+        assert window.open_trace_file(saved)
+    assert asked and "other.jsonl" in asked[0]        # it asked before stopping anything
     qtbot.waitUntil(lambda: not window.bridge.is_running(old), timeout=10_000)
     qtbot.wait(200)   # let any late queued events arrive
     assert len(window.model.trace) == 1 and window.model.trace.header["query"] == "older"
     assert window.answer.text.toPlainText() == "old answer"
     assert window.status.currentMessage().startswith("Stopped the run in progress (its trace is saved")
+
+
+def test_opening_a_trace_during_a_run_asks_and_cancel_keeps_the_run(qtbot, window, settings,  # noqa: ANN001
+                                                                    fake_openai, docs_folder) -> None:
+    srv = fake_openai
+    srv.handler = lambda r: ("```repl\nprint(llm_query('x'))\n```" if _is_root(r) else Reply.hanging())
+    _use_fake(window, settings, srv)
+    _load_docs(qtbot, window, docs_folder)
+    window.query.set_query(QUERY)
+    run = window.start_run()
+    assert srv.wait_until(lambda s: s.open_now >= 1, timeout=20)
+    saved = window.shown_trace_path.parent / "other.jsonl"
+    t = Trace()
+    w = TraceWriter(saved, {"query": "older"}).attach(t)
+    t.end_span(t.start_span(SpanKind.RUN, "run"), SpanStatus.OK, {Attr.ANSWER: "old answer"})
+    w.close()
+    shown = window.model.trace
+    asked = answer_next_question(window, "Cancel")
+    assert window.open_trace_file(saved) is False
+    assert asked[1:] == ["Stop the run and open", "Cancel"]
+    assert window.bridge.is_running(run) and window.current_run == run      # the run goes on
+    assert window.model.trace is shown and window.model.live
+    assert "the run goes on" in window.status.currentMessage()
+    # it also goes on through a drop of the trace file (same question)
+    answer_next_question(window, "Cancel")
+    drop_paths(window.trace_pane.view.viewport(), [saved])
+    assert window.bridge.is_running(run) and window.model.trace is shown
+    assert srv.open_now >= 1                                   # its sub-call is still in flight
+    with qtbot.waitSignal(window.run_finished, timeout=10_000):
+        window.stop_run()
 
 
 def test_drop_truncated_trace_opens_with_incomplete_nodes(qtbot, window, tmp_path) -> None:  # noqa: ANN001
