@@ -23,6 +23,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QLayout,
     QLineEdit,
     QMainWindow,
     QMessageBox,
@@ -104,6 +105,7 @@ class _Totals:
 
 
 PREFERRED_SIZE = QSize(1400, 900)
+SHORT_WINDOW_HEIGHT = 820     # below this the run's limits start folded (a 1280×720 laptop)
 
 
 def default_window_size(screen: QScreen | None) -> QSize:
@@ -207,7 +209,13 @@ class MainWindow(QMainWindow):
             if w.acceptDrops():
                 w.installEventFilter(self)
         self.reload_settings()
-        self.resize(default_window_size(self.screen()))
+        first_size = default_window_size(self.screen())
+        # The limits' fold before any size is restored: it sets the query pane's minimum height,
+        # which bounds the window's and the splitters'. On a short screen they start folded.
+        expanded = self.window_state.flag("limits_expanded")
+        self.query.set_limits_expanded(first_size.height() >= SHORT_WINDOW_HEIGHT
+                                       if expanded is None else expanded)
+        self.resize(first_size)
         self.window_state.restore_geometry(self)
         self.gc_policy = GcPolicy(lambda: self.model.live, self)
         self._state_restored = False
@@ -217,7 +225,34 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._state_restored:
             self._state_restored = True
-            self.window_state.restore(self, self._splitters(), self._headers())
+            # Splitter sizes are bounded by the panes' minimums, which are right only once the
+            # widgets are styled (now): layouts computed before keep stale ones until invalidated.
+            for lay in self.findChildren(QLayout):
+                lay.invalidate()
+            self.layout().activate()
+            if not self.window_state.restore(self, self._splitters(), self._headers()):
+                self.apply_default_layout()
+
+    def apply_default_layout(self) -> None:
+        """Splitter positions for a first start, from the window's real size: documents, trace and
+        detail share the width; on a short screen (a 1280×720 laptop) the run's limits fold to
+        one line and the preview under the documents starts small, so the documents list keeps
+        its rows and the Run button stays in view."""
+        width = max(self.main_split.width(), self.width())
+        left = max(int(width * 0.31), self.left_split.minimumSizeHint().width())
+        detail = int(width * 0.24)
+        self.main_split.setSizes([left, max(width - left - detail, 1), detail])
+        short = self.height() < SHORT_WINDOW_HEIGHT
+        self.layout().activate()
+        height = max(self.left_split.height(), 1)
+        # The question box gets a few lines; the documents list gets the rest.
+        query = min(self.query.minimumSizeHint().height() + 2 * self.fontMetrics().lineSpacing(),
+                    height // 2)
+        self.left_split.setSizes([height - query, query])
+        self.right_split.setSizes([int(height * 0.62), height - int(height * 0.62)])
+        docs = max(self.documents.splitter.height(), height - query)
+        preview = max(int(docs * (0.2 if short else 0.3)), self.documents.preview.minimumHeight() + 24)
+        self.documents.splitter.setSizes([docs - preview, preview])
 
     # -- construction ------------------------------------------------------------------------------
     def _action(self, text: str, slot: Any, shortcuts: Iterable[str | QKeySequence.StandardKey] = (),
@@ -352,6 +387,11 @@ class MainWindow(QMainWindow):
         if docs:
             self.left_tabs.setCurrentWidget(self.documents)
             self.documents.add_paths(docs)
+            if not traces:
+                # Documents given (`rlm-desktop FOLDER`, a drop): the next thing is the question,
+                # so the first keystrokes go into it.
+                self.activateWindow()
+                self.query.question.setFocus(Qt.FocusReason.OtherFocusReason)
         if traces:
             self.open_trace_file(traces[-1])
 
@@ -886,6 +926,7 @@ class MainWindow(QMainWindow):
 
     def save_state(self) -> None:
         self.window_state.save(self, self._splitters(), self._headers())
+        self.window_state.set_flag("limits_expanded", self.query.limits_expanded)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()

@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace, TraceWriter
+from rlm_desktop.ui.documents_pane import COL_STATUS as COL_STATUS_DOC
 from rlm_desktop.ui.main_window import MainWindow
 from rlm_desktop.ui.settings import Settings
 from rlm_desktop.ui.trace_model import COL_STATUS, StatusRole
@@ -66,7 +67,7 @@ def test_drop_folder_run_batched_and_nested_then_inspect(qtbot, window, settings
     docs = {d.rel_path: d for d in window.documents.documents}
     assert docs["suppliers.txt"].ok and docs["image.bin"].error   # per-file error on its row
     row = window.documents.documents.index(docs["image.bin"])
-    assert window.documents.model.data(window.documents.model.index(row, 5)).startswith("error:")
+    assert window.documents.model.data(window.documents.model.index(row, COL_STATUS_DOC)).startswith("error:")
     assert "3 documents" in window.documents.totals.text()
     assert "estimated" in window.documents.totals.text()
 
@@ -324,7 +325,7 @@ def test_window_state_restored(qtbot, settings) -> None:  # noqa: ANN001
     w1.resize(780, 700)   # within the offscreen screen, so the geometry is kept as is
     w1.show()
     w1.main_split.setSizes([200, 300, 280])
-    w1.trace_pane.view.header().resizeSection(0, 411)
+    w1.trace_pane.view.header().resizeSection(1, 131)    # (the step column takes what is left)
     sizes = w1.main_split.sizes()
     w1.close()
     w2 = MainWindow(settings)
@@ -332,7 +333,7 @@ def test_window_state_restored(qtbot, settings) -> None:  # noqa: ANN001
     w2.show()
     assert w2.size() == w1.size()
     assert w2.main_split.sizes() == sizes
-    assert w2.trace_pane.view.header().sectionSize(0) == 411
+    assert w2.trace_pane.view.header().sectionSize(1) == 131
     w2.close()
 
 
