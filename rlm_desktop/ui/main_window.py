@@ -113,9 +113,13 @@ def default_window_size(screen: QScreen | None) -> QSize:
     1366×768 laptop must see the Run button and the answer pane without moving the window)."""
     if screen is None:
         return QSize(PREFERRED_SIZE)
-    avail = screen.availableGeometry()
-    return QSize(min(PREFERRED_SIZE.width(), int(avail.width() * 0.95)),
-                 min(PREFERRED_SIZE.height(), int(avail.height() * 0.92)))
+    return fit_window_size(screen.availableGeometry().size())
+
+
+def fit_window_size(available: QSize) -> QSize:
+    """The preferred size shrunk to a screen's available area (room left for the window frame)."""
+    return QSize(min(PREFERRED_SIZE.width(), int(available.width() * 0.95)),
+                 min(PREFERRED_SIZE.height(), int(available.height() * 0.92)))
 
 
 class MainWindow(QMainWindow):
@@ -246,7 +250,7 @@ class MainWindow(QMainWindow):
         self.layout().activate()
         height = max(self.left_split.height(), 1)
         # The question box gets a few lines; the documents list gets the rest.
-        query = min(self.query.minimumSizeHint().height() + 2 * self.fontMetrics().lineSpacing(),
+        query = min(self.query.minimumSizeHint().height() + self.fontMetrics().lineSpacing(),
                     height // 2)
         self.left_split.setSizes([height - query, query])
         self.right_split.setSizes([int(height * 0.62), height - int(height * 0.62)])
@@ -260,7 +264,10 @@ class MainWindow(QMainWindow):
         act = QAction(text, self)
         if icon_name:
             act.setIcon(icon(icon_name))
-        seqs = [QKeySequence(s) for s in shortcuts]
+        # One entry per key: QKeySequence.StandardKey.Quit is Ctrl+Q on Linux and Windows, so
+        # ["Quit", "Ctrl+Q"] would list (and bind) the same key twice.
+        seqs = list({k.toString(): k for k in (QKeySequence(s) for s in shortcuts)
+                     if not k.isEmpty()}.values())
         if seqs:
             act.setShortcuts(seqs)
         if tip:
@@ -865,14 +872,19 @@ class MainWindow(QMainWindow):
         self.last_notice = box
         return box
 
-    def _show_shortcuts(self) -> None:  # noqa: D401
+    def shortcut_lines(self) -> list[str]:
+        """"Action: keys" for every action with a shortcut (what Help ▸ Keyboard shortcuts shows)."""
         lines = []
         for act in self.actions():
             if act.shortcut().isEmpty():
                 continue
-            keys = ", ".join(s.toString(QKeySequence.SequenceFormat.NativeText) for s in act.shortcuts())
+            keys = ", ".join(dict.fromkeys(s.toString(QKeySequence.SequenceFormat.NativeText)
+                                           for s in act.shortcuts()))
             lines.append(f"{act.text().replace('&', '')}: {keys}")
-        self._notify("Keyboard shortcuts", "\n".join(lines), QMessageBox.Icon.Information)
+        return lines
+
+    def _show_shortcuts(self) -> None:
+        self._notify("Keyboard shortcuts", "\n".join(self.shortcut_lines()), QMessageBox.Icon.Information)
 
     def show_trace_file(self) -> bool:
         """The folder of the shown trace's file, in the file manager."""

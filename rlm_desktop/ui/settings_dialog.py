@@ -731,6 +731,9 @@ class SettingsDialog(QDialog):
         else:
             self.key_edit.clear()
             self._key_error("")
+            # What a fetch/test said about the old key ("No key for provider…", "Bad key") is no
+            # longer true: the next Test connection speaks for the new one.
+            self.status_label.setText("Key changed: Test connection checks it.")
         self._refresh_key_status()
 
     def save_key(self) -> None:
