@@ -37,6 +37,7 @@ from rlm_desktop.core.config import ConfigError, ProviderConfig, RunConfig
 from rlm_desktop.core.exporters import ExportError, format_for_path, totals
 from rlm_desktop.core.logs import log_file, redact
 from rlm_desktop.core.paths import traces_dir
+from rlm_desktop.core.profiles import ProviderProfile
 from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace, TraceEvent, read_trace
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
@@ -455,6 +456,12 @@ class MainWindow(QMainWindow):
             root_prof = self.settings.profile(root.profile_id)
             sub_prof = root_prof if sub.profile_id == root.profile_id else self.settings.profile(sub.profile_id)
             root_model = root.model or root_prof.root_model
+            chosen = self._confirm_model_mix(root_prof, root_model, sub_prof)
+            if chosen is None:
+                return None
+            if chosen is not sub_prof:              # the root's provider answers sub-calls too
+                sub_prof, sub = root_prof, ModelChoice(root_prof.id, root_prof.sub_model or root_model)
+                self.query.sub_picker.set_profiles(self.settings.providers(), sub, sub=True)
             sub_model = sub.model or sub_prof.sub_model or sub_prof.root_model or root_model
             config = RunConfig(query=query, root_model=root_model, sub_model=sub_model, limits=limits,
                                sandbox=self.settings.sandbox_limits(),
@@ -683,18 +690,27 @@ class MainWindow(QMainWindow):
 
     def _ask_stop_for_open(self, path: Path) -> bool:
         """Ask whether to stop the run in progress to show ``path`` (the default is Cancel)."""
-        box = QMessageBox(QMessageBox.Icon.Question, "A run is going",
-                          f"A run is still going. Opening {path.name} stops it (what it did so far "
-                          "stays saved in its trace and in History).", QMessageBox.StandardButton.NoButton,
-                          self)
-        stop = box.addButton("&Stop the run and open", QMessageBox.ButtonRole.AcceptRole)
-        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(cancel)
-        box.setEscapeButton(cancel)
+        return self.ask("A run is going", f"A run is still going. Opening {path.name} stops it (what it "
+                        "did so far stays saved in its trace and in History).",
+                        ["&Stop the run and open"]) == 0
+
+    def ask(self, title: str, text: str, choices: list[str], *, cancel: str | None = None) -> int | None:
+        """A question with ``choices`` (button texts) and a Cancel button, the default and Esc.
+        Returns the index of the choice, or None for Cancel. While it waits, the event loop turns
+        (a run keeps streaming); the open box is ``question_box``."""
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.NoButton, self)
+        buttons = [box.addButton(c, QMessageBox.ButtonRole.AcceptRole) for c in choices]
+        if cancel is None:
+            no = box.addButton(QMessageBox.StandardButton.Cancel)
+        else:
+            no = box.addButton(cancel, QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(no)
+        box.setEscapeButton(no)
         self.question_box = box
         try:
-            box.exec()      # a nested event loop: the run keeps streaming while the user reads
-            return box.clickedButton() is stop
+            box.exec()
+            clicked = box.clickedButton()
+            return next((i for i, b in enumerate(buttons) if b is clicked), None)
         finally:
             self.question_box = None
             box.deleteLater()
@@ -856,9 +872,45 @@ class MainWindow(QMainWindow):
             return
         dlg = SettingsDialog(self.settings, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dlg.accepted.connect(self.reload_settings)
+        dlg.accepted.connect(lambda: self._after_settings(dlg.added_profiles()))
         dlg.open()          # window-modal, without blocking the event loop (a run keeps streaming)
         self.settings_dialog = dlg
+
+    def _after_settings(self, added: list[ProviderProfile]) -> None:
+        """Settings were saved: show them, and offer a provider just added for the next run (a
+        user who added one means to use it; the pickers would otherwise stay on the demo)."""
+        self.reload_settings()
+        if not added or self.query.running:
+            return
+        prof = added[-1]
+        root = prof.root_model or (prof.models[0] if prof.models else "")
+        sub = prof.sub_model or root
+        if not root or self.query.root_choice() == ModelChoice(prof.id, root):
+            return
+        models = f"{root}" + (f", sub-calls {sub}" if sub != root else "")
+        if self.ask("Use the new provider?", f"Use {prof.label} for the root and sub model of the next "
+                    f"runs ({models})?", ["&Use it"], cancel="&Not now") == 0:
+            self.settings.set_last_root_choice(prof.id, root)
+            self.settings.set_last_sub_choice(prof.id, sub)
+            self.reload_settings()
+            self.status.showMessage(f"Runs now use {prof.label}: {models}.", 8000)
+
+    def _confirm_model_mix(self, root_prof: ProviderProfile, root_model: str,
+                           sub_prof: ProviderProfile) -> ProviderProfile | None:
+        """A real root model with the offline demo answering its sub-calls is almost always a
+        leftover choice: say so before anything is spent. Returns the sub-call profile to use
+        (the root's own, the demo), or None to not run."""
+        if root_prof.is_demo or not sub_prof.is_demo:
+            return sub_prof
+        answer = self.ask("The sub model is the offline demo",
+                          f"The root model is {root_model} ({root_prof.label}), but the sub model is "
+                          "the offline demo: every llm_query would get a canned, extractive answer "
+                          "instead of a model's.",
+                          [f"Use {root_prof.label} for sub-calls too", "Run with the &demo"])
+        if answer is None:
+            self.status.showMessage("Not started: choose the sub model, then Run.", 8000)
+            return None
+        return root_prof if answer == 0 else sub_prof
 
     def _warn(self, text: str, title: str = APP_TITLE) -> None:
         self.status.showMessage(text, 10000)

@@ -159,6 +159,7 @@ class SettingsDialog(QDialog):
         self.settings = settings
         self.profiles: list[ProviderProfile] = [p for p in settings.providers() if not p.is_demo]
         self._original_ids: list[str | None] = [p.id for p in self.profiles]
+        self.added_ids: list[str] = []        # providers added in this dialog and saved (in order)
         self._current = -1          # index into self.profiles; -1 = the demo row
         self._loading = False
         self._jobs: list[AsyncJob] = []       # probes whose result the GUI thread has not handled yet
@@ -908,6 +909,10 @@ class SettingsDialog(QDialog):
         stored = {p.id for p in s.providers()}
         for old, p in zip(self._original_ids, self.profiles, strict=True):
             s.save_profile(p, replace_id=old if old is not None and old in stored else None)
+        # Providers added here, for the offer to use them (a rename after Apply follows along).
+        added = [renamed.get(i, i) for i in self.added_ids if i in keep or i in renamed]
+        added += [p.id for old, p in zip(self._original_ids, self.profiles, strict=True) if old is None]
+        self.added_ids = list(dict.fromkeys(added))
         self._original_ids = [p.id for p in self.profiles]
         self._refresh_list()
 
@@ -932,6 +937,11 @@ class SettingsDialog(QDialog):
         if sess:
             secrets.set_session_key(new, sess)
             secrets.clear_session_key(old)
+
+    def added_profiles(self) -> list[ProviderProfile]:
+        """The providers added in this dialog and saved (the newest last)."""
+        by_id = {p.id: p for p in self.profiles}
+        return [by_id[i] for i in self.added_ids if i in by_id]
 
     def accept(self) -> None:
         if self.apply():
