@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import fields, replace
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
@@ -195,7 +195,13 @@ class SettingsDialog(QDialog):
 
         self._load_general()
         self._refresh_list(select=0 if not self.profiles else 1)
-        self.resize(940, 720)
+        screen = self.screen()
+        self.fit_to(screen.availableGeometry().size() if screen is not None else QSize(1280, 800))
+
+    def fit_to(self, available: QSize) -> None:
+        """Its preferred 940×720, shrunk to a screen's available area with room for the title bar
+        (on a 1280×720 laptop the OK button must stay on the screen; the form scrolls instead)."""
+        self.resize(min(940, int(available.width() * 0.95)), min(720, int(available.height() * 0.9)))
 
     # -- construction -----------------------------------------------------------------------------
     def _err_label(self, name: str) -> QLabel:

@@ -179,3 +179,16 @@ def test_the_shortcut_list_names_each_key_once(window) -> None:  # noqa: ANN001
     for line in lines:
         keys = line.split(": ", 1)[1].split(", ")
         assert len(keys) == len(set(keys)), line
+
+
+def test_settings_fit_a_1280x720_laptop_and_keep_their_buttons_in_view(qtbot) -> None:  # noqa: ANN001
+    from rlm_desktop.ui.settings_dialog import SettingsDialog
+
+    d = SettingsDialog(Settings())
+    qtbot.addWidget(d)
+    d.fit_to(LAPTOP)
+    d.show()
+    d.add_from_preset("openai")
+    assert d.height() <= LAPTOP.height() - 40 and d.width() <= LAPTOP.width()   # a title bar fits too
+    ok = d.button_box
+    assert ok.mapTo(d, ok.rect().bottomLeft()).y() <= d.height()
