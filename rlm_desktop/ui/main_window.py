@@ -430,7 +430,9 @@ class MainWindow(QMainWindow):
         if not paths:
             return
         event.acceptProposedAction()
-        self.open_paths(paths)
+        # After the drop has returned to its source: opening a trace during a run asks a question,
+        # and a modal question inside a drop handler would keep the drag source waiting.
+        QTimer.singleShot(0, lambda: self.open_paths(paths))
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self) -> int | None:

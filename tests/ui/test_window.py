@@ -236,8 +236,10 @@ def test_opening_a_trace_during_a_run_asks_and_cancel_keeps_the_run(qtbot, windo
     assert window.model.trace is shown and window.model.live
     assert "the run goes on" in window.status.currentMessage()
     # it also goes on through a drop of the trace file (same question)
-    answer_next_question(window, "Cancel")
+    asked = answer_next_question(window, "Cancel")
     drop_paths(window.trace_pane.view.viewport(), [saved])
+    qtbot.waitUntil(lambda: bool(asked), timeout=5000)
+    assert "the run goes on" in window.status.currentMessage()
     assert window.bridge.is_running(run) and window.model.trace is shown
     assert srv.open_now >= 1                                   # its sub-call is still in flight
     with qtbot.waitSignal(window.run_finished, timeout=10_000):
