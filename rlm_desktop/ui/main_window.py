@@ -676,8 +676,9 @@ class MainWindow(QMainWindow):
             if not self._ask_stop_for_open(path):
                 self.status.showMessage(f"Not opened {path.name}: the run goes on.", 8000)
                 return False
-            stopped = "Stopped the run in progress (its trace is saved and listed in History). "
             if self.current_run is not None and self.bridge.is_running(self.current_run):
+                # (still going: it may have ended by itself while the question was open)
+                stopped = "Stopped the run in progress (its trace is saved and listed in History). "
                 self.stop_run()
         if self._open_job is not None:
             self._open_job.cancel.cancel("another trace was opened")
