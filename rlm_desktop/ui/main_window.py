@@ -876,6 +876,7 @@ class MainWindow(QMainWindow):
         dlg = SettingsDialog(self.settings, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.accepted.connect(lambda: self._after_settings(dlg.added_profiles()))
+        dlg.finished.connect(lambda _r: self._forget_not_started())
         dlg.open()          # window-modal, without blocking the event loop (a run keeps streaming)
         self.settings_dialog = dlg
 
@@ -897,6 +898,16 @@ class MainWindow(QMainWindow):
             self.settings.set_last_sub_choice(prof.id, sub)
             self.reload_settings()
             self.status.showMessage(f"Runs now use {prof.label}: {models}.", 8000)
+
+    def _forget_not_started(self) -> None:
+        """Settings closed (a key may have been saved, even with Cancel: keys are stored at once):
+        a "did not start: no key" result shown from before is no longer the last word."""
+        out = self.last_outcome
+        if out is None or not out.not_started or self.query.running or out.run_id != self.current_run:
+            return
+        self.last_outcome = None
+        self.answer.clear()
+        self.status.showMessage("Settings closed: Run (Ctrl+Enter) tries again with them.", 10000)
 
     def _confirm_model_mix(self, root_prof: ProviderProfile, root_model: str,
                            sub_prof: ProviderProfile) -> ProviderProfile | None:

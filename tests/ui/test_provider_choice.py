@@ -112,3 +112,33 @@ def test_no_question_when_root_and_sub_are_both_real(qtbot, window, settings, fa
     window.reload_settings()
     with qtbot.waitSignal(window.run_finished, timeout=60_000):
         assert window.start_run() is not None and window.question_box is None
+
+
+def test_a_did_not_start_for_lack_of_a_key_message_goes_once_settings_close(qtbot, window, settings,  # noqa: ANN001
+                                                                            fake_openai, docs_folder) -> None:
+    from dataclasses import replace
+
+    settings.save_profile(replace(fake_profile(fake_openai), needs_key=True))
+    settings.set_last_root_choice("fake", "fake-root")
+    settings.set_last_sub_choice("fake", "fake-sub")
+    window.reload_settings()
+    drop_paths(window.trace_pane.view.viewport(), [docs_folder])
+    qtbot.waitUntil(lambda: len(window.documents.documents) == 4 and not window.documents.loading,
+                    timeout=10_000)
+    window.query.set_query("Who was late?")
+    with qtbot.waitSignal(window.run_finished, timeout=30_000) as finished:
+        window.start_run()
+    assert finished.args[0].not_started
+    assert "no key" in window.answer.reason.text()
+    window.last_notice.close()
+
+    window.open_settings()
+    dlg = window.settings_dialog
+    dlg.select_profile("fake")
+    qtbot.waitUntil(lambda: not dlg.busy(), timeout=10_000)
+    dlg.key_edit.setText("sk-house-key-1234567890")
+    qtbot.mouseClick(dlg.save_key_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not dlg.busy(), timeout=10_000)
+    dlg.reject()                                     # the key is stored already; Cancel closes
+    assert "no key" not in window.answer.reason.text() and window.answer.heading.text() == "Answer"
+    assert "tries again" in window.status.currentMessage()
