@@ -299,7 +299,7 @@ def check_url(url: str) -> None:
         raise ProfileError(f"the base URL {url!r} contains spaces", "base_url")
     if parts.username or parts.password:
         raise ProfileError("the base URL must not contain a user name or password: store the key "
-                           "with 'Replace key…' instead", "base_url")
+                           "as the provider's API key (Settings, Save key) instead", "base_url")
 
 
 def validate_profile(profile: ProviderProfile, existing_ids: Iterable[str] = ()) -> list[ProfileError]:

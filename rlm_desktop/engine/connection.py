@@ -166,8 +166,8 @@ def _precheck(profile: ProviderProfile, key: str | None) -> ConnectionResult | N
         return ConnectionResult(False, "invalid", f"The base URL {profile.base_url!r} is not an http:// or "
                                 "https:// address.")
     if profile.needs_key and not key:
-        return ConnectionResult(False, "no_key", f"No key for provider {profile.id!r}: store one (Replace "
-                                "key…) or set the environment variable first.")
+        return ConnectionResult(False, "no_key", f"No key for provider {profile.id!r}: paste one under API "
+                                "key in Settings and press Save key, or set the environment variable first.")
     return None
 
 
@@ -229,7 +229,8 @@ async def test_connection(profile: ProviderProfile, key: str | None, *,
         if not res.ok or profile.is_demo:
             return res
     name = profile.name or profile.id
-    listed = "" if deployment_url else f"the server answered and lists {len(res.models)} models"
+    n = len(res.models)
+    listed = "" if deployment_url else f"the server answered and lists {n} model{'s' if n != 1 else ''}"
     msg = f"Connected to {name}: {listed}." if listed else f"Connected to {name}."
     missing = [m for m in dict.fromkeys((profile.root_model, profile.sub_model)) if m and res.models
                and m not in res.models]

@@ -12,6 +12,7 @@ from PySide6.QtCore import (
     QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
+    QPoint,
     Qt,
     Signal,
 )
@@ -22,11 +23,14 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -54,9 +58,12 @@ def file_dialog_filter() -> str:
     patterns = " ".join(f"*{suffix}" for suffix in supported_suffixes())
     return f"Documents ({patterns});;All files (*)"
 
-COLUMNS = ("Name", "Type", "Size", "Chars", "≈ Tokens*", "Status")
+COLUMNS = ("Name", "Folder", "Type", "Size", "Chars", "≈ Tokens*", "Status")
+COL_NAME, COL_FOLDER, COL_TYPE, COL_SIZE, COL_CHARS, COL_TOKENS, COL_STATUS = range(len(COLUMNS))
 COLUMN_TIPS = (
-    "Path relative to the folder it came from (the key in `context`)",
+    "The file's name (its path relative to the folder it came from is the key in `context`)",
+    "The folder the file is in, relative to the folder it came from (two files of the same name "
+    "in different folders differ here)",
     "How the file was read",
     "Size on disk",
     "Characters of extracted text",
@@ -96,26 +103,31 @@ class DocumentsModel(QAbstractTableModel):
         d = self.docs[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            if col == 0:
-                return d.rel_path
-            if col == 1:
+            if col == COL_NAME:
+                return doc_name(d)
+            if col == COL_FOLDER:
+                return doc_folder(d)
+            if col == COL_TYPE:
                 return d.kind + (f" ({d.pages} p.)" if d.pages else "")
-            if col == 2:
+            if col == COL_SIZE:
                 return format_size(d.size_bytes)
-            if col == 3:
+            if col == COL_CHARS:
                 return f"{d.chars:,}" if d.ok else ""
-            if col == 4:
+            if col == COL_TOKENS:
                 return f"~{d.est_tokens:,}" if d.ok else ""
-            if col == 5:
+            if col == COL_STATUS:
                 return status_text(d)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if col == 5 or (col == 0 and not d.ok):
+            if col == COL_STATUS:
                 return status_text(d, full=True)
-            if col == 0:
-                return display_name(str(d.path))   # a name that is not UTF-8: \xNN, not a surrogate
+            if col in (COL_NAME, COL_FOLDER):
+                # The whole relative path (the key in `context`) and where the file is on disk (a
+                # name that is not UTF-8 shown with \xNN escapes, not a surrogate).
+                where = f"{d.rel_path}\n{display_name(str(d.path))}"
+                return where if d.ok else f"{where}\n{status_text(d, full=True)}"
         if role == Qt.ItemDataRole.ForegroundRole and not d.ok:
             return QBrush(Qt.GlobalColor.red)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (2, 3, 4):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_SIZE, COL_CHARS, COL_TOKENS):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.UserRole:
             return d
@@ -125,6 +137,25 @@ class DocumentsModel(QAbstractTableModel):
         self.beginResetModel()
         self.docs = docs
         self.endResetModel()
+
+
+def doc_name(d: Document) -> str:
+    """The file's own name (the last part of its relative path)."""
+    return d.rel_path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def doc_folder(d: Document) -> str:
+    """The folder part of the document's relative path ('' at the top of the folder)."""
+    rel = d.rel_path.replace("\\", "/")
+    return rel.rsplit("/", 1)[0] if "/" in rel else ""
+
+
+class _FolderElideLeft(QStyledItemDelegate):
+    """Folders are cut at the left: the folder nearest the file is what tells two files apart."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: AnyIndex) -> None:  # noqa: N802
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideLeft
 
 
 def status_text(d: Document, full: bool = False) -> str:
@@ -155,8 +186,11 @@ class DocumentsPane(QWidget):
         self.follow_outside_links = False
         self.model = DocumentsModel(self)
 
-        self.add_files_btn = QPushButton(icon("add-files"), "Add &files…")
-        self.add_folder_btn = QPushButton(icon("add-folder"), "Add f&older…")
+        # Short words beside the "add" icons: the pane must fit a third of a 1280-pixel screen.
+        self.add_files_btn = QPushButton(icon("add-files"), "&Files…")
+        self.add_folder_btn = QPushButton(icon("add-folder"), "F&older…")
+        self.add_files_btn.setToolTip("Add files (Ctrl+O)")
+        self.add_folder_btn.setToolTip("Add a folder of documents (Ctrl+Shift+O)")
         self.remove_btn = QPushButton(icon("remove"), "&Remove")
         self.clear_btn = QPushButton(icon("clear"), "Clear")
         self.remove_btn.setToolTip("Remove the selected documents (Delete)")
@@ -181,14 +215,24 @@ class DocumentsPane(QWidget):
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)   # keep the file's extension in view
         self.table.setShowGrid(False)
         self.table.setAlternatingRowColors(True)
+        self._folder_delegate = _FolderElideLeft(self.table)
+        self.table.setItemDelegateForColumn(COL_FOLDER, self._folder_delegate)
         hh = self.table.horizontalHeader()
         hh.setStretchLastSection(False)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)   # the name takes what is left
-        hh.setMinimumSectionSize(40)
+        hh.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)   # the name takes what is left
+        hh.setMinimumSectionSize(36)
         fm = self.table.fontMetrics()
-        for col, sample in ((1, "markdown"), (2, "999.9 KB"), (3, "99,999"), (4, "~99,999"), (5, "loaded")):
+        for col, sample in ((COL_FOLDER, "folder/sub"), (COL_TYPE, "markdown"), (COL_SIZE, "999.9 KB"),
+                            (COL_CHARS, "99,999"), (COL_TOKENS, "~99,999"), (COL_STATUS, "loaded")):
             hh.resizeSection(col, fm.horizontalAdvance(sample) + 16)
+        # On a laptop-width pane the name needs the room: characters are in the totals line, the
+        # type is in the name's extension (and the preview's title), and the header's menu (right
+        # click) shows any column again.
+        hh.hideSection(COL_CHARS)
+        hh.hideSection(COL_TYPE)
+        hh.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        hh.customContextMenuRequested.connect(self._column_menu)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.setAccessibleName("Documents")
 
@@ -217,6 +261,7 @@ class DocumentsPane(QWidget):
         self.preview.setReadOnly(True)
         self.preview.setPlaceholderText("Select a document to preview its extracted text.")
         self.preview.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.preview.setMinimumHeight(3 * self.preview.fontMetrics().lineSpacing())
 
         top = QWidget()
         tl = QVBoxLayout(top)
@@ -397,7 +442,20 @@ class DocumentsPane(QWidget):
             self.totals.setText(ds.summary())
         self.remove_btn.setEnabled(bool(docs))
         self.clear_btn.setEnabled(bool(docs))
+        # The folder column is there when there is a folder to tell files apart by.
+        self.table.horizontalHeader().setSectionHidden(COL_FOLDER, not any(doc_folder(d) for d in docs))
         self._on_selection()
+
+    def _column_menu(self, pos: QPoint) -> None:
+        """The header's menu: show or hide the optional columns."""
+        hh = self.table.horizontalHeader()
+        menu = QMenu(self)
+        for col in (COL_TYPE, COL_SIZE, COL_CHARS, COL_TOKENS):
+            act = menu.addAction(COLUMNS[col].rstrip("*"))
+            act.setCheckable(True)
+            act.setChecked(not hh.isSectionHidden(col))
+            act.toggled.connect(lambda on, c=col: hh.setSectionHidden(c, not on))
+        menu.popup(hh.mapToGlobal(pos))
 
     def _on_selection(self, *args: Any) -> None:
         rows = self.table.selectionModel().selectedRows()

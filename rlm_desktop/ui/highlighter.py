@@ -15,6 +15,13 @@ LIGHT_STYLE = "default"
 DARK_STYLE = "monokai"
 
 
+def qt_length(text: str) -> int:
+    """The length of ``text`` as Qt counts it, in UTF-16 code units: a character outside the Basic
+    Multilingual Plane (an emoji, 𝑥) is one Python character but two Qt units. Every offset or
+    length handed to ``setFormat`` goes through this (qtconsole's ``qstring_length``)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
 class PygmentsHighlighter(QSyntaxHighlighter):
     """Highlights a document block by block. Multi-line strings are carried across blocks by
     re-lexing from the start of the construct (block state 1 = inside a triple-quoted string)."""
@@ -65,19 +72,21 @@ class PygmentsHighlighter(QSyntaxHighlighter):
     def _highlight_code(self, text: str, prev: int, offset: int = 0,
                         base: QTextCharFormat | None = None) -> int:
         """Format ``text`` (starting at ``offset`` in the block) as Python; returns the state to
-        carry to the next block (0, or 1/2 inside a triple-quoted string)."""
+        carry to the next block (0, or 1/2 inside a triple-quoted string). ``offset`` counts
+        UTF-16 units, as Qt does."""
         if base is not None:
-            self.setFormat(offset, len(text), base)
+            self.setFormat(offset, qt_length(text), base)
         prefix = ""
         if prev > 0:
             # Inside a triple-quoted string started in an earlier block: lex with its opener.
             prefix = self._opener_for_state(prev)
         source = prefix + text
-        pos = -len(prefix)
+        pos = -len(prefix)           # in UTF-16 units, like every position given to Qt (the
+                                     # prefix is ASCII)
         trailing: list[str] = []     # the string tokens the line ends with (pygments splits an
                                      # unterminated '"""abc' into '"""' and 'abc')
         for token, value in self._lexer.get_tokens(source):
-            length = len(value)
+            length = qt_length(value)
             start = max(pos, 0)
             end = pos + length
             if end > start:
@@ -141,18 +150,18 @@ class ResponseHighlighter(PygmentsHighlighter):
         stripped = text.strip()
         if stripped.startswith("```"):
             if prev >= IN_CODE:                  # a closing fence (anything after it is prose)
-                self.setFormat(0, len(text), self._fence)
+                self.setFormat(0, qt_length(text), self._fence)
                 self.setCurrentBlockState(0)
             else:
                 lang = stripped[3:].strip().lower()
-                self.setFormat(0, len(text), self._fence)
+                self.setFormat(0, qt_length(text), self._fence)
                 self.setCurrentBlockState(IN_CODE if lang in PYTHON_FENCES else IN_OTHER)
             return
         if IN_CODE <= prev < IN_OTHER:
             inner = self._highlight_code(text, prev - IN_CODE, base=self._code_base)
             self.setCurrentBlockState(IN_CODE + inner)
         elif prev >= IN_OTHER:
-            self.setFormat(0, len(text), self._code_base)
+            self.setFormat(0, qt_length(text), self._code_base)
             self.setCurrentBlockState(IN_OTHER)
         else:
             self.setCurrentBlockState(0)

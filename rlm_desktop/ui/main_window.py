@@ -21,7 +21,10 @@ from PySide6.QtGui import (
     QScreen,
 )
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
+    QLayout,
+    QLineEdit,
     QMainWindow,
     QMessageBox,
     QSplitter,
@@ -31,9 +34,10 @@ from PySide6.QtWidgets import (
 )
 
 from rlm_desktop.core.config import ConfigError, ProviderConfig, RunConfig
-from rlm_desktop.core.exporters import totals
+from rlm_desktop.core.exporters import ExportError, format_for_path, totals
 from rlm_desktop.core.logs import log_file, redact
 from rlm_desktop.core.paths import traces_dir
+from rlm_desktop.core.profiles import ProviderProfile
 from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace, TraceEvent, read_trace
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
@@ -49,12 +53,24 @@ from rlm_desktop.ui.trace_pane import TracePane
 from rlm_desktop.ui.window_state import WindowState
 
 APP_TITLE = "RLM Desktop"
-EXPORT_FILTERS = {
-    "HTML report (*.html)": "html",
-    "Markdown (*.md)": "markdown",
-    "JSON tree (*.json)": "json",
-    "OpenTelemetry OTLP JSON (*.otlp.json)": "otlp",
+EXPORT_FILTERS = {       # the save dialog's filter -> (export format, the extension it writes)
+    "HTML report (*.html)": ("html", ".html"),
+    "Markdown (*.md)": ("markdown", ".md"),
+    "JSON tree (*.json)": ("json", ".json"),
+    "OpenTelemetry OTLP JSON (*.otlp.json)": ("otlp", ".otlp.json"),
 }
+
+
+def export_target(chosen: str | Path, name_filter: str = "") -> tuple[Path, str]:
+    """The file and format of an export the user chose in the save dialog. The typed extension
+    wins over the selected filter (``report.md`` with "HTML report" selected is Markdown); a name
+    that says no format gets the filter's extension, so the file always says what it holds."""
+    path = Path(chosen)
+    try:
+        return path, format_for_path(path)
+    except ExportError:
+        fmt, suffix = EXPORT_FILTERS.get(name_filter, EXPORT_FILTERS["HTML report (*.html)"])
+        return path.with_name(path.name + suffix), fmt
 
 
 def is_trace_file(path: Path) -> bool:
@@ -70,6 +86,15 @@ def is_trace_file(path: Path) -> bool:
     return isinstance(head, dict) and head.get("format") == FORMAT_NAME
 
 
+def _export_stem(name: str) -> str:
+    """``name`` without the extension of an export format (``x.otlp.json``, ``x.otlp.md`` -> ``x``)."""
+    for ext in (".otlp.json", ".otel.json"):
+        if name.lower().endswith(ext):
+            return name[:-len(ext)]
+    stem = name.rsplit(".", 1)[0] if "." in Path(name).name else name
+    return stem[:-len(".otlp")] if stem.lower().endswith(".otlp") else stem
+
+
 class _Totals:
     def __init__(self) -> None:
         self.cost = 0.0
@@ -81,6 +106,7 @@ class _Totals:
 
 
 PREFERRED_SIZE = QSize(1400, 900)
+SHORT_WINDOW_HEIGHT = 820     # below this the run's limits start folded (a 1280×720 laptop)
 
 
 def default_window_size(screen: QScreen | None) -> QSize:
@@ -88,9 +114,13 @@ def default_window_size(screen: QScreen | None) -> QSize:
     1366×768 laptop must see the Run button and the answer pane without moving the window)."""
     if screen is None:
         return QSize(PREFERRED_SIZE)
-    avail = screen.availableGeometry()
-    return QSize(min(PREFERRED_SIZE.width(), int(avail.width() * 0.95)),
-                 min(PREFERRED_SIZE.height(), int(avail.height() * 0.92)))
+    return fit_window_size(screen.availableGeometry().size())
+
+
+def fit_window_size(available: QSize) -> QSize:
+    """The preferred size shrunk to a screen's available area (room left for the window frame)."""
+    return QSize(min(PREFERRED_SIZE.width(), int(available.width() * 0.95)),
+                 min(PREFERRED_SIZE.height(), int(available.height() * 0.92)))
 
 
 class MainWindow(QMainWindow):
@@ -125,6 +155,8 @@ class MainWindow(QMainWindow):
         self._run_models: dict[int, str] = {}     # run id -> "provider: model" for the history
         self._last_error_dialog = -1e9
         self._open_note = ""       # said with "Opened …" (e.g. that a run was stopped for it)
+        self.export_dialog: QFileDialog | None = None     # the export's save dialog while it is open
+        self.question_box: QMessageBox | None = None      # a question waiting for the user's answer
 
         # panes
         self.documents = DocumentsPane()
@@ -182,7 +214,13 @@ class MainWindow(QMainWindow):
             if w.acceptDrops():
                 w.installEventFilter(self)
         self.reload_settings()
-        self.resize(default_window_size(self.screen()))
+        first_size = default_window_size(self.screen())
+        # The limits' fold before any size is restored: it sets the query pane's minimum height,
+        # which bounds the window's and the splitters'. On a short screen they start folded.
+        expanded = self.window_state.flag("limits_expanded")
+        self.query.set_limits_expanded(first_size.height() >= SHORT_WINDOW_HEIGHT
+                                       if expanded is None else expanded)
+        self.resize(first_size)
         self.window_state.restore_geometry(self)
         self.gc_policy = GcPolicy(lambda: self.model.live, self)
         self._state_restored = False
@@ -192,7 +230,34 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._state_restored:
             self._state_restored = True
-            self.window_state.restore(self, self._splitters(), self._headers())
+            # Splitter sizes are bounded by the panes' minimums, which are right only once the
+            # widgets are styled (now): layouts computed before keep stale ones until invalidated.
+            for lay in self.findChildren(QLayout):
+                lay.invalidate()
+            self.layout().activate()
+            if not self.window_state.restore(self, self._splitters(), self._headers()):
+                self.apply_default_layout()
+
+    def apply_default_layout(self) -> None:
+        """Splitter positions for a first start, from the window's real size: documents, trace and
+        detail share the width; on a short screen (a 1280×720 laptop) the run's limits fold to
+        one line and the preview under the documents starts small, so the documents list keeps
+        its rows and the Run button stays in view."""
+        width = max(self.main_split.width(), self.width())
+        left = max(int(width * 0.31), self.left_split.minimumSizeHint().width())
+        detail = int(width * 0.24)
+        self.main_split.setSizes([left, max(width - left - detail, 1), detail])
+        short = self.height() < SHORT_WINDOW_HEIGHT
+        self.layout().activate()
+        height = max(self.left_split.height(), 1)
+        # The question box gets a few lines; the documents list gets the rest.
+        query = min(self.query.minimumSizeHint().height() + self.fontMetrics().lineSpacing(),
+                    height // 2)
+        self.left_split.setSizes([height - query, query])
+        self.right_split.setSizes([int(height * 0.62), height - int(height * 0.62)])
+        docs = max(self.documents.splitter.height(), height - query)
+        preview = max(int(docs * (0.2 if short else 0.3)), self.documents.preview.minimumHeight() + 24)
+        self.documents.splitter.setSizes([docs - preview, preview])
 
     # -- construction ------------------------------------------------------------------------------
     def _action(self, text: str, slot: Any, shortcuts: Iterable[str | QKeySequence.StandardKey] = (),
@@ -200,7 +265,10 @@ class MainWindow(QMainWindow):
         act = QAction(text, self)
         if icon_name:
             act.setIcon(icon(icon_name))
-        seqs = [QKeySequence(s) for s in shortcuts]
+        # One entry per key: QKeySequence.StandardKey.Quit is Ctrl+Q on Linux and Windows, so
+        # ["Quit", "Ctrl+Q"] would list (and bind) the same key twice.
+        seqs = list({k.toString(): k for k in (QKeySequence(s) for s in shortcuts)
+                     if not k.isEmpty()}.values())
         if seqs:
             act.setShortcuts(seqs)
         if tip:
@@ -333,6 +401,11 @@ class MainWindow(QMainWindow):
         if docs:
             self.left_tabs.setCurrentWidget(self.documents)
             self.documents.add_paths(docs)
+            if not traces:
+                # Documents given (`rlm-desktop FOLDER`, a drop): the next thing is the question,
+                # so the first keystrokes go into it.
+                self.activateWindow()
+                self.query.question.setFocus(Qt.FocusReason.OtherFocusReason)
         if traces:
             self.open_trace_file(traces[-1])
 
@@ -363,7 +436,9 @@ class MainWindow(QMainWindow):
         if not paths:
             return
         event.acceptProposedAction()
-        self.open_paths(paths)
+        # After the drop has returned to its source: opening a trace during a run asks a question,
+        # and a modal question inside a drop handler would keep the drag source waiting.
+        QTimer.singleShot(0, lambda: self.open_paths(paths))
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self) -> int | None:
@@ -389,6 +464,12 @@ class MainWindow(QMainWindow):
             root_prof = self.settings.profile(root.profile_id)
             sub_prof = root_prof if sub.profile_id == root.profile_id else self.settings.profile(sub.profile_id)
             root_model = root.model or root_prof.root_model
+            chosen = self._confirm_model_mix(root_prof, root_model, sub_prof)
+            if chosen is None:
+                return None
+            if chosen is not sub_prof:              # the root's provider answers sub-calls too
+                sub_prof, sub = root_prof, ModelChoice(root_prof.id, root_prof.sub_model or root_model)
+                self.query.sub_picker.set_profiles(self.settings.providers(), sub, sub=True)
             sub_model = sub.model or sub_prof.sub_model or sub_prof.root_model or root_model
             config = RunConfig(query=query, root_model=root_model, sub_model=sub_model, limits=limits,
                                sandbox=self.settings.sandbox_limits(),
@@ -607,14 +688,20 @@ class MainWindow(QMainWindow):
         if path:
             self.open_trace_file(Path(path))
 
-    def open_trace_file(self, path: Path) -> None:
-        """Read ``path`` on a worker thread, then show it (a running run is stopped first)."""
-        if self._open_job is not None:
-            self._open_job.cancel.cancel("another trace was opened")
+    def open_trace_file(self, path: Path) -> bool:
+        """Read ``path`` on a worker thread, then show it. While a run is going the user is asked
+        first: stop it and open, or cancel (the run goes on). False: not opened."""
         stopped = ""
         if self.current_run is not None and self.bridge.is_running(self.current_run):
-            self.stop_run()
-            stopped = "Stopped the run in progress (its trace is saved and listed in History). "
+            if not self._ask_stop_for_open(path):
+                self.status.showMessage(f"Not opened {path.name}: the run goes on.", 8000)
+                return False
+            if self.current_run is not None and self.bridge.is_running(self.current_run):
+                # (still going: it may have ended by itself while the question was open)
+                stopped = "Stopped the run in progress (its trace is saved and listed in History). "
+                self.stop_run()
+        if self._open_job is not None:
+            self._open_job.cancel.cancel("another trace was opened")
         job = ThreadJob(lambda _j: read_trace(path), name="open-trace", parent=self)
         self._open_job = job
         job.finished.connect(lambda trace: self._on_trace_read(job, path, trace))
@@ -622,6 +709,34 @@ class MainWindow(QMainWindow):
         self._open_note = stopped
         self.status.showMessage(f"{stopped}Opening {path.name}…")
         job.start()
+        return True
+
+    def _ask_stop_for_open(self, path: Path) -> bool:
+        """Ask whether to stop the run in progress to show ``path`` (the default is Cancel)."""
+        return self.ask("A run is going", f"A run is still going. Opening {path.name} stops it (what it "
+                        "did so far stays saved in its trace and in History).",
+                        ["&Stop the run and open"]) == 0
+
+    def ask(self, title: str, text: str, choices: list[str], *, cancel: str | None = None) -> int | None:
+        """A question with ``choices`` (button texts) and a Cancel button, the default and Esc.
+        Returns the index of the choice, or None for Cancel. While it waits, the event loop turns
+        (a run keeps streaming); the open box is ``question_box``."""
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.NoButton, self)
+        buttons = [box.addButton(c, QMessageBox.ButtonRole.AcceptRole) for c in choices]
+        if cancel is None:
+            no = box.addButton(QMessageBox.StandardButton.Cancel)
+        else:
+            no = box.addButton(cancel, QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(no)
+        box.setEscapeButton(no)
+        self.question_box = box
+        try:
+            box.exec()
+            clicked = box.clickedButton()
+            return next((i for i, b in enumerate(buttons) if b is clicked), None)
+        finally:
+            self.question_box = None
+            box.deleteLater()
 
     def _on_trace_read(self, job: ThreadJob, path: Path, trace: Trace) -> None:
         if job is not self._open_job or job.cancel.cancelled:
@@ -703,12 +818,15 @@ class MainWindow(QMainWindow):
             return None
         if path is None:
             base = (self.shown_trace_path.with_suffix("") if self.shown_trace_path else Path.home() / "trace")
-            chosen, flt = QFileDialog.getSaveFileName(self, "Export trace", str(base) + ".html",
-                                                      ";;".join(EXPORT_FILTERS))
-            if not chosen:
-                return None
-            path = Path(chosen)
-            fmt = fmt or EXPORT_FILTERS.get(flt)
+            dlg = self._export_dialog(base)
+            self.export_dialog = dlg
+            try:
+                if not dlg.exec() or not dlg.selectedFiles():
+                    return None
+                path, fmt = export_target(dlg.selectedFiles()[0], dlg.selectedNameFilter())
+            finally:
+                self.export_dialog = None
+                dlg.deleteLater()
         target = Path(path)
         # The mirror trace is changed by the GUI thread while a run is live: the worker reads the
         # file instead. A finished or opened trace is never changed again, so it is read as it is.
@@ -730,6 +848,41 @@ class MainWindow(QMainWindow):
         self.status.showMessage(f"Exporting to {target}…")
         return job.start()
 
+    def _export_dialog(self, base: Path) -> QFileDialog:
+        """The save dialog of an export. Choosing another format changes the extension of the
+        typed name to match (where the dialog lets us see the name: Qt's own dialog); whatever
+        is typed, ``export_target`` makes the typed extension decide the format."""
+        dlg = QFileDialog(self, "Export trace", str(base.parent))
+        dlg.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dlg.setNameFilters(list(EXPORT_FILTERS))
+        dlg.setDefaultSuffix("html")
+        dlg.selectFile(base.name + ".html")
+
+        def filter_selected(name_filter: str) -> None:
+            fmt, suffix = EXPORT_FILTERS.get(name_filter, ("html", ".html"))
+            dlg.setDefaultSuffix(suffix.lstrip("."))
+            edit = dlg.findChild(QLineEdit, "fileNameEdit")     # None in a native dialog
+            if edit is None:
+                return
+            typed = edit.text().strip()
+            try:
+                format_for_path(Path(typed))
+            except ExportError:
+                return                                            # no format in it: the suffix is added
+            wanted = _export_stem(typed) + suffix
+            if wanted != typed:
+                edit.setText(wanted)
+
+        # Qt's own dialog changes the typed extension on the format combo's `activated`, but turns
+        # "x.otlp.json" into "x.md" wrongly ("x.otlp.md") and back into "x.json"; this slot runs after
+        # it (connected later) and sets the whole extension. A native dialog reports filterSelected.
+        combo = dlg.findChild(QComboBox, "fileTypeCombo")
+        if combo is not None:
+            combo.activated.connect(lambda _i: filter_selected(dlg.selectedNameFilter()))
+        else:
+            dlg.filterSelected.connect(filter_selected)
+        return dlg
+
     # -- misc --------------------------------------------------------------------------------------
     def _on_span_selected(self, span: Any) -> None:
         self.detail.show_span(span, self.model.trace, live=self.model.live)
@@ -742,9 +895,56 @@ class MainWindow(QMainWindow):
             return
         dlg = SettingsDialog(self.settings, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dlg.accepted.connect(self.reload_settings)
+        dlg.accepted.connect(lambda: self._after_settings(dlg.added_profiles()))
+        dlg.finished.connect(lambda _r: self._forget_not_started())
         dlg.open()          # window-modal, without blocking the event loop (a run keeps streaming)
         self.settings_dialog = dlg
+
+    def _after_settings(self, added: list[ProviderProfile]) -> None:
+        """Settings were saved: show them, and offer a provider just added for the next run (a
+        user who added one means to use it; the pickers would otherwise stay on the demo)."""
+        self.reload_settings()
+        if not added or self.query.running:
+            return
+        prof = added[-1]
+        root = prof.root_model or (prof.models[0] if prof.models else "")
+        sub = prof.sub_model or root
+        if not root or self.query.root_choice() == ModelChoice(prof.id, root):
+            return
+        models = f"{root}" + (f", sub-calls {sub}" if sub != root else "")
+        if self.ask("Use the new provider?", f"Use {prof.label} for the root and sub model of the next "
+                    f"runs ({models})?", ["&Use it"], cancel="&Not now") == 0:
+            self.settings.set_last_root_choice(prof.id, root)
+            self.settings.set_last_sub_choice(prof.id, sub)
+            self.reload_settings()
+            self.status.showMessage(f"Runs now use {prof.label}: {models}.", 8000)
+
+    def _forget_not_started(self) -> None:
+        """Settings closed (a key may have been saved, even with Cancel: keys are stored at once):
+        a "did not start: no key" result shown from before is no longer the last word."""
+        out = self.last_outcome
+        if out is None or not out.not_started or self.query.running or out.run_id != self.current_run:
+            return
+        self.last_outcome = None
+        self.answer.clear()
+        self.status.showMessage("Settings closed: Run (Ctrl+Enter) tries again with them.", 10000)
+
+    def _confirm_model_mix(self, root_prof: ProviderProfile, root_model: str,
+                           sub_prof: ProviderProfile) -> ProviderProfile | None:
+        """A real root model with the offline demo answering its sub-calls is almost always a
+        leftover choice: say so before anything is spent. Returns the sub-call profile to use
+        (the root's own, the demo), or None to not run."""
+        if root_prof.is_demo or not sub_prof.is_demo:
+            return sub_prof
+        answer = self.ask("The sub model is the offline demo",
+                          f"The root model is {root_model} ({root_prof.label}), but the sub model is "
+                          "the offline demo: every llm_query would get a canned, extractive answer "
+                          "instead of a model's.",
+                          [f"Use {root_prof.label} for sub-calls too", "Run with the &demo"])
+        if answer is None:
+            self.status.showMessage("Not started: choose the sub model, then Run.", 8000)
+            return None
+        return root_prof if answer == 0 else sub_prof
 
     def _warn(self, text: str, title: str = APP_TITLE) -> None:
         self.status.showMessage(text, 10000)
@@ -758,14 +958,19 @@ class MainWindow(QMainWindow):
         self.last_notice = box
         return box
 
-    def _show_shortcuts(self) -> None:  # noqa: D401
+    def shortcut_lines(self) -> list[str]:
+        """"Action: keys" for every action with a shortcut (what Help ▸ Keyboard shortcuts shows)."""
         lines = []
         for act in self.actions():
             if act.shortcut().isEmpty():
                 continue
-            keys = ", ".join(s.toString(QKeySequence.SequenceFormat.NativeText) for s in act.shortcuts())
+            keys = ", ".join(dict.fromkeys(s.toString(QKeySequence.SequenceFormat.NativeText)
+                                           for s in act.shortcuts()))
             lines.append(f"{act.text().replace('&', '')}: {keys}")
-        self._notify("Keyboard shortcuts", "\n".join(lines), QMessageBox.Icon.Information)
+        return lines
+
+    def _show_shortcuts(self) -> None:
+        self._notify("Keyboard shortcuts", "\n".join(self.shortcut_lines()), QMessageBox.Icon.Information)
 
     def show_trace_file(self) -> bool:
         """The folder of the shown trace's file, in the file manager."""
@@ -819,6 +1024,7 @@ class MainWindow(QMainWindow):
 
     def save_state(self) -> None:
         self.window_state.save(self, self._splitters(), self._headers())
+        self.window_state.set_flag("limits_expanded", self.query.limits_expanded)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()

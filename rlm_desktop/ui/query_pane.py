@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -162,7 +163,29 @@ class QueryPane(QWidget):
         self.max_tokens.setGroupSeparatorShown(True)
         self.cell_timeout = self._spin(1, 86_400, "Wall-clock seconds per code cell", suffix=" s")
         self.run_timeout = self._spin(1, 7 * 86_400, "Wall-clock seconds for the whole run", suffix=" s")
-        limits = QGroupBox("Limits")
+        # The limits fold away to one line (a 1280×720 screen needs the room for the documents).
+        limits = QGroupBox()
+        limits.setObjectName("limitsBox")
+        self.limits_box = limits
+        self.limits_toggle = QToolButton()
+        self.limits_toggle.setObjectName("limitsToggle")
+        self.limits_toggle.setText("&Limits")
+        self.limits_toggle.setCheckable(True)
+        self.limits_toggle.setChecked(True)
+        self.limits_toggle.setAutoRaise(True)
+        self.limits_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.limits_toggle.setArrowType(Qt.ArrowType.DownArrow)
+        self.limits_toggle.setToolTip("Show or hide this run's limits")
+        self.limits_toggle.toggled.connect(self.set_limits_expanded)
+        self.limits_summary = QLabel()
+        self.limits_summary.setObjectName("limitsSummary")
+        self.limits_summary.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        # Never widens the pane: a long summary is cut at the pane's edge (the tooltip has it all).
+        self.limits_summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        limits_head = QHBoxLayout()
+        limits_head.setContentsMargins(0, 0, 0, 0)
+        limits_head.addWidget(self.limits_toggle)
+        limits_head.addWidget(self.limits_summary, 1)
         grid = QGridLayout(limits)
         grid.setContentsMargins(6, 4, 6, 4)
         cells = (("Iterations", self.max_iterations), ("Depth", self.max_depth),
@@ -180,6 +203,10 @@ class QueryPane(QWidget):
         for sig in (self.root_picker.changed, self.sub_picker.changed, self.budget.valueChanged,
                     self.max_tokens.valueChanged):
             sig.connect(lambda *_: self._update_price_note())
+        for w in (self.max_iterations, self.max_depth, self.max_sub_calls, self.max_tokens,
+                  self.cell_timeout, self.run_timeout):
+            w.valueChanged.connect(lambda *_: self._update_limits_summary())
+        self.budget.valueChanged.connect(lambda *_: self._update_limits_summary())
 
         self.run_button = QPushButton()
         self.run_button.setObjectName("runButton")
@@ -197,6 +224,7 @@ class QueryPane(QWidget):
         lay.addWidget(self.question, 1)
         lay.addLayout(models)
         lay.addWidget(self.hint)
+        lay.addLayout(limits_head)
         lay.addWidget(limits)
         lay.addWidget(self.price_note)
         lay.addWidget(self.run_button)
@@ -210,6 +238,33 @@ class QueryPane(QWidget):
         return s
 
     # -- API ---------------------------------------------------------------------------------------
+    @property
+    def limits_expanded(self) -> bool:
+        return self.limits_toggle.isChecked()
+
+    def set_limits_expanded(self, on: bool) -> None:
+        """Show the limits' fields, or fold them to the one-line summary."""
+        if self.limits_toggle.isChecked() != on:
+            self.limits_toggle.setChecked(on)      # comes back here through toggled
+            return
+        self.limits_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.limits_box.setVisible(on)
+        self._update_limits_summary()
+        self.updateGeometry()
+
+    def _update_limits_summary(self) -> None:
+        budget = self.budget.value()
+        tokens = self.max_tokens.value()
+        parts = [f"{self.max_iterations.value()} iterations", f"depth {self.max_depth.value()}",
+                 f"{self.max_sub_calls.value():,} sub-calls",
+                 f"${budget:.2f}" if budget > 0 else "no USD budget",
+                 f"{tokens:,} tokens" if tokens else "no token limit",
+                 f"cell {self.cell_timeout.value()} s", f"run {self.run_timeout.value()} s"]
+        text = " · ".join(parts)
+        self.limits_summary.setText("" if self.limits_expanded else text)
+        self.limits_summary.setToolTip(text)
+        self.limits_toggle.setToolTip(f"Show or hide this run's limits ({text})")
+
     def set_providers(self, profiles: list[ProviderProfile], root: ModelChoice, sub: ModelChoice) -> None:
         self.root_picker.set_profiles(profiles, root, sub=False)
         self.sub_picker.set_profiles(profiles, sub, sub=True)
@@ -231,6 +286,7 @@ class QueryPane(QWidget):
         self.max_tokens.setValue(min(limits.max_tokens or 0, self.max_tokens.maximum()))
         self.cell_timeout.setValue(int(round(limits.cell_timeout_s)))
         self.run_timeout.setValue(int(round(limits.run_timeout_s)))
+        self._update_limits_summary()
 
     def limits(self) -> RunLimits:
         """The limits as edited (other fields kept from the defaults); raises ConfigError."""

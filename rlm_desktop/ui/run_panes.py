@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QStatusBar,
+    QStyle,
     QTableWidget,
     QTableWidgetItem,
     QTextEdit,
@@ -260,6 +261,7 @@ class RunStatusBar(QStatusBar):
 
 RUN_STATUS_ICONS = {"ok": "ok", "limit": "budget", "cancelled": "cancelled", "error": "error",
                     "running": "running", "interrupted": "incomplete"}
+MISSING = "missing"        # the status shown for a run whose trace file is gone (the tooltip says more)
 
 
 class HistoryPane(QWidget):
@@ -284,8 +286,12 @@ class HistoryPane(QWidget):
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)   # the question takes what is left
         hh.setStretchLastSection(False)
         hh.setMinimumSectionSize(40)
-        for col, sample in ((1, "2026-11-24 12:00"), (2, "cancelled"), (3, "$0.0000")):
-            hh.resizeSection(col, self.table.fontMetrics().horizontalAdvance(sample) + 28)
+        fm = self.table.fontMetrics()
+        longest_status = max((*RUN_STATUS_ICONS, MISSING), key=fm.horizontalAdvance)
+        for col, sample, extra in ((1, "2026-11-24 12:00", 0), (3, "$0.0000", 0),
+                                   (2, longest_status, self.table.style().pixelMetric(
+                                       QStyle.PixelMetric.PM_SmallIconSize) + 8)):
+            hh.resizeSection(col, fm.horizontalAdvance(sample) + 28 + extra)
         self.table.itemActivated.connect(lambda item: self.open_row(item.row()))
         self.open_btn = QPushButton(icon("open-trace"), "&Open selected")
         self.open_btn.clicked.connect(lambda: self.open_row(self.table.currentRow()))
@@ -331,10 +337,12 @@ class HistoryPane(QWidget):
             q.setToolTip(e.query + (f"\n\nModels: {e.provider}" if e.provider else "")
                          + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
             t = QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M", time.localtime(e.started)))
-            st = QTableWidgetItem(e.status if exists or e.status == "running"
-                                  else f"{e.status} (file missing)")
+            missing = not exists and e.status != "running"
+            st = QTableWidgetItem(MISSING if missing else e.status)   # one short word: it fits
             st.setIcon(status_icon(RUN_STATUS_ICONS.get(e.status, "error")))
-            st.setToolTip(STOP_REASONS.get(e.stop_reason or "", e.stop_reason or ""))
+            why = STOP_REASONS.get(e.stop_reason or "", e.stop_reason or "")
+            st.setToolTip(f"{e.status}: the trace file is missing ({e.trace}). {why}".strip()
+                          if missing else why)
             c = QTableWidgetItem(("~" if e.cost_estimated and e.cost_usd else "")
                                  + fmt.fmt_usd(e.cost_usd, e.cost_known))
             if e.cost_estimated and e.cost_usd:

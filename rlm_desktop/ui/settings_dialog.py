@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import fields, replace
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
@@ -158,6 +158,7 @@ class SettingsDialog(QDialog):
         self.settings = settings
         self.profiles: list[ProviderProfile] = [p for p in settings.providers() if not p.is_demo]
         self._original_ids: list[str | None] = [p.id for p in self.profiles]
+        self.added_ids: list[str] = []        # providers added in this dialog and saved (in order)
         self._current = -1          # index into self.profiles; -1 = the demo row
         self._loading = False
         self._jobs: list[AsyncJob] = []       # probes whose result the GUI thread has not handled yet
@@ -193,7 +194,13 @@ class SettingsDialog(QDialog):
 
         self._load_general()
         self._refresh_list(select=0 if not self.profiles else 1)
-        self.resize(940, 720)
+        screen = self.screen()
+        self.fit_to(screen.availableGeometry().size() if screen is not None else QSize(1280, 800))
+
+    def fit_to(self, available: QSize) -> None:
+        """Its preferred 940×720, shrunk to a screen's available area with room for the title bar
+        (on a 1280×720 laptop the OK button must stay on the screen; the form scrolls instead)."""
+        self.resize(min(940, int(available.width() * 0.95)), min(720, int(available.height() * 0.9)))
 
     # -- construction -----------------------------------------------------------------------------
     def _err_label(self, name: str) -> QLabel:
@@ -741,6 +748,9 @@ class SettingsDialog(QDialog):
         else:
             self.key_edit.clear()
             self._key_error("")
+            # What a fetch/test said about the old key ("No key for provider…", "Bad key") is no
+            # longer true: the next Test connection speaks for the new one.
+            self.status_label.setText("Key changed: Test connection checks it.")
         self._refresh_key_status()
 
     def save_key(self) -> None:
@@ -916,6 +926,10 @@ class SettingsDialog(QDialog):
         stored = {p.id for p in s.providers()}
         for old, p in zip(self._original_ids, self.profiles, strict=True):
             s.save_profile(p, replace_id=old if old is not None and old in stored else None)
+        # Providers added here, for the offer to use them (a rename after Apply follows along).
+        added = [renamed.get(i, i) for i in self.added_ids if i in keep or i in renamed]
+        added += [p.id for old, p in zip(self._original_ids, self.profiles, strict=True) if old is None]
+        self.added_ids = list(dict.fromkeys(added))
         self._original_ids = [p.id for p in self.profiles]
         self._refresh_list()
 
@@ -940,6 +954,11 @@ class SettingsDialog(QDialog):
         if sess:
             secrets.set_session_key(new, sess)
             secrets.clear_session_key(old)
+
+    def added_profiles(self) -> list[ProviderProfile]:
+        """The providers added in this dialog and saved (the newest last)."""
+        by_id = {p.id: p for p in self.profiles}
+        return [by_id[i] for i in self.added_ids if i in by_id]
 
     def accept(self) -> None:
         if self.apply():

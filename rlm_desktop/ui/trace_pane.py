@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLineEdit,
+    QStyle,
     QToolButton,
     QTreeView,
     QVBoxLayout,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from rlm_desktop.core.trace import EventType, Span, TraceEvent
+from rlm_desktop.ui.fmt import STATUS_LABELS
 from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.trace_model import (
     COL_COST,
@@ -31,7 +33,6 @@ from rlm_desktop.ui.trace_model import (
 )
 
 FILTER_DELAY_MS = 200
-DEFAULT_WIDTHS = {COL_NAME: 225, COL_STATUS: 82, COL_DURATION: 68, COL_TOKENS: 105, COL_COST: 62}
 
 
 class TracePane(QWidget):
@@ -100,7 +101,11 @@ class TracePane(QWidget):
         header = self.view.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, w in DEFAULT_WIDTHS.items():
+        # The step's name takes what the other columns leave: the tree never scrolls sideways at
+        # the default widths, whatever the pane's width (1280×720 laptops included).
+        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(36)
+        for col, w in self.default_widths().items():
             header.resizeSection(col, w)
         self.view.verticalScrollBar().actionTriggered.connect(self._on_user_scroll)
         self.view.verticalScrollBar().rangeChanged.connect(self._on_range)
@@ -115,6 +120,16 @@ class TracePane(QWidget):
         lay.addWidget(self.view, 1)
 
     # -- API ---------------------------------------------------------------------------------------
+    def default_widths(self) -> dict[int, int]:
+        """Column widths that fit their content: the status column fits its longest word with
+        its icon (no "cancel…" / "incom…"), the figures fit typical values."""
+        fm = self.view.fontMetrics()
+        icon_w = self.view.style().pixelMetric(QStyle.PixelMetric.PM_SmallIconSize)
+        status = max(fm.horizontalAdvance(w) for w in STATUS_LABELS.values()) + icon_w + 20
+        return {COL_STATUS: status, COL_DURATION: fm.horizontalAdvance("999 ms") + 16,
+                COL_TOKENS: fm.horizontalAdvance("~4,567 / ~890") + 16,
+                COL_COST: fm.horizontalAdvance("$0.0000") + 12}
+
     @property
     def follow(self) -> bool:
         return self._follow

@@ -10,7 +10,9 @@ from PySide6.QtWidgets import QHeaderView, QMainWindow, QSplitter
 
 from rlm_desktop.ui.settings import preferences_path
 
-STATE_VERSION = 1
+# 2: the trace's step column stretches (saved header states of version 1 kept it fixed, which made
+# the tree scroll sideways on narrow screens), so older states are not restored.
+STATE_VERSION = 2
 
 
 def window_state_path() -> Path:
@@ -68,3 +70,16 @@ class WindowState:
             if isinstance(v, QByteArray):
                 h.restoreState(v)
         return True
+
+    def flag(self, name: str) -> bool | None:
+        """A remembered on/off choice about the panes (None: never saved, or an older state)."""
+        if not self._compatible():
+            return None
+        v = self._qs.value(f"panes/{name}")
+        if v is None:
+            return None
+        return str(v).lower() in ("true", "1")
+
+    def set_flag(self, name: str, on: bool) -> None:
+        self._qs.setValue(f"panes/{name}", bool(on))
+        self._qs.sync()

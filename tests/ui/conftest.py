@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -37,6 +37,30 @@ def drop_paths(target: QWidget, paths: list[Path]) -> QDropEvent:
                       Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(target, drop)
     return drop
+
+
+def answer_next_question(window: MainWindow, button: str, tries: int = 500) -> list[str]:
+    """Click ``button`` (its text without '&') on the next question the window asks (its modal
+    ``question_box``), as a user would. Returns a list that receives the question's text."""
+    asked: list[str] = []
+
+    def drive(left: int) -> None:
+        box = window.question_box
+        if box is None or not box.isVisible():
+            if left > 0:
+                QTimer.singleShot(20, lambda: drive(left - 1))
+            return
+        asked.append(box.text())
+        names = [b.text().replace("&", "") for b in box.buttons()]
+        asked.extend(names)
+        for b in box.buttons():
+            if b.text().replace("&", "") == button:
+                b.click()
+                return
+        box.reject()     # no such button: end the question (the test's assertions then fail)
+
+    QTimer.singleShot(0, lambda: drive(tries))
+    return asked
 
 
 @pytest.fixture(autouse=True)

@@ -83,3 +83,38 @@ def test_messages_highlight_code_and_a_cut_message_does_not_leak_its_fence(qtbot
     assert "[…" in section.edit.toPlainText()                    # the first message was cut
     assert all(not fixed for _s, _l, fixed, _c in _ranges(doc, user_body))
     assert all(c != keyword for _s, _l, _f, c in _ranges(doc, user_body))
+
+
+def test_formats_after_an_emoji_cover_the_keyword_in_utf16_units(qapp) -> None:  # noqa: ANN001
+    """Qt counts UTF-16 units: after a character outside the BMP (two units, one Python character)
+    the keyword's format must start one unit later than its Python offset, or it covers ' impor'."""
+    from rlm_desktop.ui.highlighter import PygmentsHighlighter, qt_length
+
+    line = 's = "📄🧾"; import os'
+    doc = QTextDocument()
+    doc.setPlainText(line + "\nx = 1")
+    hl = PygmentsHighlighter(doc)
+    hl.rehighlight()
+    keyword = hl.format_for(Token.Keyword.Namespace).foreground().color().name()
+    start = qt_length(line[:line.index("import")])
+    assert start == line.index("import") + 2                        # two emoji, one extra unit each
+    block = doc.findBlockByNumber(0)
+    kw = [(s, n) for s, n, _f, c in _ranges(doc, 0) if c == keyword]
+    assert kw == [(start, len("import"))]
+    units = block.text().encode("utf-16-le")                        # what Qt shows under the format
+    assert units[2 * start:2 * (start + 6)].decode("utf-16-le") == "import"
+    # The formats tile the line in Qt's units: none runs past its end.
+    assert max(s + n for s, n, _f, _c in _ranges(doc, 0)) <= qt_length(line)
+
+
+def test_reply_code_after_an_emoji_is_highlighted_at_its_utf16_position(qapp) -> None:  # noqa: ANN001
+    from rlm_desktop.ui.highlighter import qt_length
+
+    doc = QTextDocument()
+    doc.setPlainText("Here 🙂:\n```repl\nprint('🙂') ; import re\n```")
+    hl = ResponseHighlighter(doc)
+    hl.rehighlight()
+    code = "print('🙂') ; import re"
+    keyword = hl.format_for(Token.Keyword.Namespace).foreground().color().name()
+    start = qt_length(code[:code.index("import")])
+    assert (start, 6, True, keyword) in _ranges(doc, 2)

@@ -239,3 +239,34 @@ def test_ollama_fetch_sends_no_key(qtbot: QtBot, fake_openai: FakeOpenAI) -> Non
     qtbot.waitUntil(lambda: not d.busy() and "found" in d.status_label.text(), timeout=10_000)
     assert {r.path for r in fake_openai.requests} == {"/v1/models", "/api/tags"}
     assert all(r.authorization is None for r in fake_openai.requests)
+
+
+def test_no_key_message_names_the_real_buttons_and_goes_once_a_key_is_saved(
+        qtbot: QtBot, memory_keyring: KeyringBackend) -> None:
+    with FakeOpenAI(api_key=KEY, models=["house-model"]) as srv:
+        srv.latency = 0
+        d = _dialog(qtbot)
+        d.add_from_preset("custom")
+        d.id_edit.setText("gw")
+        d.base_url_edit.setText(srv.base_url)
+        _settled(qtbot, d)
+        d.test_connection()
+        qtbot.waitUntil(lambda: not d.busy() and d.status_label.text().startswith("✖"), timeout=10_000)
+        said = d.status_label.text()
+        assert "No key" in said and "Replace key" not in said
+        assert d.save_key_button.text() in said                 # it names a button that exists
+        qtbot.keyClicks(d.key_edit, KEY)
+        qtbot.mouseClick(d.save_key_button, Qt.MouseButton.LeftButton)
+        _settled(qtbot, d)
+        assert "No key" not in d.status_label.text()             # the stale message is gone
+        d.test_connection()
+        qtbot.waitUntil(lambda: not d.busy() and d.status_label.text().startswith("✔"), timeout=10_000)
+        assert "lists 1 model." in d.status_label.text()          # not "1 models"
+
+
+def test_a_url_with_credentials_points_at_the_real_key_field(qtbot: QtBot) -> None:
+    d = _dialog(qtbot)
+    d.add_from_preset("custom")
+    d.base_url_edit.setText("https://user:pw@h.example/v1")
+    said = d.field_error("base_url")
+    assert "Replace key" not in said and "Save key" in said

@@ -12,12 +12,13 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace, TraceWriter
+from rlm_desktop.ui.documents_pane import COL_STATUS as COL_STATUS_DOC
 from rlm_desktop.ui.main_window import MainWindow
 from rlm_desktop.ui.settings import Settings
 from rlm_desktop.ui.trace_model import COL_STATUS, StatusRole
 from tests.fakeserver import FakeOpenAI, Reply, Request
 from tests.proctree import pidfds, sandbox_processes, still_alive_after
-from tests.ui.conftest import drop_paths, fake_profile
+from tests.ui.conftest import answer_next_question, drop_paths, fake_profile
 
 QUERY = "Which supplier missed a delivery?"
 
@@ -69,7 +70,7 @@ def test_drop_folder_run_batched_and_nested_then_inspect(qtbot, window, settings
     docs = {d.rel_path: d for d in window.documents.documents}
     assert docs["suppliers.txt"].ok and docs["image.bin"].error   # per-file error on its row
     row = window.documents.documents.index(docs["image.bin"])
-    assert window.documents.model.data(window.documents.model.index(row, 5)).startswith("error:")
+    assert window.documents.model.data(window.documents.model.index(row, COL_STATUS_DOC)).startswith("error:")
     assert "3 documents" in window.documents.totals.text()
     assert "estimated" in window.documents.totals.text()
 
@@ -241,13 +242,47 @@ def test_events_of_an_old_run_are_ignored(qtbot, window, settings, fake_openai, 
     rid = t.start_span(SpanKind.RUN, "run")
     t.end_span(rid, SpanStatus.OK, {Attr.ANSWER: "old answer"})
     w.close()
+    asked = answer_next_question(window, "Stop the run and open")
     with qtbot.waitSignal(window.trace_opened, timeout=10_000):
-        window.open_trace_file(saved)
+        assert window.open_trace_file(saved)
+    assert asked and "other.jsonl" in asked[0]        # it asked before stopping anything
     qtbot.waitUntil(lambda: not window.bridge.is_running(old), timeout=10_000)
     qtbot.wait(200)   # let any late queued events arrive
     assert len(window.model.trace) == 1 and window.model.trace.header["query"] == "older"
     assert window.answer.text.toPlainText() == "old answer"
     assert window.status.currentMessage().startswith("Stopped the run in progress (its trace is saved")
+
+
+def test_opening_a_trace_during_a_run_asks_and_cancel_keeps_the_run(qtbot, window, settings,  # noqa: ANN001
+                                                                    fake_openai, docs_folder) -> None:
+    srv = fake_openai
+    srv.handler = lambda r: ("```repl\nprint(llm_query('x'))\n```" if _is_root(r) else Reply.hanging())
+    _use_fake(window, settings, srv)
+    _load_docs(qtbot, window, docs_folder)
+    window.query.set_query(QUERY)
+    run = window.start_run()
+    assert srv.wait_until(lambda s: s.open_now >= 1, timeout=20)
+    saved = window.shown_trace_path.parent / "other.jsonl"
+    t = Trace()
+    w = TraceWriter(saved, {"query": "older"}).attach(t)
+    t.end_span(t.start_span(SpanKind.RUN, "run"), SpanStatus.OK, {Attr.ANSWER: "old answer"})
+    w.close()
+    shown = window.model.trace
+    asked = answer_next_question(window, "Cancel")
+    assert window.open_trace_file(saved) is False
+    assert asked[1:] == ["Stop the run and open", "Cancel"]
+    assert window.bridge.is_running(run) and window.current_run == run      # the run goes on
+    assert window.model.trace is shown and window.model.live
+    assert "the run goes on" in window.status.currentMessage()
+    # it also goes on through a drop of the trace file (same question)
+    asked = answer_next_question(window, "Cancel")
+    drop_paths(window.trace_pane.view.viewport(), [saved])
+    qtbot.waitUntil(lambda: bool(asked), timeout=5000)
+    assert "the run goes on" in window.status.currentMessage()
+    assert window.bridge.is_running(run) and window.model.trace is shown
+    assert srv.open_now >= 1                                   # its sub-call is still in flight
+    with qtbot.waitSignal(window.run_finished, timeout=10_000):
+        window.stop_run()
 
 
 def test_drop_truncated_trace_opens_with_incomplete_nodes(qtbot, window, tmp_path) -> None:  # noqa: ANN001
@@ -331,7 +366,7 @@ def test_window_state_restored(qtbot, settings) -> None:  # noqa: ANN001
     w1.resize(780, 700)   # within the offscreen screen, so the geometry is kept as is
     w1.show()
     w1.main_split.setSizes([200, 300, 280])
-    w1.trace_pane.view.header().resizeSection(0, 411)
+    w1.trace_pane.view.header().resizeSection(1, 131)    # (the step column takes what is left)
     sizes = w1.main_split.sizes()
     w1.close()
     w2 = MainWindow(settings)
@@ -339,7 +374,7 @@ def test_window_state_restored(qtbot, settings) -> None:  # noqa: ANN001
     w2.show()
     assert w2.size() == w1.size()
     assert w2.main_split.sizes() == sizes
-    assert w2.trace_pane.view.header().sectionSize(0) == 411
+    assert w2.trace_pane.view.header().sectionSize(1) == 131
     w2.close()
 
 
