@@ -51,9 +51,15 @@ class Behaviour:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def ok(text: str, *, chunk_size: int = 16) -> Behaviour:
-    """A correct answer: finish_reason, usage chunk when asked, ``[DONE]``, proper chunked end."""
-    return Behaviour("ok", text, chunk_size=chunk_size)
+def ok(text: str, *, chunk_size: int = 16, usage: Any = None, finish_reason: str | None = "stop",
+       done: bool = True) -> Behaviour:
+    """A correct answer: finish_reason, usage chunk when asked, ``[DONE]``, proper chunked end.
+    ``usage`` replaces the usage object sent (to send one of the wrong shape); ``finish_reason=None``
+    or ``done=False`` leave out one of the two terminators (a complete answer has at least one)."""
+    extra: dict[str, Any] = {"done": done}
+    if usage is not None:
+        extra["usage"] = usage
+    return Behaviour("ok", text, chunk_size=chunk_size, finish_reason=finish_reason, extra=extra)
 
 
 def slow(text: str, *, chunk_delay_s: float = 0.05, chunk_size: int = 4) -> Behaviour:
@@ -418,8 +424,10 @@ def _answer(w: _Wire, b: Behaviour, req: Request) -> bool:
             w.chunk(_sse(_chunk_obj(req, {"content": b.text[i:i + size]}, None)))
         w.chunk(_sse(_chunk_obj(req, {}, b.finish_reason)))
         if (req.body.get("stream_options") or {}).get("include_usage"):
-            w.chunk(_sse({**_chunk_obj(req, {}, None), "choices": [], "usage": _usage(req, b.text)}))
-        w.chunk(_sse("[DONE]"))
+            w.chunk(_sse({**_chunk_obj(req, {}, None), "choices": [],
+                          "usage": b.extra.get("usage", _usage(req, b.text))}))
+        if b.extra.get("done", True):
+            w.chunk(_sse("[DONE]"))
         w.end_chunks()
         return True
     if b.name == "malformed_sse":
@@ -498,7 +506,10 @@ def _answer_plain(w: _Wire, b: Behaviour, req: Request) -> bool:
     json_head = {"Content-Type": "application/json"}
     if b.name in ("ok", "slow"):
         w.pause(b.chunk_delay_s)
-        data = json.dumps(_completion(req, b.text, b.finish_reason)).encode()
+        body = _completion(req, b.text, b.finish_reason)
+        if "usage" in b.extra:
+            body["usage"] = b.extra["usage"]
+        data = json.dumps(body).encode()
         w.send(_head(200, {**json_head, "Content-Length": str(len(data))}) + data)
         return True
     if b.name == "malformed_sse":
