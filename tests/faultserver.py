@@ -121,6 +121,17 @@ def endless_line(*, max_s: float = 60.0, max_bytes: int = 512 * 1024 * 1024) -> 
     return Behaviour("endless_line", max_s=max_s, max_bytes=max_bytes, finish_reason=None)
 
 
+def error_event(message: str = "The server is overloaded") -> Behaviour:
+    """Streamed: a content chunk, then ``data: {"error": {...}}`` (how some servers give up
+    mid-answer), then the end of the stream. Non-streamed: a 200 whose JSON body is that error."""
+    return Behaviour("error_event", "Let me", extra={"message": message})
+
+
+def two_choices(first: str, second: str) -> Behaviour:
+    """Streamed: chunks of two choices (index 0 and 1) interleaved, as with n=2."""
+    return Behaviour("two_choices", first, extra={"second": second})
+
+
 def reset(text_before: str = "Half an ans") -> Behaviour:
     """Some content, then a TCP RST (SO_LINGER 0 and close)."""
     return Behaviour("reset", text_before, finish_reason=None)
@@ -458,6 +469,25 @@ def _answer(w: _Wire, b: Behaviour, req: Request) -> bool:
         w.chunk(_sse("[DONE]"))
         w.end_chunks()
         return True
+    if b.name == "error_event":
+        w.send(_head(200, sse_chunked))
+        w.chunk(_sse(_chunk_obj(req, {"role": "assistant", "content": b.text}, None)))
+        w.chunk(_sse({"error": {"message": b.extra["message"], "type": "server_error"}}))
+        w.end_chunks()
+        return True
+    if b.name == "two_choices":
+        w.send(_head(200, sse_chunked))
+        second = b.extra["second"]
+        for i in range(max(len(b.text), len(second))):
+            for index, text in ((0, b.text), (1, second)):
+                if i < len(text):
+                    obj = _chunk_obj(req, {"content": text[i]}, None)
+                    obj["choices"][0]["index"] = index
+                    w.chunk(_sse(obj))
+        w.chunk(_sse(_chunk_obj(req, {}, "stop")))
+        w.chunk(_sse("[DONE]"))
+        w.end_chunks()
+        return True
     if b.name == "no_choices":
         w.send(_head(200, sse_chunked))
         w.chunk(_sse({**_chunk_obj(req, {}, None), "choices": []}))
@@ -522,6 +552,10 @@ def _answer_plain(w: _Wire, b: Behaviour, req: Request) -> bool:
         return True
     if b.name == "wrong_shape_json":
         data = json.dumps({"id": "x", "object": "chat.completion", "text": "no choices key"}).encode()
+        w.send(_head(200, {**json_head, "Content-Length": str(len(data))}) + data)
+        return True
+    if b.name == "error_event":
+        data = json.dumps({"error": {"message": b.extra["message"], "type": "server_error"}}).encode()
         w.send(_head(200, {**json_head, "Content-Length": str(len(data))}) + data)
         return True
     if b.name == "no_choices":

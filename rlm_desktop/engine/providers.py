@@ -517,6 +517,9 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
         # events is judged by its events, whatever its content type says)
         raise _ReplyFault("bad_response", f"answered 200 with {ctype} instead of an event stream "
                                           f"({wire.preview()})")
+    if not chunks:
+        raise _ReplyFault("bad_response", "sent an event stream with no events in it"
+                                          + (f" ({wire.preview()})" if wire.head.strip() else ""))
     if not choices_seen:
         raise _ReplyFault("bad_response", "sent an event stream without any choices (no reply text "
                                           "at all)" + ("" if wire.done else ", and no [DONE]"))
@@ -549,6 +552,8 @@ def _chunk_parts(chunk: Any) -> tuple[str, str | None, bool, Any, str | None]:
     text: list[str] = []
     finish = None
     for choice in raw:
+        if getattr(choice, "index", 0) not in (0, None):
+            continue    # only the first choice is the reply (n=1); others would interleave with it
         delta = getattr(choice, "delta", None)
         content = getattr(delta, "content", None) if delta is not None else None
         reason = getattr(choice, "finish_reason", None)
@@ -585,6 +590,10 @@ def _completion_text(resp: Any, wire: _Wire) -> tuple[str, str | None]:
         raise _ReplyFault("bad_response", "answered with a body that is not a chat completion "
                                           f"({wire.content_type or 'no content type'}: {wire.preview()})")
     choices = getattr(resp, "choices", None)
+    error = getattr(resp, "error", None)
+    if not choices and isinstance(error, dict) and error.get("message"):
+        # some servers give up with status 200 and an OpenAI-style error body
+        raise _ReplyFault("server", f"reported an error: {_preview(str(error['message']))}")
     if not isinstance(choices, list):
         raise _ReplyFault("bad_response", "answered without a list of choices: "
                                           f"{_preview(_dump(resp))!r}")

@@ -29,6 +29,7 @@ from tests.faultserver import (
     cut_stream,
     endless,
     endless_line,
+    error_event,
     garbage_events,
     malformed_sse,
     no_choices,
@@ -36,6 +37,7 @@ from tests.faultserver import (
     ok,
     reset,
     slow,
+    two_choices,
     wrong_shape_json,
 )
 
@@ -124,6 +126,22 @@ def test_usage_of_the_wrong_shape_is_estimated_not_a_crash(fault: FaultServer, s
         res, _, _ = _chat(fault, stream=stream)
         assert not isinstance(res, BaseException), res
         assert res.text == text and res.tokens_estimated and res.output_tokens == max(1, len(text) // 4)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "non-streamed"])
+def test_an_error_sent_with_status_200_is_a_retried_server_error(fault: FaultServer, stream: bool) -> None:
+    fault.script(error_event("Overloaded, try later"), ok("after the error"))
+    res, retries, _ = _chat(fault, stream=stream)
+    assert not isinstance(res, BaseException), res
+    assert res.text == "after the error" and res.attempts == 2
+    assert "reported an error" in retries[0][1] and "Overloaded, try later" in retries[0][1]
+
+
+def test_only_the_first_choice_is_the_reply(fault: FaultServer) -> None:
+    fault.script(two_choices("print(1)", "import os; os.remove('x')"))
+    res, _, _ = _chat(fault)
+    assert not isinstance(res, BaseException), res
+    assert res.text == "print(1)"
 
 
 # -- item 7: a stream without its terminator is a cut reply ----------------------------------------
