@@ -52,11 +52,12 @@ class Behaviour:
 
 
 def ok(text: str, *, chunk_size: int = 16, usage: Any = None, finish_reason: str | None = "stop",
-       done: bool = True) -> Behaviour:
+       done: bool = True, split_done: bool = False) -> Behaviour:
     """A correct answer: finish_reason, usage chunk when asked, ``[DONE]``, proper chunked end.
     ``usage`` replaces the usage object sent (to send one of the wrong shape); ``finish_reason=None``
-    or ``done=False`` leave out one of the two terminators (a complete answer has at least one)."""
-    extra: dict[str, Any] = {"done": done}
+    or ``done=False`` leave out one of the two terminators (a complete answer has at least one);
+    ``split_done`` sends ``data: [DONE]`` in two TCP writes with a pause between them."""
+    extra: dict[str, Any] = {"done": done, "split_done": split_done}
     if usage is not None:
         extra["usage"] = usage
     return Behaviour("ok", text, chunk_size=chunk_size, finish_reason=finish_reason, extra=extra)
@@ -437,7 +438,11 @@ def _answer(w: _Wire, b: Behaviour, req: Request) -> bool:
         if (req.body.get("stream_options") or {}).get("include_usage"):
             w.chunk(_sse({**_chunk_obj(req, {}, None), "choices": [],
                           "usage": b.extra.get("usage", _usage(req, b.text))}))
-        if b.extra.get("done", True):
+        if b.extra.get("split_done"):
+            w.chunk(b"data: [DO")
+            w.pause(0.1)
+            w.chunk(b"NE]\n\n")
+        elif b.extra.get("done", True):
             w.chunk(_sse("[DONE]"))
         w.end_chunks()
         return True

@@ -161,8 +161,9 @@ def test_a_stream_cut_without_terminator_is_retried_not_returned(fault: FaultSer
 
 def test_a_stream_with_one_of_its_two_terminators_is_complete(fault: FaultServer) -> None:
     # Servers differ: some send finish_reason and close without [DONE], some the other way round.
-    fault.script(ok("no [DONE] here", done=False), ok("no finish_reason here", finish_reason=None))
-    for text in ("no [DONE] here", "no finish_reason here"):
+    fault.script(ok("no [DONE] here", done=False), ok("no finish_reason here", finish_reason=None),
+                 ok("[DONE] in two packets", finish_reason=None, split_done=True))
+    for text in ("no [DONE] here", "no finish_reason here", "[DONE] in two packets"):
         res, retries, _ = _chat(fault)
         assert not isinstance(res, BaseException), res
         assert res.text == text and res.attempts == 1 and retries == []
