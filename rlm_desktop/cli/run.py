@@ -78,6 +78,9 @@ def add_parser(subparsers: Any) -> None:
                    help=f"seconds per model request attempt (default {d.call_timeout_s:g})")
     p.add_argument("--run-timeout", type=float, metavar="S",
                    help=f"wall-clock seconds for the whole run (default {d.run_timeout_s:g})")
+    p.add_argument("--max-response-chars", type=int, metavar="N",
+                   help=f"longest model reply in characters; a longer one is stopped as a runaway "
+                        f"(default {d.max_response_chars:,})")
     p.add_argument("--trace", metavar="FILE", help="trace file (JSON Lines); default: the data folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the answer")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
@@ -178,7 +181,7 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
 LIMIT_FLAGS = {"max_iterations": "--max-iterations", "max_depth": "--max-depth",
                "max_sub_calls": "--max-sub-calls", "budget_usd": "--budget-usd", "max_tokens": "--max-tokens",
                "cell_timeout_s": "--cell-timeout", "call_timeout_s": "--call-timeout",
-               "run_timeout_s": "--run-timeout"}
+               "run_timeout_s": "--run-timeout", "max_response_chars": "--max-response-chars"}
 
 
 def _limits(args: argparse.Namespace, base: Any) -> Any:

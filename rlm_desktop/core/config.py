@@ -37,6 +37,7 @@ class RunLimits:
     max_output_chars: int = 20_000    # cell output fed back to the root model (truncation stated)
     batch_concurrency: int = 8        # concurrent sub-calls of llm_query_batched
     max_history_chars: int = 240_000  # root conversation size at which old cell outputs are shortened
+    max_response_chars: int = 1_000_000  # one model reply; a longer one is stopped (runaway stream)
 
     def __post_init__(self) -> None:
         _positive("max_iterations", self.max_iterations)
@@ -52,6 +53,7 @@ class RunLimits:
         _positive("max_output_chars", self.max_output_chars)
         _positive("batch_concurrency", self.batch_concurrency)
         _positive("max_history_chars", self.max_history_chars)
+        _positive("max_response_chars", self.max_response_chars)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,22 @@
 # One AsyncOpenAI client per provider and event loop (its connection pool is bound to the loop).
 # The SDK's own retries are off (max_retries=0): chat() retries itself with backoff that honours
 # Retry-After, so every attempt is visible to the caller (on_retry) and cancellable.
+# A 200 that is not a usable chat completion (an event stream that is not JSON, JSON of the wrong
+# shape, no choices, an HTML page, a stream that stops without its terminator) is a provider fault
+# like a 5xx: retried, then reported naming the server. Every reply is bounded: in characters of
+# text (max_response_chars) and, below the SDK, in bytes read from the wire (a stream that never
+# sends a newline grows the SDK's line buffer without bound), so a runaway server or model cannot
+# fill the trace or the memory.
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import hashlib
+import json
 import random
+import re
 import time
 import weakref
 from collections.abc import Callable
@@ -18,6 +27,7 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI, omit
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from rlm_desktop.core.config import ProviderConfig
 from rlm_desktop.core.endpoints import endpoint_for
@@ -32,6 +42,16 @@ RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 
 MAX_RETRY_WAIT_S = 60.0      # a Retry-After longer than this is capped (the run's timers still apply)
 BASE_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 16.0
+# A reply longer than this (characters of text) is stopped as a runaway unless the run sets its own
+# cap (RunLimits.max_response_chars); the longest real replies are around 100,000 characters.
+DEFAULT_MAX_RESPONSE_CHARS = 1_000_000
+# Bytes read from the wire per reply: this many per character of the cap, at least the floor. A
+# streamed character costs up to ~200 bytes of SSE when tokens are single characters, but the cap
+# is far above real replies, so 64 leaves room (64 MB for the default cap).
+WIRE_BYTES_PER_CHAR = 64
+MIN_WIRE_BYTES = 32_000_000
+# How much of a bad body a message quotes.
+PREVIEW_CHARS = 120
 
 DeltaHandler = Callable[[str], None]
 # (attempt that failed, readable error, seconds until the next attempt)
@@ -54,13 +74,105 @@ class ChatResult:
 
 class ProviderError(RuntimeError):
     """A model call failed for good. ``kind``: auth, not_found, bad_request, rate_limit, server,
-    timeout, connection. The message is plain language and never contains the API key."""
+    timeout, connection, bad_response (a 200 that is not a usable chat completion), cut (a stream
+    that ended without its terminator), too_long (the reply passed the response cap). The message
+    is plain language and never contains the API key."""
 
     def __init__(self, message: str, *, kind: str, status: int | None = None, attempts: int = 1) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.attempts = attempts
+
+
+class _ReplyFault(Exception):
+    """One attempt's answer was unusable although the HTTP exchange worked (see ProviderError)."""
+
+    def __init__(self, kind: str, what: str, *, retryable: bool = True) -> None:
+        super().__init__(what)
+        self.kind = kind
+        self.what = what          # completes "<server> …"
+        self.retryable = retryable
+
+
+class _TooLong(_ReplyFault):
+    def __init__(self, what: str) -> None:
+        super().__init__("too_long", what, retryable=False)
+
+
+# -- the wire under the SDK -----------------------------------------------------------------------
+
+_DONE = re.compile(rb"[\r\n]data: ?\[DONE\]")
+
+
+class _Wire:
+    """What one attempt read from the wire: bytes (capped), the head of the body, ``[DONE]`` seen.
+
+    Set in a context variable around an attempt; the client's response hook wraps the body stream
+    so every byte passes through :meth:`feed`, whatever the SDK does with it."""
+
+    HEAD_BYTES = 512
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.head = bytearray()
+        self.done = False
+        self.content_type = ""
+        self.encoded = False        # compressed body: [DONE] cannot be seen in the raw bytes
+        self._tail = b"\n"          # the body starts at the start of a line
+
+    def feed(self, data: bytes) -> None:
+        self.bytes += len(data)
+        if len(self.head) < self.HEAD_BYTES:
+            self.head += data[:self.HEAD_BYTES - len(self.head)]
+        if not self.done and not self.encoded:
+            window = self._tail + data
+            self.done = _DONE.search(window) is not None
+            self._tail = window[-16:]
+        if self.bytes > self.max_bytes:
+            raise _TooLong(f"sent more than {_size(self.max_bytes)} for one reply (a runaway or "
+                           f"broken stream); it was stopped there and not retried. {RAISE_CAP_HINT}")
+
+    def preview(self) -> str:
+        return _preview(bytes(self.head).decode("utf-8", "replace"))
+
+
+_WIRE: contextvars.ContextVar[_Wire | None] = contextvars.ContextVar("rlm_wire", default=None)
+
+
+class _WatchedStream(_http.AsyncByteStream):
+    def __init__(self, inner: Any, wire: _Wire) -> None:
+        self._inner = inner
+        self._wire = wire
+
+    async def __aiter__(self) -> Any:
+        async for data in self._inner:
+            self._wire.feed(data)
+            yield data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _watch_response(response: Any) -> None:
+    """httpx response hook: route the body through the attempt's :class:`_Wire` (if any)."""
+    wire = _WIRE.get()
+    if wire is None:
+        return
+    wire.content_type = response.headers.get("content-type", "")
+    wire.encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+    response.stream = _WatchedStream(response.stream, wire)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:,.0f} MB" if n >= 1_000_000 else f"{n:,} bytes"
+
+
+def _preview(text: str) -> str:
+    text = " ".join(text.split())
+    text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
 
 
 # -- client pool ---------------------------------------------------------------------------------
@@ -99,6 +211,9 @@ def client_for(provider: ProviderConfig) -> AsyncOpenAI:
             max_retries=0,
             timeout=provider.request_timeout_s,
             default_headers=headers,  # type: ignore[arg-type]
+            # The SDK's own defaults, plus a hook that bounds and watches every body (see _Wire).
+            http_client=openai.DefaultAsyncHttpxClient(
+                timeout=provider.request_timeout_s, event_hooks={"response": [_watch_response]}),
             _enforce_credentials=False,
         )
         pool[key] = client
@@ -165,13 +280,25 @@ GIVE_UP_ADVICE = {
     "rate_limit": ". Wait a little, lower the provider's concurrency in Settings, or raise the account's "
                   "rate limit.",
     "server": ". The provider is having trouble: try again later, or pick another model or provider.",
+    "bad_response": ". This is not an OpenAI-compatible answer: check that the base URL points at the "
+                    "API (it usually ends in /v1) and not at a web page or a proxy's login, or try "
+                    "again later.",
+    "cut": ". The server or a proxy between you cuts replies short: try again later, raise the "
+           "server's or the proxy's time limit, or pick another provider.",
 }
 
 
 def _classify(exc: BaseException, provider: ProviderConfig, model: str,
               timeout_s: float) -> tuple[str, int | None, bool, str, float | None]:
     """(kind, status, retryable, message, retry_after) for an attempt's exception."""
-    where = provider.name if provider.name == provider.base_url else f"{provider.name} ({provider.base_url})"
+    where = _where(provider)
+    if isinstance(exc, _ReplyFault):
+        return (exc.kind, None, exc.retryable, scrub(f"{where} {exc.what}", provider), None)
+    if isinstance(exc, openai.APIResponseValidationError):
+        # e.g. a 200 whose body is not JSON (the SDK checks the content type)
+        return ("bad_response", exc.status_code, True, scrub(
+            f"{where} answered {exc.status_code} with a body that is not a chat completion "
+            f"({_body_preview(exc)})", provider), None)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = scrub(_server_message(exc), provider)
@@ -195,16 +322,40 @@ def _classify(exc: BaseException, provider: ProviderConfig, model: str,
                 "timeout)", None)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        reason = scrub(str(cause) if cause else str(exc), provider)
+        reason = scrub((str(cause) or _plain_name(cause)) if cause else str(exc), provider)
         return ("connection", None, True, f"cannot reach {where}: {reason}", None)
     if isinstance(exc, _http.TimeoutException):
         return ("timeout", None, True, f"{where} did not answer within {timeout_s:g} s (per-call "
                 "timeout)", None)
     if isinstance(exc, (_http.TransportError, _http.DecodingError)):
-        reason = scrub(str(exc) or type(exc).__name__, provider)
+        reason = scrub(str(exc) or _plain_name(exc), provider)
         return ("connection", None, True, f"the connection to {where} broke during the answer: "
                 f"{reason}", None)
+    if isinstance(exc, openai.APIError):
+        # an error event inside a 200 stream ({"error": …} as a data line): the server gave up
+        return ("server", None, True, scrub(f"{where} reported an error during the answer: "
+                                            f"{exc.message}", provider), None)
     return ("server", None, False, scrub(f"{where}: {type(exc).__name__}: {exc}", provider), None)
+
+
+def _where(provider: ProviderConfig) -> str:
+    return provider.name if provider.name == provider.base_url else f"{provider.name} ({provider.base_url})"
+
+
+def _plain_name(exc: BaseException) -> str:
+    """A readable stand-in for an exception without a message (a reset connection has none)."""
+    return {"ReadError": "the connection was closed or reset by the server",
+            "RemoteProtocolError": "the server broke the HTTP protocol"}.get(
+                type(exc).__name__, type(exc).__name__)
+
+
+def _body_preview(exc: openai.APIResponseValidationError) -> str:
+    ctype = exc.response.headers.get("content-type", "no content type")
+    try:
+        text = exc.response.text
+    except (_http.ResponseNotRead, UnicodeDecodeError):
+        text = ""
+    return f"{ctype}: {_preview(text)}" if text.strip() else ctype
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
@@ -239,11 +390,14 @@ def price_cost(provider: ProviderConfig, model: str, input_tokens: int, output_t
 
 async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, Any]], *,
                timeout_s: float, on_delta: DeltaHandler | None = None,
-               on_retry: RetryHandler | None = None, stream: bool = True) -> ChatResult:
+               on_retry: RetryHandler | None = None, stream: bool = True,
+               max_response_chars: int | None = None) -> ChatResult:
     """One chat completion, streamed, with retries. Raises :class:`ProviderError` when it gives up.
 
     ``timeout_s`` bounds each attempt (connect + the whole streamed answer). Cancelling the awaiting
-    task closes the HTTP request at once.
+    task closes the HTTP request at once. ``max_response_chars`` bounds the reply's text (default
+    :data:`DEFAULT_MAX_RESPONSE_CHARS`): a longer reply is stopped and not retried. Text passed to
+    ``on_delta`` belongs to the current attempt; ``on_retry`` marks the end of a failed one.
     """
     if provider.is_demo:
         from rlm_desktop.engine import demo
@@ -252,6 +406,7 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
     if not model:
         raise ProviderError(f"no model chosen for {provider.name}: set a model (--model, or the "
                             "provider's default model)", kind="bad_request")
+    cap = max_response_chars or DEFAULT_MAX_RESPONSE_CHARS
     client = client_for(provider)
     # No key, or Azure (its key goes in the api-key header): the SDK must not send Authorization.
     extra_headers = (None if provider.api_key and not endpoint_for(provider.base_url).azure
@@ -261,13 +416,16 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
     include_usage = True
     while True:
         attempt += 1
+        wire = _Wire(max(MIN_WIRE_BYTES, WIRE_BYTES_PER_CHAR * cap))
+        token = _WIRE.set(wire)
         try:
             async with asyncio.timeout(timeout_s):
                 return await _attempt(client, provider, model, messages, extra_headers, timeout_s,
-                                      on_delta, stream, attempt, include_usage)
+                                      on_delta, stream, attempt, include_usage, cap, wire)
         except asyncio.CancelledError:
             raise
-        except (openai.APIError, TimeoutError, _http.TransportError, _http.DecodingError) as exc:
+        except (openai.APIError, TimeoutError, _http.TransportError, _http.DecodingError,
+                _ReplyFault) as exc:
             # (transport errors raised while a streamed body is read are not wrapped by the SDK)
             kind, status, retryable, message, retry_after = _classify(exc, provider, model, timeout_s)
             if kind == "bad_request" and include_usage and "stream_options" in message:
@@ -283,56 +441,194 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
             if on_retry is not None:
                 on_retry(attempt, message, wait)
             await asyncio.sleep(wait)
+        finally:
+            _WIRE.reset(token)
+
+
+RAISE_CAP_HINT = ("If replies this long are expected, raise the cap: --max-response-chars on the "
+                  "command line, or \"Longest model reply\" in Settings → Limits")
+
+
+def _too_long_message(cap: int) -> str:
+    # Not retried: a runaway reply (a model looping, a server that never ends the stream) usually
+    # repeats, and every try is billed up to the cap.
+    return (f"sent a reply longer than {cap:,} characters, the cap for one reply; it was stopped "
+            f"there and not retried (a runaway reply usually repeats, and each try is billed). "
+            f"{RAISE_CAP_HINT}")
 
 
 async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
                    messages: list[dict[str, Any]], extra_headers: dict[str, Any] | None,
                    timeout_s: float, on_delta: DeltaHandler | None, stream: bool,
-                   attempt: int, include_usage: bool = True) -> ChatResult:
+                   attempt: int, include_usage: bool, cap: int, wire: _Wire) -> ChatResult:
     if not stream:
-        resp = await client.chat.completions.create(
-            model=model, messages=messages, timeout=timeout_s,  # type: ignore[arg-type]
-            extra_headers=extra_headers)
-        choice = resp.choices[0] if resp.choices else None
-        text = (choice.message.content if choice else "") or ""
+        try:
+            resp = await client.chat.completions.create(
+                model=model, messages=messages, timeout=timeout_s,  # type: ignore[arg-type]
+                extra_headers=extra_headers)
+        except ValueError:
+            # the SDK parses a JSON content type with json.loads and lets the error through
+            raise _ReplyFault("bad_response", "answered with a body that is not valid JSON "
+                                              f"({wire.content_type or 'no content type'}: "
+                                              f"{wire.preview()})") from None
+        text, finish = _completion_text(resp, wire)
+        if len(text) > cap:
+            raise _TooLong(_too_long_message(cap))
         if on_delta is not None and text:
             on_delta(text)
-        return _result(provider, model, text, resp.usage, messages,
-                       choice.finish_reason if choice else None, attempt, resp.model)
+        return _result(provider, model, text, getattr(resp, "usage", None), messages, finish, attempt,
+                       getattr(resp, "model", None))
     parts: list[str] = []
+    size = 0
     usage = None
     finish: str | None = None
     served_model = None
+    choices_seen = False
     s = await client.chat.completions.create(
         model=model, messages=messages, stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True} if include_usage else omit, timeout=timeout_s,
         extra_headers=extra_headers)
+    chunks = 0
     try:
-        async for chunk in s:
-            served_model = served_model or chunk.model
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices or []:
-                delta = choice.delta.content if choice.delta else None
-                if delta:
-                    parts.append(delta)
-                    if on_delta is not None:
-                        on_delta(delta)
-                if choice.finish_reason:
-                    finish = choice.finish_reason
+        events = s.__aiter__()
+        while True:
+            try:
+                chunk = await events.__anext__()
+            except StopAsyncIteration:
+                break
+            except ValueError as exc:
+                # The SDK decodes each data line with json.loads and each line as UTF-8, and lets
+                # the error through unwrapped; both mean the stream is not what it should be.
+                raise _ReplyFault("bad_response", _malformed_what(exc)) from None
+            chunks += 1
+            delta, chunk_finish, has_choices, chunk_usage, chunk_model = _chunk_parts(chunk)
+            choices_seen = choices_seen or has_choices
+            served_model = served_model or chunk_model
+            if chunk_usage is not None:
+                usage = chunk_usage
+            if delta:
+                if size + len(delta) > cap:
+                    keep = delta[:cap - size]
+                    if keep and on_delta is not None:
+                        on_delta(keep)
+                    raise _TooLong(_too_long_message(cap))
+                size += len(delta)
+                parts.append(delta)
+                if on_delta is not None:
+                    on_delta(delta)
+            if chunk_finish:
+                finish = chunk_finish
     finally:
         await s.close()
+    ctype = wire.content_type.split(";")[0].strip().lower() or "no content type"
+    if not chunks and ctype != "text/event-stream":
+        # e.g. an HTML page with status 200: the SSE decoder finds no events in it (a stream with
+        # events is judged by its events, whatever its content type says)
+        raise _ReplyFault("bad_response", f"answered 200 with {ctype} instead of an event stream "
+                                          f"({wire.preview()})")
+    if not chunks:
+        raise _ReplyFault("bad_response", "sent an event stream with no events in it"
+                                          + (f" ({wire.preview()})" if wire.head.strip() else ""))
+    if not choices_seen:
+        raise _ReplyFault("bad_response", "sent an event stream without any choices (no reply text "
+                                          "at all)" + ("" if wire.done else ", and no [DONE]"))
+    if finish is None and not wire.done:
+        raise _ReplyFault("cut", f"stopped the reply after {size:,} characters without finishing it "
+                                 "(no finish_reason, no [DONE]): the reply was cut short and is not "
+                                 "used")
     return _result(provider, model, "".join(parts), usage, messages, finish, attempt, served_model)
+
+
+def _malformed_what(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "sent an event stream that is not UTF-8 text (malformed server-sent events)"
+    doc = exc.doc if isinstance(exc, json.JSONDecodeError) else ""
+    if not doc.strip():
+        return "sent an event without data where a JSON chunk belongs (malformed server-sent events)"
+    return f"sent an event stream with a data line that is not JSON: {_preview(doc)!r}"
+
+
+def _chunk_parts(chunk: Any) -> tuple[str, str | None, bool, Any, str | None]:
+    """(text delta, finish_reason, carried choices, usage, model) of one stream chunk, checking its
+    shape: the SDK builds chunks without validation, so a wrong shape shows up only here."""
+    if not isinstance(chunk, ChatCompletionChunk):
+        raise _ReplyFault("bad_response", "sent an event that is not a chat completion chunk: "
+                                          f"{_preview(json.dumps(chunk, default=str))!r}")
+    raw = getattr(chunk, "choices", None)
+    if not isinstance(raw, list):
+        raise _ReplyFault("bad_response", "sent a chunk without a list of choices: "
+                                          f"{_preview(_dump(chunk))!r}")
+    text: list[str] = []
+    finish = None
+    for choice in raw:
+        if getattr(choice, "index", 0) not in (0, None):
+            continue    # only the first choice is the reply (n=1); others would interleave with it
+        delta = getattr(choice, "delta", None)
+        content = getattr(delta, "content", None) if delta is not None else None
+        reason = getattr(choice, "finish_reason", None)
+        if (delta is not None and not hasattr(delta, "content")) or not (
+                content is None or isinstance(content, str)) or not (
+                reason is None or isinstance(reason, str)):
+            raise _ReplyFault("bad_response", "sent a chunk whose choice is not a chat delta: "
+                                              f"{_preview(_dump(chunk))!r}")
+        if content:
+            text.append(content)
+        finish = reason or finish
+    model = getattr(chunk, "model", None)
+    return "".join(text), finish, bool(raw), getattr(chunk, "usage", None), (
+        model if isinstance(model, str) else None)
+
+
+def _usage_tokens(usage: Any) -> tuple[int, int, int] | None:
+    """(input, output, cached) tokens of a usage object; None when absent or not numbers (then
+    the caller estimates them)."""
+    if usage is None:
+        return None
+    inp = getattr(usage, "prompt_tokens", None)
+    out = getattr(usage, "completion_tokens", None)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    if not isinstance(inp, int) or not isinstance(out or 0, int) or not isinstance(cached or 0, int):
+        return None
+    return max(0, inp), max(0, out or 0), max(0, cached or 0)
+
+
+def _completion_text(resp: Any, wire: _Wire) -> tuple[str, str | None]:
+    """(text, finish_reason) of a non-streamed reply, checking its shape."""
+    if not isinstance(resp, ChatCompletion):
+        raise _ReplyFault("bad_response", "answered with a body that is not a chat completion "
+                                          f"({wire.content_type or 'no content type'}: {wire.preview()})")
+    choices = getattr(resp, "choices", None)
+    error = getattr(resp, "error", None)
+    if not choices and isinstance(error, dict) and error.get("message"):
+        # some servers give up with status 200 and an OpenAI-style error body
+        raise _ReplyFault("server", f"reported an error: {_preview(str(error['message']))}")
+    if not isinstance(choices, list):
+        raise _ReplyFault("bad_response", "answered without a list of choices: "
+                                          f"{_preview(_dump(resp))!r}")
+    if not choices:
+        raise _ReplyFault("bad_response", "answered with no choices (no reply text at all)")
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if message is None or not (content is None or isinstance(content, str)):
+        raise _ReplyFault("bad_response", "answered with a choice that is not a chat message: "
+                                          f"{_preview(_dump(resp))!r}")
+    return content or "", getattr(choices[0], "finish_reason", None)
+
+
+def _dump(model: Any) -> str:
+    try:
+        return json.dumps(model.model_dump(mode="json", exclude_unset=True, warnings=False), default=str)
+    except (TypeError, ValueError, AttributeError):
+        return repr(model)
 
 
 def _result(provider: ProviderConfig, model: str, text: str, usage: Any,
             messages: list[dict[str, Any]], finish: str | None, attempt: int,
             served_model: str | None) -> ChatResult:
-    if usage is not None and usage.prompt_tokens is not None:
-        inp = int(usage.prompt_tokens or 0)
-        out = int(usage.completion_tokens or 0)
-        details = getattr(usage, "prompt_tokens_details", None)
-        cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+    counted = _usage_tokens(usage)
+    if counted is not None:
+        inp, out, cached = counted
         estimated = False
     else:
         inp = max(1, _messages_chars(messages) // 4)
@@ -340,6 +636,7 @@ def _result(provider: ProviderConfig, model: str, text: str, usage: Any,
         cached = 0
         estimated = True
     cost, known = price_cost(provider, model, inp, out, cached)
-    return ChatResult(text=text, model=served_model or model, input_tokens=inp, output_tokens=out,
+    served = served_model if isinstance(served_model, str) and served_model else model
+    return ChatResult(text=text, model=served, input_tokens=inp, output_tokens=out,
                       cached_tokens=cached, cost_usd=cost, cost_known=known, finish_reason=finish,
                       attempts=attempt, tokens_estimated=estimated)

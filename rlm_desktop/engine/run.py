@@ -46,6 +46,11 @@ _REPL_NAMES = frozenset({"context", "llm_query", "llm_query_batched", "rlm_query
                          "SHOW_VARS"})
 # A sub_call span shows this much of its prompt; the full prompt is recorded once, in its llm_call.
 PROMPT_PREVIEW_CHARS = 2000
+# A reply streams into its llm_call span live up to this many characters per attempt; the rest of
+# a longer reply is recorded once it has arrived whole. A failed attempt keeps only its first
+# FAILED_REPLY_KEEP_CHARS in the trace. (A runaway stream once wrote a 906 MB trace in 40 s.)
+LIVE_RESPONSE_CHARS = 50_000
+FAILED_REPLY_KEEP_CHARS = 10_000
 
 
 @dataclass
@@ -160,6 +165,48 @@ class _Appender:
         """Flush what is left; later text (after the span ended) is ignored."""
         self.flush()
         self.closed = True
+
+
+class _ReplyRecorder(_Appender):
+    """The streamed reply of an llm_call span, attempt by attempt, bounded in the trace: live text
+    up to LIVE_RESPONSE_CHARS per attempt; a failed attempt is summed up by :meth:`attempt_failed`
+    (its first FAILED_REPLY_KEEP_CHARS and its length) and the next attempt starts afresh."""
+
+    def __init__(self, trace: Trace, span_id: str) -> None:
+        super().__init__(trace, span_id, Attr.RESPONSE)
+        self.attempt_chars = 0
+        self._head: list[str] = []
+        self._head_chars = 0
+        self._live_chars = 0
+
+    def add(self, text: str) -> None:
+        if not text or self.closed:
+            return
+        self.attempt_chars += len(text)
+        if self._head_chars < FAILED_REPLY_KEEP_CHARS:
+            piece = text[:FAILED_REPLY_KEEP_CHARS - self._head_chars]
+            self._head.append(piece)
+            self._head_chars += len(piece)
+        if self._live_chars < LIVE_RESPONSE_CHARS:
+            piece = text[:LIVE_RESPONSE_CHARS - self._live_chars]
+            self._live_chars += len(piece)
+            if self._live_chars >= LIVE_RESPONSE_CHARS:
+                piece += (f"\n[… the reply goes on; shown here once it is complete (live view stops "
+                          f"at {LIVE_RESPONSE_CHARS:,} characters) …]")
+            super().add(piece)
+
+    def attempt_failed(self) -> dict[str, Any]:
+        """End the current attempt as failed: its bounded record, and a fresh start for the next."""
+        self.flush()
+        kept = "".join(self._head)
+        if self.attempt_chars > self._head_chars:
+            kept += (f"\n[… {self.attempt_chars - self._head_chars:,} more characters of this failed "
+                     f"attempt not kept; {self.attempt_chars:,} in all …]")
+        record = {"response_chars": self.attempt_chars, "response": kept}
+        self.attempt_chars = self._head_chars = self._live_chars = 0
+        self._head.clear()
+        self.total = 0
+        return record
 
 
 class _Shared:
@@ -332,26 +379,36 @@ class _Shared:
             if provider.is_demo:
                 attrs[Attr.DEMO] = True
             sid = self.start(SpanKind.LLM_CALL, f"chat {model}", parent, attrs)
-            response = _Appender(self.trace, sid, Attr.RESPONSE)
+            response = _ReplyRecorder(self.trace, sid)
             retries: list[dict[str, Any]] = []
 
             def on_retry(attempt: int, error: str, wait: float) -> None:
                 log.warning("%s: attempt %d failed (%s); retrying in %.1f s", model, attempt, error, wait,
                             extra={"provider": provider.name, "span": sid})
-                retries.append({"attempt": attempt, "error": error, "wait_s": round(wait, 3)})
-                response.flush()
-                self.trace.update_span(sid, {Attr.RETRIES: list(retries)})
+                entry: dict[str, Any] = {"attempt": attempt, "error": error, "wait_s": round(wait, 3)}
+                failed = response.attempt_failed()
+                if failed["response_chars"]:
+                    entry.update(failed)
+                retries.append(entry)
+                # the next attempt streams into an empty response; the failed one is in `retries`
+                self.trace.update_span(sid, {Attr.RETRIES: list(retries), Attr.RESPONSE: ""})
 
             timeout = min(self.limits.call_timeout_s, provider.request_timeout_s)
             try:
                 res = await chat(provider, model, messages, timeout_s=timeout,
-                                 on_delta=response.add, on_retry=on_retry)
+                                 on_delta=response.add, on_retry=on_retry,
+                                 max_response_chars=self.limits.max_response_chars)
             except ProviderError as exc:
+                failed = response.attempt_failed()
                 response.close()
                 log.info("%s: the call failed: %s", model, exc,
                          extra={"provider": provider.name, "span": sid, "kind": exc.kind})
                 status = SpanStatus.TIMEOUT if exc.kind == "timeout" else SpanStatus.ERROR
-                self.end(sid, status, {Attr.ERROR: str(exc), Attr.ATTEMPTS: exc.attempts})
+                end_attrs: dict[str, Any] = {Attr.ERROR: str(exc), Attr.ATTEMPTS: exc.attempts}
+                if failed["response_chars"]:   # what the failed reply said, bounded
+                    end_attrs.update({Attr.RESPONSE: failed["response"],
+                                      "response_chars": failed["response_chars"]})
+                self.end(sid, status, end_attrs)
                 raise
             except asyncio.CancelledError:
                 response.close()

@@ -67,6 +67,8 @@ LIMIT_SPECS: dict[str, tuple[str, float, float, bool, str, str]] = {
     "max_output_chars": ("Cell output shown to the model", 100, 10_000_000, False, " chars", ""),
     "batch_concurrency": ("Batch concurrency", 1, 256, False, "", "Parallel llm_query_batched calls"),
     "max_history_chars": ("History size before shortening", 1000, 100_000_000, False, " chars", ""),
+    "max_response_chars": ("Longest model reply", 1000, 1_000_000_000, False, " chars",
+                           "One model reply longer than this is stopped as a runaway"),
 }
 SANDBOX_SPECS: dict[str, tuple[str, float, float, bool, str, str]] = {
     "memory_mb": ("Memory", 64, 1_048_576, False, " MB", "Address space of the REPL process"),

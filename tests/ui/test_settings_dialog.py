@@ -81,7 +81,7 @@ def test_every_field_round_trips(qtbot: QtBot) -> None:
     assert d.price_table.item(1, 1).text() == UNKNOWN
     limits = RunLimits(max_iterations=7, max_depth=2, max_sub_calls=33, budget_usd=None, max_tokens=5000,
                        cell_timeout_s=12.5, call_timeout_s=30, run_timeout_s=600, max_output_chars=999,
-                       batch_concurrency=3, max_history_chars=50_000)
+                       batch_concurrency=3, max_history_chars=50_000, max_response_chars=250_000)
     d.limits_form.set_value(limits)
     sb = SandboxLimits(memory_mb=512, cpu_s=99, scratch_mb=32, max_file_mb=8, max_open_files=64,
                        max_processes=16, output_cap_bytes=4096, allow_weak=True)
