@@ -101,6 +101,8 @@ class HistoryStore:
         kept: list[str] = []
         found: set[str] = set()
         for line in lines:
+            if not line:
+                continue
             try:
                 d = json.loads(line)
                 trace = d.get("trace")

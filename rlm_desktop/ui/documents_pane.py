@@ -140,14 +140,14 @@ class DocumentsModel(QAbstractTableModel):
 
 
 def doc_name(d: Document) -> str:
-    """The file's own name (the last part of its relative path)."""
-    return d.rel_path.replace("\\", "/").rsplit("/", 1)[-1]
+    """The file's own name (the last part of its relative path; the loader always separates with
+    "/", and a backslash may be part of a name: ``report-\\xff.txt`` shows a byte that is not UTF-8)."""
+    return d.rel_path.rsplit("/", 1)[-1]
 
 
 def doc_folder(d: Document) -> str:
     """The folder part of the document's relative path ('' at the top of the folder)."""
-    rel = d.rel_path.replace("\\", "/")
-    return rel.rsplit("/", 1)[0] if "/" in rel else ""
+    return d.rel_path.rsplit("/", 1)[0] if "/" in d.rel_path else ""
 
 
 class _FolderElideLeft(QStyledItemDelegate):

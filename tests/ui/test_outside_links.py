@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from rlm_desktop.ui.documents_pane import DocumentsPane
+from rlm_desktop.ui.documents_pane import COL_NAME, COL_STATUS, DocumentsPane
 from rlm_desktop.ui.settings import Settings
 
 SECRET = "-----BEGIN OPENSSH PRIVATE KEY----- for nobody"
@@ -31,7 +31,8 @@ def _load(qtbot, pane: DocumentsPane, folder: Path) -> dict[str, str]:  # noqa: 
     pane.add_paths([folder])
     qtbot.waitUntil(lambda: not pane.loading, timeout=10_000)
     m = pane.model
-    return {m.data(m.index(r, 0)): m.data(m.index(r, 5)) for r in range(m.rowCount())}
+    # Keyed by the relative path (the Name column shows the file's own name, the Folder column the rest).
+    return {pane.model.docs[r].rel_path: m.data(m.index(r, COL_STATUS)) for r in range(m.rowCount())}
 
 
 def test_links_out_are_rows_not_documents_until_the_setting_allows_them(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001
@@ -64,5 +65,5 @@ def test_a_name_that_is_not_utf8_is_shown_escaped(qtbot, tmp_path: Path) -> None
         fh.write(b"text")
     rows = _load(qtbot, pane, folder)
     assert rows == {"report-\\xff.txt": "loaded"}
-    tip = pane.model.data(pane.model.index(0, 0), Qt.ItemDataRole.ToolTipRole)
+    tip = pane.model.data(pane.model.index(0, COL_NAME), Qt.ItemDataRole.ToolTipRole)
     assert isinstance(tip, str) and tip.endswith("report-\\xff.txt")
