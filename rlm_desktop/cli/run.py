@@ -381,7 +381,8 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
         session = Session(args.docs, documents=docs, name=args.session, provider=provider,
                           model=config.root_model, sub_model=config.sub_model, limits=config.limits,
                           sandbox=config.sandbox, memo_cache=config.memo_cache, source="cli",
-                          trace_path=trace_path, follow_outside_links=args.follow_outside_links)
+                          trace_path=trace_path, follow_outside_links=args.follow_outside_links,
+                          follow_ups=bool(args.session))
     except (SessionBusy, SessionError) as exc:
         raise UsageError(str(exc)) from None
     try:

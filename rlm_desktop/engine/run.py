@@ -97,6 +97,9 @@ class TurnContext:
     # The kind the loader detected per document (name → "docx", "csv", "log" …): the system prompt
     # describes the documents by kind, also for a single document (whose context has no name).
     kinds: Mapping[str, str] | None = None
+    # Ask the REPL which variables it holds once the turn is answered (for the next turn's block);
+    # off for a run that can have no next turn (a one-off CLI run).
+    read_variables: bool = True
 
 
 # The internal cell a session runs after each turn to learn which variables the REPL holds.
@@ -561,7 +564,7 @@ class _RLM:
                 self.notes += await self.turn.prepare(box, self.run_span)
                 s.check_running()
             outcome = await self._iterate(info)
-            if kept and s.stop is None and box.alive:
+            if kept and self.turn is not None and self.turn.read_variables and s.stop is None and box.alive:
                 await self._read_variables()
             return outcome
         finally:

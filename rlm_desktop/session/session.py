@@ -216,7 +216,7 @@ class Session:
                  memo_cache: bool = True, source: str = "python", trace_path: str | os.PathLike[str] | None = None,
                  store: SessionStore | None = None, history: HistoryStore | None = None,
                  follow_outside_links: bool = False, record_history: bool = True,
-                 documents: DocumentSet | None = None) -> None:
+                 documents: DocumentSet | None = None, follow_ups: bool = True) -> None:
         self.store = store or SessionStore()
         self.name = name
         self.source = source
@@ -237,6 +237,9 @@ class Session:
         self._context: str | dict[str, str] | None = None
         self._notes: list[str] = []
         self.follow_outside_links = follow_outside_links
+        # False for a run that will have no follow-up (a CLI run without --session): the turn does
+        # not end by listing the REPL's variables.
+        self.follow_ups = follow_ups or name is not None
         reopened = False
         if name is not None:
             self.store.validate_name(name)
@@ -478,7 +481,7 @@ class Session:
         turn = TurnContext(repl=self._repl, turn=number,
                            earlier=tuple((t.question, t.answer, t.status, t.variables) for t in self.turns),
                            system_prompt=self.system_prompt, notes=notes, prepare=prepare,
-                           kinds=self._kinds())
+                           kinds=self._kinds(), read_variables=self.follow_ups)
         s = self._setup
         started = time.time()
         models = f"{s.provider.name}: {s.root_model}" + (f" / {s.sub_model}" if s.sub_model != s.root_model else "")
