@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "rlm_desktop.cli.export",
     "sessions": "rlm_desktop.cli.sessions",
     "bench": "rlm_desktop.cli.bench",
+    "show": "rlm_desktop.cli.show",
+    "compare": "rlm_desktop.cli.compare",
 }
 
 from rlm_desktop.cli.exit_codes import (  # noqa: E402 - re-exported for the subcommands
