@@ -375,3 +375,152 @@ def render_trace(trace: Trace, write: Callable[[str], Any], *, color: bool = Fal
             stack.append((span, False))
             stack.extend((c, True) for c in reversed(span.children))
     return len(roots)
+
+
+# -- two runs side by side ---------------------------------------------------------------------
+
+def _fmt_fact(name: str, v: Any) -> str:
+    if v is None:
+        return "unknown" if name == "cost_usd" else "—"
+    if name == "cost_usd":
+        return f"${v:.4f}"
+    if name == "duration_s":
+        return f"{v:,.2f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return _safe(v)
+
+
+def _fmt_delta(name: str, a: Any, d: Any) -> str:
+    if d is None:
+        return ""
+    if d == 0:
+        return "="
+    text = (f"{d:+.4f}" if name == "cost_usd" else f"{d:+,.2f}" if name == "duration_s"
+            else f"{d:+,}")
+    if isinstance(a, (int, float)) and a:
+        text += f" ({d / a:+.0%})"
+    return text
+
+
+def _wrap_marked(words: list[tuple[str, bool]], width: int, mark: Callable[[str], str]) -> list[str]:
+    """Greedy wrap of (word, marked) pairs into lines of at most ``width`` visible characters."""
+    lines: list[str] = []
+    cur: list[str] = []
+    used = 0
+    for word, marked in words:
+        vis = len(word)
+        if cur and used + 1 + vis > width:
+            lines.append(" ".join(cur))
+            cur, used = [], 0
+        cur.append(mark(word) if marked else word)
+        used += vis + (1 if used else 0)
+    if cur:
+        lines.append(" ".join(cur))
+    return lines
+
+
+def render_comparison(cmp: Any, *, color: bool = False, width: int = 100) -> str:
+    """A :class:`rlm_desktop.core.compare.Comparison` as a table with deltas, then the answers side
+    by side with their differences marked (``[-A only-]`` / ``{+B only+}``, or red / green)."""
+    from rlm_desktop.core.compare import NUMERIC, stop_text
+
+    r = TextRenderer(lambda s: None, color=color)
+    a, b, delta = cmp.a, cmp.b, cmp.delta
+    rows: list[tuple[str, str, str, str]] = [("", "A", "B", "Δ (B − A)")]
+    rows.append(("run", _safe(_preview(a.label, 40)), _safe(_preview(b.label, 40)), ""))
+    rows.append(("status", _safe(stop_text(a)), _safe(stop_text(b)),
+                 "≠" if "status" in delta["changed"] or "stop_reason" in delta["changed"] else "="))
+    for name, label in NUMERIC:
+        va, vb = getattr(a, name), getattr(b, name)
+        if name == "cost_usd":
+            if va is not None and not a.cost_known:
+                label += " *"
+            if vb is not None and not b.cost_known:
+                label += " *"
+        rows.append((label, _fmt_fact(name, va), _fmt_fact(name, vb), _fmt_delta(name, va, delta[name])))
+    for name, label in (("root_model", "root model"), ("sub_model", "sub model")):
+        rows.append((label, _fmt_fact(name, getattr(a, name)), _fmt_fact(name, getattr(b, name)),
+                     "≠" if name in delta["changed"] else "="))
+    rows.append(("models called", _safe(", ".join(a.models)) or "—", _safe(", ".join(b.models)) or "—",
+                 "≠" if "models" in delta["changed"] else "="))
+    same_limits = differing = 0
+    for k in sorted(set(a.limits) | set(b.limits)):
+        va, vb = a.limits.get(k), b.limits.get(k)
+        if va == vb:
+            same_limits += 1
+            continue
+        d = _delta(va, vb)
+        differing += 1
+        rows.append((f"limit {_safe(k)}", _fmt_fact(k, va), _fmt_fact(k, vb),
+                     _fmt_delta(k, va, d) if d is not None else "≠"))
+    if same_limits:
+        rows.append((f"{'other ' if differing else ''}limits", f"{same_limits} the same", "", "="))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    out: list[str] = []
+    if a.query != b.query:
+        out += [r._st("The two runs asked different questions:", _YELLOW),
+                f"  A: {_safe(_preview(a.query, width - 5))}", f"  B: {_safe(_preview(b.query, width - 5))}",
+                ""]
+    else:
+        out += [r._st(f"Question: {_safe(_preview(a.query, width - 10))}", _BOLD), ""]
+    for i, row in enumerate(rows):
+        line = "  ".join(cell.ljust(widths[j]) if j < 3 else cell for j, cell in enumerate(row)).rstrip()
+        if i == 0:
+            line = r._st(line, _BOLD)
+        elif row[3] not in ("", "="):
+            line = r._st(line, _YELLOW)
+        out.append(line)
+    for f, name in ((a, "A"), (b, "B")):
+        for note in f.notes:
+            out.append(r._st(f"note ({name}): {_safe(note)}", _DIM))
+    if any(x.cost_usd is not None and not x.cost_known for x in (a, b)):
+        out.append(r._st("* part of this cost is unknown (a model without a price)", _DIM))
+    out.append("")
+    col = max(20, (width - 3) // 2)
+    if delta["answers_equal"]:
+        out.append(r._st("Answers: identical", _GREEN, _BOLD))
+        out += [f"  {line}" for line in _wrap_marked([(_safe(w), False) for w in (a.answer or "—").split()],
+                                                     width - 2, str)]
+        return "\n".join(out) + "\n"
+    out.append(r._st(f"Answers (word similarity {cmp.similarity:.0%}):", _BOLD))
+    left: list[tuple[str, bool]] = []
+    right: list[tuple[str, bool]] = []
+    for op in cmp.answer_diff:
+        if op["op"] == "equal":
+            left += [(_safe(w), False) for w in op["a"].split()]
+            right += [(_safe(w), False) for w in op["b"].split()]
+            continue
+        a_words = [_safe(w) for w in op["a"].split()]
+        b_words = [_safe(w) for w in op["b"].split()]
+        if not color:                       # plain text: brackets mark the stretch
+            if a_words:
+                a_words[0] = "[-" + a_words[0]
+                a_words[-1] += "-]"
+            if b_words:
+                b_words[0] = "{+" + b_words[0]
+                b_words[-1] += "+}"
+        left += [(w, True) for w in a_words]
+        right += [(w, True) for w in b_words]
+    if a.answer is None:
+        left = [("(no answer)", False)]
+    if b.answer is None:
+        right = [("(no answer)", False)]
+    ll = _wrap_marked(left, col, lambda w: r._st(w, _RED, "1"))
+    rl = _wrap_marked(right, col, lambda w: r._st(w, _GREEN, "1"))
+    vis = re.compile(r"\x1b\[[0-9;]*m")
+    out.append(r._st("A".ljust(col) + " │ B", _DIM))
+    for i in range(max(len(ll), len(rl))):
+        lt = ll[i] if i < len(ll) else ""
+        rt = rl[i] if i < len(rl) else ""
+        pad = col - len(vis.sub("", lt))
+        out.append(lt + " " * max(0, pad) + r._st(" │ ", _DIM) + rt)
+    return "\n".join(out) + "\n"
+
+
+def _delta(a: Any, b: Any) -> float | int | None:
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) \
+            or not isinstance(b, (int, float)):
+        return None
+    d = b - a
+    return round(d, 6) if isinstance(d, float) else d
