@@ -85,8 +85,10 @@ def parse_headers(pairs: Sequence[str]) -> dict[str, str]:
         name = name.strip()
         if sep:
             register_secret(value.strip())
+        else:                       # no "=": the whole text may be a credential given without a name
+            register_secret(pair.strip())
         if not sep or not _HEADER_NAME.match(name):
-            shown = name if _HEADER_NAME.match(name) else f"number {i}"
+            shown = name if sep and _HEADER_NAME.match(name) else f"number {i}"
             raise SendError(f"header {shown} is not NAME=VALUE with an HTTP header name (e.g. "
                             "--header 'Authorization=Bearer …')", usage=True)
         if _CONTROL.search(value):
@@ -143,12 +145,17 @@ def send_otlp(trace: Trace, endpoint: str, headers: Mapping[str, str] | None = N
     for v in hdrs.values():
         register_secret(v)
     hdrs["Content-Type"] = "application/x-protobuf"
+    parts = urlsplit(url)
+    auth = None              # credentials in the URL become Basic auth, unless a header says otherwise
+    if (parts.username or parts.password) and not any(k.lower() == "authorization" for k in hdrs):
+        auth = httpx2.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+    url = shown
     requests = spans = rejected = 0
     message = ""
     with httpx2.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
         for body, n in otlp_protobuf_batches(trace, max_bytes=max_bytes):
             try:
-                resp = client.post(url, content=body, headers=hdrs)
+                resp = client.post(url, content=body, headers=hdrs, auth=auth)
             except httpx2.TimeoutException:
                 raise SendError(f"{shown} did not answer within {timeout_s:g} s; check that the "
                                 "collector is running, or give more time with --timeout") from None
