@@ -21,6 +21,7 @@ from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, SpanStatus, 
 
 DEFAULT_OUTPUT_LINES = 20
 _MAX_LINE_CHARS = 400            # one line of output longer than this is cut (with a note)
+_MAX_INDENT = 8                  # nesting shown as margins up to here, as a number beyond
 _PREVIEW_CHARS = 60              # prompt / response previews on a sub-call's one-liner
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -158,7 +159,9 @@ class TextRenderer:
 
     # -- structure -----------------------------------------------------------------------------
     def _indent(self, nest: int) -> str:
-        return "│ " * nest
+        if nest <= _MAX_INDENT:
+            return "│ " * nest
+        return "│ " * 2 + f"┆{nest}┆ " + "│ "   # thousands deep: the level as a number, not a margin
 
     def start(self, span: Span) -> bool:
         """Show what is known when ``span`` starts; False when it (and its subtree) is not shown."""
@@ -254,7 +257,7 @@ class TextRenderer:
                                       "(variables lost)", _YELLOW))
             self._emit(lines)
         elif kind == SpanKind.SUB_CALL:
-            self._emit([self._sub_call_line(span, ind, problem)])
+            self._emit([self._sub_call_line(span, ind, problem, nest)])
         elif kind == SpanKind.FINAL:
             answer = a.get(Attr.ANSWER)
             if answer is not None:
@@ -265,24 +268,34 @@ class TextRenderer:
             if span.id in self._muted:
                 self._muted.discard(span.id)
                 return
-            t = totals(span)
+            t = self._totals(span, nest)
             word = _status_word(span)
             why = stop_reason_text(a.get(Attr.STOP_REASON)) if problem else ""
             head = "══" if nest == 0 and span.parent is None else f"{ind}◂"
-            line = (f"{head} {word}{': ' + _safe(why) if why else ''} · {t.iterations} iterations · "
-                    f"{t.sub_calls} sub-calls · {_usage_text(t)} · {fmt_duration(span.duration)}")
+            sums = (f"{t.iterations} iterations · {t.sub_calls} sub-calls · {_usage_text(t)}"
+                    if t is not None else "tokens and cost in the levels above")
+            line = f"{head} {word}{': ' + _safe(why) if why else ''} · {sums} · {fmt_duration(span.duration)}"
             lines = [self._st(line, _RED if problem else _GREEN, *((_BOLD,) if nest == 0 else ()))]
             if problem and a.get(Attr.ERROR):
                 lines += self._clip(str(a[Attr.ERROR]), f"{ind}  ✗ ", _RED, limit=5)
             self._emit(lines)
 
-    def _sub_call_line(self, span: Span, ind: str, problem: bool) -> str:
+    def _totals(self, span: Span, nest: int) -> Totals | None:
+        """The subtree's totals, or None where summing them would make a deep trace quadratic (below
+        the first levels, each nested run would walk everything under it again; the levels above
+        show those tokens and costs included)."""
+        if nest <= _MAX_INDENT or all(not c.children for c in span.children):
+            return totals(span)
+        return None
+
+    def _sub_call_line(self, span: Span, ind: str, problem: bool, nest: int) -> str:
         a = span.attributes
         model = a.get(Attr.MODEL)
         if a.get(Attr.CACHE_HIT):
             usage = "cached (memo: no model call)"
         else:
-            usage = _usage_text(totals(span))
+            t = self._totals(span, nest)
+            usage = _usage_text(t) if t is not None else "tokens and cost in the levels above"
         response = a.get(Attr.RESPONSE)
         if response is None:
             for c in span.children:
