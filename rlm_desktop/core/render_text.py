@@ -10,6 +10,7 @@ thousands deep). Text from outside (model output, code, cell output, prompts, na
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -18,6 +19,8 @@ from typing import IO, Any
 from rlm_desktop.core.status import span_status_text, stop_reason_text
 from rlm_desktop.core.totals import Totals, totals
 from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, SpanStatus, Trace, TraceEvent
+
+log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_LINES = 20
 _MAX_LINE_CHARS = 400            # one line of output longer than this is cut (with a note)
@@ -116,6 +119,7 @@ class TextRenderer:
         self._hidden: set[str] = set()        # spans not shown (their descendants neither)
         self._muted: set[str] = set()         # shown, but their descendants are not (a REPL replay)
         self._iteration_no: dict[str, int] = {}
+        self.stopped = False                  # live: the output went away; the run goes on without it
 
     # -- styling -------------------------------------------------------------------------------
     def _st(self, text: str, *codes: str) -> str:
@@ -321,11 +325,23 @@ class TextRenderer:
 
     # -- live ----------------------------------------------------------------------------------
     def __call__(self, ev: TraceEvent, span: Span) -> None:
-        """A trace listener: render a live run as its spans start and end."""
-        if ev.type is EventType.STARTED:
-            self.start(span)
-        elif ev.type is EventType.ENDED:
-            self.end(span)
+        """A trace listener: render a live run as its spans start and end.
+
+        The run matters more than its display: when the output is gone (``run --show | head``) or a
+        step cannot be shown, it says so in the log once and stops showing; the run goes on."""
+        if self.stopped:
+            return
+        try:
+            if ev.type is EventType.STARTED:
+                self.start(span)
+            elif ev.type is EventType.ENDED:
+                self.end(span)
+        except OSError as exc:
+            self.stopped = True
+            log.warning("--show: the output is closed (%s); the run goes on, its trace is complete", exc)
+        except Exception:
+            self.stopped = True
+            log.exception("--show could not show step %s; the run goes on, its trace is complete", span.id)
 
 
 # -- saved traces ------------------------------------------------------------------------------

@@ -177,3 +177,25 @@ def test_run_show_with_json_keeps_stdout_one_object(srv: FakeOpenAI, docs: Path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["answer"] == "March 3"
     assert "── iteration 3" in r.stderr and "\x1b" not in r.stderr       # piped: plain, on stderr
+
+
+def test_run_show_whose_reader_goes_away_still_finishes_the_run(srv: FakeOpenAI, docs: Path,
+                                                                 tmp_path: Path) -> None:
+    _script(srv)
+    trace_file = tmp_path / "t.jsonl"
+    read_end, write_end = os.pipe()
+    os.close(read_end)                              # `run --show | head -0`: nobody reads
+    try:
+        r = subprocess.run([sys.executable, "-m", "rlm_desktop", "run", "--docs", str(docs), "--query",
+                            "When is the launch?", "--base-url", srv.base_url, "--model", "gpt-4o",
+                            "--show", "--trace", str(trace_file), "--allow-weak-sandbox"],
+                           cwd=ROOT, env=_env(OPENAI_API_KEY=TEST_KEY), stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=90)
+    finally:
+        os.close(write_end)
+    from rlm_desktop.core.trace import SpanStatus, read_trace
+
+    trace = read_trace(trace_file)
+    assert trace.roots[0].status == SpanStatus.OK, r.stderr     # the run went on to its answer
+    assert sum(1 for s in trace if str(s.kind) == "iteration") == 3
+    assert len(srv.chat_requests) == 5
