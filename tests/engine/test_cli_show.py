@@ -199,3 +199,4 @@ def test_run_show_whose_reader_goes_away_still_finishes_the_run(srv: FakeOpenAI,
     assert trace.roots[0].status == SpanStatus.OK, r.stderr     # the run went on to its answer
     assert sum(1 for s in trace if str(s.kind) == "iteration") == 3
     assert len(srv.chat_requests) == 5
+    assert "Traceback" not in r.stderr and "the output was closed" in r.stderr
