@@ -6,7 +6,6 @@ Exports hold only trace content (traces never hold API keys). Spans that never e
 
 from __future__ import annotations
 
-import base64
 import gc
 import hashlib
 import html
@@ -811,13 +810,42 @@ def to_otlp(trace: Trace) -> str:
     return json.dumps(otlp_request(trace), ensure_ascii=False, separators=(",", ":"))  # for machines
 
 
-def _pb_ids(span: dict[str, Any]) -> dict[str, Any]:
-    """The OTLP/JSON mapping writes ids as hex; protobuf's JSON parser reads bytes as base64."""
-    out = dict(span)
-    for key in ("traceId", "spanId", "parentSpanId"):
-        if key in out:
-            out[key] = base64.b64encode(bytes.fromhex(out[key])).decode("ascii")
-    return out
+def _pb_value(v: dict[str, Any], out: Any) -> None:
+    """One OTLP/JSON AnyValue into a protobuf AnyValue (the kinds ``_any_value`` makes)."""
+    (kind, x), = v.items()
+    if kind == "stringValue":
+        out.string_value = x
+    elif kind == "intValue":
+        out.int_value = int(x)
+    elif kind == "doubleValue":
+        out.double_value = x
+    elif kind == "boolValue":
+        out.bool_value = x
+    elif kind == "arrayValue":
+        out.array_value.SetInParent()
+        for item in x["values"]:
+            _pb_value(item, out.array_value.values.add())
+    else:
+        raise ExportError(f"unexpected OTLP value kind {kind!r}")
+
+
+def _pb_span(d: dict[str, Any], span_cls: Any) -> Any:
+    """One span of :func:`otlp_request`'s structure as an ``opentelemetry.proto`` Span. Fields are set
+    directly (protobuf's generic JSON parser is 4x slower on a 100,000-span trace); the OTLP/JSON
+    mapping's hex ids become the bytes the binary form carries."""
+    span = span_cls(trace_id=bytes.fromhex(d["traceId"]), span_id=bytes.fromhex(d["spanId"]),
+                    name=d["name"], kind=d["kind"], start_time_unix_nano=int(d["startTimeUnixNano"]),
+                    end_time_unix_nano=int(d["endTimeUnixNano"]))
+    if "parentSpanId" in d:
+        span.parent_span_id = bytes.fromhex(d["parentSpanId"])
+    for kv in d["attributes"]:
+        attr = span.attributes.add()
+        attr.key = kv["key"]
+        _pb_value(kv["value"], attr.value)
+    span.status.code = d["status"]["code"]
+    if d["status"].get("message"):
+        span.status.message = d["status"]["message"]
+    return span
 
 
 class OtlpUnavailable(ExportError):
@@ -849,7 +877,7 @@ def otlp_protobuf_batches(trace: Trace, max_bytes: int = 3_000_000) -> Iterator[
     batch: list[Any] = []
     size = base_size
     for d in spans:
-        pb = ParseDict(_pb_ids(d), Span())
+        pb = _pb_span(d, Span)
         n = pb.ByteSize() + 8
         if batch and size + n > max_bytes:
             yield request(batch), len(batch)
