@@ -49,7 +49,7 @@ def _fail(msg: str) -> int:
     return EXIT_USAGE
 
 
-def load_trace_arg(src: Path, command: str) -> Any:
+def load_trace_arg(src: Path) -> Any:
     """Read a trace named on the command line; a ``str`` (the reason) when it cannot be read."""
     from rlm_desktop.core.trace import TraceFormatError, read_trace
 
@@ -73,7 +73,7 @@ def handle(args: argparse.Namespace) -> int:
         return _fail("--depth must be 0 or more")
     if args.output_lines < 1:
         return _fail("--output-lines must be 1 or more")
-    trace = load_trace_arg(Path(args.trace), "show")
+    trace = load_trace_arg(Path(args.trace))
     if isinstance(trace, str):
         return _fail(trace)
     if args.turn is not None:

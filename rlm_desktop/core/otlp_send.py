@@ -189,9 +189,10 @@ def send_otlp(trace: Trace, endpoint: str, headers: Mapping[str, str] | None = N
 
 def _reason(exc: BaseException) -> str:
     """The innermost cause's words (e.g. 'Connection refused')."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
+    for _ in range(20):                  # a chain is short; never loop on a cyclic one
         nxt = exc.__cause__ or exc.__context__
-        assert nxt is not None
+        if nxt is None:
+            break
         exc = nxt
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return _CONTROL.sub(" ", str(text))[:200]
