@@ -80,6 +80,10 @@ def fmt_cost(value: float | None, known: bool = True) -> str:
 
 
 def _usage_text(t: Totals) -> str:
+    if t.llm_calls == 0:
+        return "no model call"
+    if t.llm_calls == t.incomplete_spans and not (t.input_tokens or t.output_tokens):
+        return "unfinished: no usage recorded"
     est = " (est.)" if t.tokens_estimated else ""
     cached = f", {t.cached_tokens:,} cached" if t.cached_tokens else ""
     return (f"{t.input_tokens:,} in{cached} / {t.output_tokens:,} out tokens{est} · "

@@ -167,3 +167,12 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(mode: str, env: dict[
             return tty
 
     assert use_color(mode, Stream(), env) is want
+
+
+def test_a_cut_trace_says_unfinished_and_no_model_call_rather_than_zero(tmp_path: Any) -> None:
+    from tests.core.test_exporters import make_trace
+
+    text = render(make_trace(tmp_path / "cut.jsonl", cut=True), errors_only=True)
+    assert "↳ rlm_query · no model call · 100 ms · error" in text        # not "0 in / 0 out · $0.0000"
+    assert "(gpt-x · unfinished: no usage recorded · — · unfinished)" in text
+    assert text.rstrip().splitlines()[-1].startswith("══ unfinished · 2 iterations")
