@@ -35,6 +35,7 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.fail: tuple[int, bytes, str] | None = None
+        self.fail_times: int | None = None      # answer ``fail`` only this many times, then accept
         self.rejected_spans = 0          # > 0: answer 200 with a partial success
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -81,9 +82,16 @@ def _handler(rx: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 req = ExportTraceServiceRequest.FromString(body)
             with rx._lock:
                 rx.requests.append(Received(self.path, dict(self.headers.items()), body, req))
-            if rx.fail is not None:
+            if rx.fail is not None and (rx.fail_times is None or rx.fail_times > 0):
+                if rx.fail_times is not None:
+                    rx.fail_times -= 1
                 status, payload, ctype = rx.fail
-                self._answer(status, payload, ctype)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
                 return
             if self.path != "/v1/traces" or req is None:
                 self._answer(404 if self.path != "/v1/traces" else 415, b"not an OTLP trace request",

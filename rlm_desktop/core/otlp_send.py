@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from rlm_desktop.core.exporters import otlp_protobuf_batches
@@ -155,7 +157,7 @@ def send_otlp(trace: Trace, endpoint: str, headers: Mapping[str, str] | None = N
     with httpx2.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
         for body, n in otlp_protobuf_batches(trace, max_bytes=max_bytes):
             try:
-                resp = client.post(url, content=body, headers=hdrs, auth=auth)
+                resp = _post(client, url, body, hdrs, auth)
             except httpx2.TimeoutException:
                 raise SendError(f"{shown} did not answer within {timeout_s:g} s; check that the "
                                 "collector is running, or give more time with --timeout") from None
@@ -185,6 +187,27 @@ def send_otlp(trace: Trace, endpoint: str, headers: Mapping[str, str] | None = N
             message = message or got_message
     log.info("sent %d spans in %d requests to %s (%d rejected)", spans, requests, shown, rejected)
     return SendResult(shown, requests, spans, rejected, message)
+
+
+RETRYABLE = (429, 502, 503, 504)     # the OTLP/HTTP specification's "retryable" answers
+RETRIES = 2
+MAX_WAIT_S = 5.0
+
+
+def _post(client: Any, url: str, body: bytes, headers: dict[str, str], auth: Any) -> Any:
+    """POST once, and again (at most RETRIES times) after an answer OTLP calls retryable, waiting
+    what its Retry-After asks (capped) or a short back-off."""
+    for attempt in range(RETRIES + 1):
+        resp = client.post(url, content=body, headers=headers, auth=auth)
+        if resp.status_code not in RETRYABLE or attempt == RETRIES:
+            return resp
+        try:
+            wait = float(resp.headers.get("retry-after", ""))
+        except ValueError:
+            wait = 0.5 * 2 ** attempt
+        log.info("%s answered %d; retrying in %.1f s", safe_url(url), resp.status_code, min(wait, MAX_WAIT_S))
+        time.sleep(max(0.0, min(wait, MAX_WAIT_S)))
+    return resp
 
 
 def _reason(exc: BaseException) -> str:

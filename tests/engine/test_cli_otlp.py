@@ -169,3 +169,14 @@ def test_partial_success_is_reported(run_trace: Path) -> None:
         rx.rejected_spans = 2
         r = _cli("export", str(run_trace), "--endpoint", rx.url + "/v1/traces")
     assert r.returncode == 5 and "it rejected 2: some spans were too old" in r.stderr
+
+
+def test_a_busy_endpoint_is_tried_again_as_otlp_asks(run_trace: Path) -> None:
+    with OtlpReceiver() as rx:
+        rx.fail, rx.fail_times = (503, b"busy", "text/plain"), 2       # Retry-After: 0
+        r = _cli("export", str(run_trace), "--endpoint", rx.url)
+        assert r.returncode == 0, r.stderr
+        assert len(rx.requests) == 3 and rx.requests[-1].request is not None
+        rx.fail, rx.fail_times = (400, b"bad request: no retry for this", "text/plain"), None
+        r = _cli("export", str(run_trace), "--endpoint", rx.url)
+        assert r.returncode == 5 and "HTTP 400: bad request" in r.stderr and len(rx.requests) == 4
