@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, str] = {
     "sessions": "rlm_desktop.cli.sessions",
     "bench": "rlm_desktop.cli.bench",
     "eval": "rlm_desktop.cli.eval",
+    "show": "rlm_desktop.cli.show",
+    "compare": "rlm_desktop.cli.compare",
 }
 
 from rlm_desktop.cli.exit_codes import (  # noqa: E402 - re-exported for the subcommands
@@ -73,5 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(console=not getattr(args, "quiet", False))   # --quiet: the log file only
     try:
         return int(handler(args))
+    except BrokenPipeError:      # `rlm-desktop … | head`: the reader left; no traceback for that
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"rlm-desktop {args.command}: the output was closed before all of it was written",
+              file=sys.stderr, flush=True)
+        return EXIT_FAILURE
     finally:
         shutdown_logging()

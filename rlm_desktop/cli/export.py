@@ -2,6 +2,8 @@
 
 Without ``-o`` the export goes to stdout; with it, the format may come from the file name. A file
 that is not a readable trace is a usage error (exit 2) with a one-line reason on stderr.
+``--endpoint URL [--header K=V]…`` sends the trace to an OTLP/HTTP endpoint instead (protobuf);
+an endpoint that cannot be reached or refuses the trace exits 5. Header values are never printed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlm_desktop.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from rlm_desktop.cli.exit_codes import EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
 
 FORMAT_CHOICES = ("json", "markdown", "md", "html", "otlp")
 
@@ -25,6 +27,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--format", "-f", choices=FORMAT_CHOICES, metavar="FORMAT",
                    help="json, markdown, html or otlp (default: from -o's name, else json)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--endpoint", metavar="URL",
+                   help="send the trace (OTLP protobuf over HTTP) to this endpoint, e.g. "
+                        "http://localhost:4318 (an OpenTelemetry Collector or Jaeger; /v1/traces is "
+                        "added to a bare server URL), http://localhost:6006/v1/traces (Phoenix)")
+    p.add_argument("--header", action="append", default=[], metavar="K=V",
+                   help="an HTTP header for --endpoint, repeatable (e.g. 'Authorization=Basic …'); "
+                        "values are never printed or logged. OTEL_EXPORTER_OTLP_HEADERS is read too, "
+                        "which keeps a credential off the command line")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the endpoint (default 10)")
     p.set_defaults(handler=handle)
 
 
@@ -48,6 +60,8 @@ def handle(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot read {src}: {exc.strerror or exc}")
+    if args.endpoint or args.header:
+        return _send(args, trace)
     fmt = args.format
     if fmt == "md":
         fmt = "markdown"
@@ -71,3 +85,31 @@ def handle(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     sys.stdout.flush()
     return EXIT_OK
+
+
+def _send(args: argparse.Namespace, trace: Any) -> int:
+    from rlm_desktop.core.otlp_send import SendError, headers_from_env, parse_headers, send_otlp
+
+    try:
+        headers = {**headers_from_env(), **parse_headers(args.header)}   # parse first: secrets registered
+    except SendError as exc:
+        return _fail(str(exc))
+    if not args.endpoint:
+        return _fail("--header is for sending: give --endpoint URL too")
+    if args.format not in (None, "otlp"):
+        return _fail(f"--endpoint sends OTLP; drop --format {args.format} (or write a file with -o)")
+    if args.output:
+        return _fail("--endpoint sends the trace; -o writes a file: use one of them")
+    if args.timeout <= 0:
+        return _fail("--timeout must be more than 0 seconds")
+    try:
+        result = send_otlp(trace, args.endpoint, headers, timeout_s=args.timeout)
+    except SendError as exc:
+        print(f"rlm-desktop export: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE if exc.usage else EXIT_PROVIDER
+    note = ""
+    if result.rejected_spans:
+        note = f"; it rejected {result.rejected_spans}" + (f": {result.message}" if result.message else "")
+    print(f"rlm-desktop export: sent {result.spans} spans in {result.requests} request"
+          f"{'s' if result.requests != 1 else ''} to {result.endpoint}{note}", file=sys.stderr, flush=True)
+    return EXIT_PROVIDER if result.rejected_spans else EXIT_OK

@@ -91,6 +91,12 @@ def add_parser(subparsers: Any) -> None:
                    help="follow links in the --docs folders whose targets lie outside them (by "
                         "default such links are reported and skipped; the app's setting of the same "
                         "name also turns this on)")
+    p.add_argument("--show", action="store_true",
+                   help="stream each iteration as it happens: the model's text, the code, its output, "
+                        "sub-calls (on stdout; on stderr with --json); no progress line")
+    from rlm_desktop.cli.show import add_color_argument
+
+    add_color_argument(p)
     p.set_defaults(handler=handle)
 
 
@@ -394,7 +400,12 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
     trace_path = session.trace_path
     log.info("trace %s", trace_path)
     progress = None
-    if not args.quiet and sys.stderr.isatty():
+    if args.show:                      # the live notebook replaces the progress line
+        from rlm_desktop.core.render_text import TextRenderer, use_color
+
+        out = sys.stderr if args.json else sys.stdout
+        trace.subscribe(TextRenderer(out.write, color=use_color(args.color, out), flush=out.flush))
+    elif not args.quiet and sys.stderr.isatty():
         progress = _Progress(config.limits.budget_usd, config.limits.max_iterations)
         trace.subscribe(progress)
     cancel = CancelToken()

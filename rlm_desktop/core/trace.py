@@ -70,6 +70,7 @@ class Attr:
     MESSAGE_COUNT = "message_count"
     RESPONSE = "response"          # streamed as appends, final text
     FINISH_REASON = "finish_reason"
+    RESPONSE_MODEL = "response_model"  # llm_call: the model the server says answered (if it said)
     INPUT_TOKENS = "input_tokens"
     OUTPUT_TOKENS = "output_tokens"
     CACHED_TOKENS = "cached_tokens"

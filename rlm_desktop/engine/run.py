@@ -424,7 +424,8 @@ class _Shared:
                 Attr.INPUT_TOKENS: res.input_tokens, Attr.OUTPUT_TOKENS: res.output_tokens,
                 Attr.CACHED_TOKENS: res.cached_tokens, Attr.COST_USD: res.cost_usd,
                 Attr.COST_KNOWN: res.cost_known, Attr.FINISH_REASON: res.finish_reason,
-                Attr.ATTEMPTS: res.attempts, Attr.TOKENS_ESTIMATED: res.tokens_estimated})
+                Attr.ATTEMPTS: res.attempts, Attr.TOKENS_ESTIMATED: res.tokens_estimated,
+                Attr.RESPONSE_MODEL: res.model})
         self.account(res)
         return res, sid
 

@@ -293,7 +293,8 @@ def test_otlp_follows_the_genai_conventions(trace: Trace) -> None:
     assert a["gen_ai.usage.cache_read.input_tokens"] == "64"
     assert a["gen_ai.usage.cost"] == pytest.approx(0.0125)
     assert a["gen_ai.response.finish_reasons"] == {"values": [{"stringValue": "stop"}]}
-    assert json.loads(a["gen_ai.input.messages"])[0]["content"] == "sys " + EVIL
+    assert json.loads(a["gen_ai.input.messages"])[0] == {"role": "system",
+                                                         "parts": [{"type": "text", "content": "sys " + EVIL}]}
     assert chat["status"] == {"code": 1}
     mini = _attrs(by_name["chat mini"][0])
     assert "gen_ai.usage.cost" not in mini  # unknown price: no cost, not 0
