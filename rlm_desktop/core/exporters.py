@@ -2,6 +2,13 @@
 
 Exports hold only trace content (traces never hold API keys). Spans that never ended are marked
 *incomplete* in every format. The HTML report needs no network: inline CSS, no scripts, escaped text.
+
+Every walk over the span tree is iterative, so a trace nested thousands deep (a crafted file, a long
+nested run) exports like any other. The JSON document and the HTML report keep the tree nested up
+to :data:`MAX_NESTING` levels; deeper steps are listed, in order, under their ancestor at the last
+nested level, each naming its real parent and depth (JSON readers such as Python's ``json`` or
+serde_json stop at a few hundred levels, and a browser lays out thousands of nested boxes as a
+column one character wide).
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ FORMATS = ("json", "markdown", "html", "otlp")
 _SUFFIXES = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html",
              ".htm": "html", ".otlp": "otlp"}
 INCOMPLETE = "incomplete"
+# Span levels kept nested in the JSON and HTML exports. A real run nests about 4 levels per
+# rlm_query depth (run > iteration > cell > sub-call > run …), so max_depth 12 still fits; below it
+# a JSON document stays within ~110 levels (serde_json's default limit is 128, Python's ~1000).
+MAX_NESTING = 50
 
 
 class ExportError(ValueError):
@@ -210,9 +221,10 @@ def _walk(span: Span, depth: int = 0) -> Iterator[tuple[Span, int]]:
 
 # -- JSON --------------------------------------------------------------------------------------
 
-def _span_tree(span: Span) -> dict[str, Any]:
+def _span_tree(span: Span, depth: int) -> dict[str, Any]:
     node: dict[str, Any] = {
-        "id": span.id, "kind": str(span.kind), "name": span.name, "status": status_label(span),
+        "id": span.id, "parent": span.parent.id if span.parent is not None else None,
+        "depth": depth, "kind": str(span.kind), "name": span.name, "status": status_label(span),
         "incomplete": span.running, "start": span.start, "end": span.end,
         "duration_s": None if span.duration is None else round(span.duration, 6),
         "attributes": span.attributes, "children": [],
@@ -220,15 +232,28 @@ def _span_tree(span: Span) -> dict[str, Any]:
     return node
 
 
+def _nested_tree(trace: Trace) -> tuple[list[dict[str, Any]], int]:
+    """The span tree as nested nodes, iteratively, and the deepest level. Spans deeper than
+    MAX_NESTING go into the children of their ancestor at level MAX_NESTING - 1, depth first."""
+    roots: list[dict[str, Any]] = []
+    deepest = 0
+    stack: list[tuple[Span, int, list[dict[str, Any]]]] = [(r, 0, roots) for r in reversed(trace.roots)]
+    while stack:
+        s, d, host = stack.pop()
+        node = _span_tree(s, d)
+        host.append(node)
+        deepest = max(deepest, d)
+        kids_host = node["children"] if d < MAX_NESTING else host
+        stack.extend((c, d + 1, kids_host) for c in reversed(s.children))
+    return roots, deepest
+
+
 def to_json(trace: Trace) -> str:
     """One JSON document: header, totals and the nested span tree (children in order)."""
-    built: dict[str, dict[str, Any]] = {}
-    roots: list[dict[str, Any]] = []
-    for root in trace.roots:
-        for s, _ in _walk(root):
-            node = _span_tree(s)
-            built[s.id] = node
-            (built[s.parent.id]["children"] if s.parent is not None else roots).append(node)
+    roots, deepest = _nested_tree(trace)
+    # Indenting a flattened deep tree would make its deep steps mostly spaces (100 MB for 50,000
+    # levels): such a document is written compact.
+    indent = 1 if deepest < MAX_NESTING else None
     doc = {
         "format": "rlm-trace-export", "version": 1, "exported_by": f"rlm-desktop {__version__}",
         "header": trace.header,
@@ -238,10 +263,32 @@ def to_json(trace: Trace) -> str:
         "truncated": trace.truncated, "skipped_lines": trace.skipped_lines,
         "notes": {"messages": "an llm_call's messages are those new since the call named in "
                               "history_from; follow that chain for the full conversation",
-                  "incomplete": "spans with incomplete=true never ended (the run was cut short)"},
+                  "incomplete": "spans with incomplete=true never ended (the run was cut short)",
+                  "nesting": f"spans are nested at most {MAX_NESTING} levels deep; deeper spans are "
+                             f"listed in depth-first order in the children of their ancestor at depth "
+                             f"{MAX_NESTING - 1}: their 'parent' and 'depth' give their real place"},
         "spans": roots,
     }
-    return json.dumps(doc, ensure_ascii=False, indent=1, default=_json_default)
+    try:
+        return json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default)
+    except RecursionError:
+        # An attribute value nested nearly as deep as a JSON reader accepts (a crafted file): say
+        # so in place of that value rather than fail the whole export.
+        for node in _iter_nodes(roots):
+            try:
+                json.dumps(node["attributes"], default=_json_default)
+            except RecursionError:
+                node["attributes"] = {"unexportable": "the attributes of this span are nested too "
+                                                      "deeply to export as JSON"}
+        return json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default)
+
+
+def _iter_nodes(roots: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node["children"])
 
 
 def _json_default(obj: Any) -> Any:
@@ -479,13 +526,36 @@ def to_html(trace: Trace) -> str:
     parts.append("<h2>Totals</h2><table class=\"totals\">" + "".join(
         f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>")
     parts.append("<h2>Trace</h2>")
-    for r in trace.roots:
-        _html_span(trace, r, parts)
+    _html_tree(trace, parts)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _html_span(trace: Trace, s: Span, out: list[str], depth: int = 0) -> None:
+def _html_tree(trace: Trace, out: list[str]) -> None:
+    """Every span as nested ``<details>``, iteratively. Below MAX_NESTING levels the steps are
+    closed at once and follow each other inside their ancestor at the last nested level."""
+    close = None                                # marker: close the <details> of a nested span
+    stack: list[tuple[Span, int] | None] = [(r, 0) for r in reversed(trace.roots)]
+    while stack:
+        item = stack.pop()
+        if item is close:
+            out.append("</details>")
+            continue
+        assert item is not None
+        s, depth = item
+        _html_span(s, out, depth)
+        if depth < MAX_NESTING:
+            if depth == MAX_NESTING - 1 and s.children:
+                out.append(f'<p class="label">The steps below are nested deeper than {MAX_NESTING} '
+                           "levels: they are listed in order, each naming its parent.</p>")
+            stack.append(close)                 # children go inside this span's <details>
+        else:
+            out.append("</details>")            # listed flat: its children follow it
+        stack.extend((c, depth + 1) for c in reversed(s.children))
+
+
+def _html_span(s: Span, out: list[str], depth: int) -> None:
+    """A span's ``<details>`` opening and content (its children and the closing tag come after)."""
     a = s.attributes
     st = status_label(s)
     meta = [_fmt_duration(s)]
@@ -499,6 +569,9 @@ def _html_span(trace: Trace, s: Span, out: list[str], depth: int = 0) -> None:
     out.append(f'<details id="{_esc(s.id)}"{opened}><summary><span class="kind">{_esc(s.kind)}</span> '
                f"{_esc(s.name)} <span class=\"badge st-{_esc(st)}\">{_esc(st)}</span> "
                f'<span class="meta">{_esc(" · ".join(meta))}</span></summary>')
+    if depth >= MAX_NESTING and s.parent is not None:
+        pid = s.parent.id
+        out.append(f'<p class="label">Level {depth}, inside <a href="#{_esc(pid)}">{_esc(pid)}</a></p>')
     if s.running:
         out.append('<p class="warnbox">⚠ Incomplete: this step never ended.</p>')
     if s.kind == SpanKind.LLM_CALL:
@@ -538,9 +611,6 @@ def _html_span(trace: Trace, s: Span, out: list[str], depth: int = 0) -> None:
         out.append(f'<p class="label">Error</p>{_pre(a[Attr.ERROR])}')
     if a.get(Attr.STOP_REASON):
         out.append(f'<p class="label">Stop reason: {_esc(a[Attr.STOP_REASON])}</p>')
-    for c in s.children:
-        _html_span(trace, c, out, depth + 1)
-    out.append("</details>")
 
 
 # -- OTLP JSON (OpenTelemetry GenAI semantic conventions) ---------------------------------------
