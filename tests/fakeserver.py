@@ -79,6 +79,7 @@ class Request:
     body: Any
     time: float
     index: int
+    query: str = ""                 # the raw query string of the request path (after "?")
 
     @property
     def authorization(self) -> str | None:
@@ -312,9 +313,9 @@ def _make_handler(srv: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return raw.decode("utf-8", "replace")
 
         def _record(self, body: Any) -> Request:
-            req = Request(self.command, self.path.split("?")[0],
-                          {k.lower(): v for k, v in self.headers.items()}, body, time.time(),
-                          len(srv.requests))
+            path, _, query = self.path.partition("?")
+            req = Request(self.command, path, {k.lower(): v for k, v in self.headers.items()}, body,
+                          time.time(), len(srv.requests), query)
             srv._record(req)
             return req
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from rlm_desktop.cli import EXIT_FAILURE, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
 from rlm_desktop.core.profiles import env_var_for
+from rlm_desktop.core.redact import mask_url
 
 
 def add_parser(subparsers: Any) -> None:
@@ -97,7 +98,7 @@ def _list(args: argparse.Namespace) -> int:
         else:
             r = secrets.resolve_key(p)
             key = secrets.describe_source(r) if r.found else "MISSING"
-        rows.append({"id": p.id, "name": p.name, "preset": p.preset, "base_url": p.base_url,
+        rows.append({"id": p.id, "name": p.name, "preset": p.preset, "base_url": mask_url(p.base_url),
                      "root_model": p.root_model, "sub_model": p.sub_model, "key": key,
                      "demo": p.is_demo})
     if args.json:
@@ -138,7 +139,7 @@ def _add(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     hint = PRESETS[args.preset].hint
-    print(f"added provider {prof.id!r} ({prof.name}, {prof.base_url})")
+    print(f"added provider {prof.id!r} ({prof.name}, {mask_url(prof.base_url)})")
     if hint:
         print(hint)
     if prof.needs_key:

@@ -128,11 +128,16 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
     except ImportError:
         prices = {}
     if args.base_url:
+        from rlm_desktop.core.logs import register_url
+        from rlm_desktop.core.redact import mask_url
+
+        register_url(args.base_url)       # its credentials never reach the log, whatever happens
+        shown = mask_url(args.base_url)   # …nor stderr, --json, the trace or its exports
         if not re.match(r"^https?://", args.base_url):
-            raise UsageError(f"--base-url must start with http:// or https:// (got {args.base_url!r})")
+            raise UsageError(f"--base-url must start with http:// or https:// (got {shown!r})")
         if not args.model:
             raise UsageError("--model is required with --base-url (the server's model name)")
-        return ProviderConfig(id="cli", name=args.base_url, base_url=args.base_url, api_key=key,
+        return ProviderConfig(id="cli", name=shown, base_url=args.base_url, api_key=key,
                               needs_key=key is not None, root_model=args.model,
                               sub_model=args.sub_model or args.model, prices=prices,
                               context_windows=windows), None

@@ -1,6 +1,7 @@
 """Exports of a trace: one JSON document, a Markdown report, a self-contained HTML report, OTLP JSON.
 
-Exports hold only trace content (traces never hold API keys). Spans that never ended are marked
+Exports hold only trace content (traces never hold API keys; a provider name or error text that
+holds a URL is shown with the URL's credentials masked, also from traces of older versions). Spans that never ended are marked
 *incomplete* in every format. The HTML report needs no network: inline CSS, no scripts, escaped text.
 
 Every walk over the span tree is iterative, so a trace nested thousands deep (a crafted file, a long
@@ -24,6 +25,7 @@ from typing import Any
 
 from rlm_desktop import __version__
 from rlm_desktop.core.paths import write_text_atomic
+from rlm_desktop.core.redact import mask_urls_in
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
 FORMATS = ("json", "markdown", "html", "otlp")
@@ -219,6 +221,26 @@ def _walk(span: Span, depth: int = 0) -> Iterator[tuple[Span, int]]:
         stack.extend((c, d + 1) for c in reversed(s.children))
 
 
+# Fields that may name a server by its URL (the CLI's --base-url) or quote one in an error text.
+_URL_FIELDS = frozenset({Attr.PROVIDER, "sub_provider", "base_url", Attr.ERROR, Attr.WARNING})
+
+
+def _masked(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with credentials inside URLs masked in the fields that may hold a server URL."""
+    hits = [k for k in _URL_FIELDS if isinstance(attrs.get(k), str) and "://" in attrs[k]]
+    retries = attrs.get(Attr.RETRIES)
+    if not hits and not (isinstance(retries, list) and retries):
+        return attrs
+    out = dict(attrs)
+    for k in hits:
+        out[k] = mask_urls_in(out[k])
+    if isinstance(retries, list):
+        out[Attr.RETRIES] = [{**r, "error": mask_urls_in(r["error"])}
+                             if isinstance(r, dict) and isinstance(r.get("error"), str) else r
+                             for r in retries]
+    return out
+
+
 # -- JSON --------------------------------------------------------------------------------------
 
 def _span_tree(span: Span, depth: int) -> dict[str, Any]:
@@ -227,7 +249,7 @@ def _span_tree(span: Span, depth: int) -> dict[str, Any]:
         "depth": depth, "kind": str(span.kind), "name": span.name, "status": status_label(span),
         "incomplete": span.running, "start": span.start, "end": span.end,
         "duration_s": None if span.duration is None else round(span.duration, 6),
-        "attributes": span.attributes, "children": [],
+        "attributes": _masked(span.attributes), "children": [],
     }
     return node
 
@@ -256,7 +278,7 @@ def to_json(trace: Trace) -> str:
     indent = 1 if deepest < MAX_NESTING else None
     doc = {
         "format": "rlm-trace-export", "version": 1, "exported_by": f"rlm-desktop {__version__}",
-        "header": trace.header,
+        "header": _masked(trace.header),
         "query": run_query(trace), "answer": run_answer(trace),
         "status": status_label(_root_run(trace)) if trace.roots else INCOMPLETE,
         "totals": totals(trace).as_dict(),
@@ -385,7 +407,7 @@ def _md_span(trace: Trace, s: Span, depth: int) -> list[str]:
         if s.running:
             out += ["_⚠ The run itself is incomplete: it never ended._", ""]
         if a.get(Attr.ERROR):
-            out += [f"**Error:** {_md_inline(a[Attr.ERROR])}", ""]
+            out += [f"**Error:** {_md_inline(mask_urls_in(str(a[Attr.ERROR])))}", ""]
         return out
     out += [f"{head} {label}: {_md_inline(s.name)}{mark}", ""]
     facts = [f"duration {_fmt_duration(s)}"]
@@ -433,7 +455,7 @@ def _md_span(trace: Trace, s: Span, depth: int) -> list[str]:
         if a.get(Attr.QUERY):
             out += [f"Nested query: {_md_inline(a[Attr.QUERY])}", ""]
     if a.get(Attr.ERROR):
-        out += ["**Error:**", "", _fence(str(a[Attr.ERROR]), "text"), ""]
+        out += ["**Error:**", "", _fence(mask_urls_in(str(a[Attr.ERROR])), "text"), ""]
     if a.get(Attr.STOP_REASON) and s.kind != SpanKind.RUN:
         out += [f"Stop reason: `{_md_inline(a[Attr.STOP_REASON])}`", ""]
     return out
@@ -608,7 +630,7 @@ def _html_span(s: Span, out: list[str], depth: int) -> None:
     elif s.kind == SpanKind.RUN and a.get(Attr.QUERY) is not None and s.parent is not None:
         out.append(f'<p class="label">Query</p>{_pre(a[Attr.QUERY])}')
     if a.get(Attr.ERROR):
-        out.append(f'<p class="label">Error</p>{_pre(a[Attr.ERROR])}')
+        out.append(f'<p class="label">Error</p>{_pre(mask_urls_in(str(a[Attr.ERROR])))}')
     if a.get(Attr.STOP_REASON):
         out.append(f'<p class="label">Stop reason: {_esc(a[Attr.STOP_REASON])}</p>')
 
@@ -696,7 +718,7 @@ def _otlp_span(s: Span, trace_id: str, span_ids: dict[str, str], last_time: floa
         if isinstance(cost, (int, float)) and not isinstance(cost, bool):
             attrs += [_kv("gen_ai.usage.cost", float(cost)), _kv("rlm.cost_usd", float(cost))]
     attrs += [_kv("rlm.span.kind", str(s.kind)), _kv("rlm.span.id", s.id), _kv("rlm.span.name", s.name)]
-    for k, v in a.items():
+    for k, v in _masked(a).items():
         if k not in _MAPPED or s.kind not in (SpanKind.LLM_CALL, SpanKind.CODE_CELL):
             attrs.append(_kv(f"rlm.{k}", v))
     if s.running:
@@ -709,7 +731,7 @@ def _otlp_span(s: Span, trace_id: str, span_ids: dict[str, str], last_time: floa
         attrs.append(_kv("error.type", str(s.status)))
         msg = str(s.status)
         if a.get(Attr.ERROR):
-            msg += ": " + str(a[Attr.ERROR])[:500]
+            msg += ": " + mask_urls_in(str(a[Attr.ERROR]))[:500]
         status = {"code": _STATUS_ERROR, "message": msg}
     span: dict[str, Any] = {
         "traceId": trace_id, "spanId": span_ids[s.id], "name": name, "kind": kind,

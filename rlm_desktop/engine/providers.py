@@ -21,6 +21,7 @@ from openai import AsyncOpenAI, omit
 
 from rlm_desktop.core.config import ProviderConfig
 from rlm_desktop.core.pricing import cost_usd, lookup
+from rlm_desktop.core.redact import mask_urls_in, strip_query, url_secrets
 
 try:   # the HTTP library under the SDK: httpx2 for openai 3.x, httpx for older releases
     import httpx2 as _http
@@ -86,8 +87,12 @@ def client_for(provider: ProviderConfig) -> AsyncOpenAI:
         # to another server.
         headers = None if _is_openai(provider.base_url) else {"OpenAI-Organization": omit,
                                                              "OpenAI-Project": omit}
+        # Query parameters of the base URL (?api-version=…, ?key=…) go apart: the SDK appends
+        # "/chat/completions" to the base URL as text, which would put them inside the path.
+        base_url, query = strip_query(provider.base_url)
         client = AsyncOpenAI(
-            base_url=provider.base_url,
+            base_url=base_url,
+            default_query=query or None,
             api_key=provider.api_key or "",
             max_retries=0,
             timeout=provider.request_timeout_s,
@@ -116,10 +121,14 @@ async def aclose_clients() -> None:
 # -- errors ---------------------------------------------------------------------------------------
 
 def scrub(text: str, provider: ProviderConfig) -> str:
-    """Remove the provider's API key from a text (servers sometimes echo it)."""
+    """Remove the provider's API key and the credentials inside its base URL from a text (servers
+    and HTTP libraries sometimes echo them); any URL in it is shown masked."""
     key = provider.api_key
     if key and len(key) >= 4:
         text = text.replace(key, "***")
+    text = mask_urls_in(text)
+    for part in sorted(url_secrets(provider.base_url), key=len, reverse=True):
+        text = text.replace(part, "***")
     return text
 
 
@@ -164,7 +173,8 @@ GIVE_UP_ADVICE = {
 def _classify(exc: BaseException, provider: ProviderConfig, model: str,
               timeout_s: float) -> tuple[str, int | None, bool, str, float | None]:
     """(kind, status, retryable, message, retry_after) for an attempt's exception."""
-    where = provider.name if provider.name == provider.base_url else f"{provider.name} ({provider.base_url})"
+    shown = provider.shown_url
+    where = provider.name if provider.name in (provider.base_url, shown) else f"{provider.name} ({shown})"
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = scrub(_server_message(exc), provider)
