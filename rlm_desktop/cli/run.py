@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_desktop.cli import EXIT_CANCELLED, EXIT_FAILURE, EXIT_LIMIT, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+from rlm_desktop.core.textsafe import for_stream, for_terminal, json_for_terminal
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class UsageError(Exception):
 
 
 def _err(msg: str) -> None:
-    print(f"rlm-desktop run: {msg}", file=sys.stderr, flush=True)
+    # Messages quote servers, models and file names: never let their control characters act.
+    print(f"rlm-desktop run: {for_terminal(msg)}", file=sys.stderr, flush=True)
 
 
 def _app_settings() -> tuple[Any | None, str | None]:
@@ -395,9 +397,9 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any, 
                "sub_calls": result.sub_calls, "trace": str(trace_path),
                "isolation": result.isolation, "provider": provider.name,
                "demo": bool(provider.is_demo), "exit_code": code}
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_for_terminal(json.dumps(out, ensure_ascii=False)))   # exact, and safe to show
     elif result.answer is not None:
-        print(result.answer)
+        print(for_stream(result.answer, sys.stdout))   # exact into a pipe; shown safely on a terminal
     iso = result.isolation or {}
     if iso and iso.get("level") in ("weak", "none") and not args.quiet:
         _err(f"warning: sandbox isolation is {iso.get('level')}: {iso.get('summary', '')}")

@@ -26,6 +26,7 @@ from typing import Any
 
 from rlm_desktop.core.paths import log_dir
 from rlm_desktop.core.redact import mask_urls_in, url_secrets
+from rlm_desktop.core.textsafe import for_terminal, json_for_terminal
 
 LOG_FILE = "rlm-desktop.log"
 MAX_BYTES = 1_000_000
@@ -95,11 +96,13 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = redact(self.formatException(record.exc_info))
         elif record.exc_text:
             out["exc"] = redact(record.exc_text)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        # The same JSON, with C1 and bidi controls as escapes: `tail -f` of the log stays harmless.
+        return json_for_terminal(json.dumps(out, ensure_ascii=False, default=str))
 
 
 class ConsoleFormatter(logging.Formatter):
-    """``rlm-desktop: warning: …`` on stderr for headless use, redacted like the file. On a terminal
+    """``rlm-desktop: warning: …`` on stderr for headless use, redacted like the file and with control
+    characters neutralised (:func:`~rlm_desktop.core.textsafe.for_terminal`). On a terminal
     the line first erases the CLI's live progress line (which redraws itself on its next update)."""
 
     def __init__(self, tty: bool = False) -> None:
@@ -107,9 +110,11 @@ class ConsoleFormatter(logging.Formatter):
         self.prefix = "\r\x1b[K" if tty else ""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{self.prefix}rlm-desktop: {record.levelname.lower()}: {redact(record.getMessage())}"
+        # A record may quote a server or a file name: its control characters are shown, not run.
+        text = (f"{self.prefix}rlm-desktop: {record.levelname.lower()}: "
+                f"{for_terminal(redact(record.getMessage()))}")
         if record.exc_info and record.levelno >= logging.ERROR:
-            text += "\n" + redact(self.formatException(record.exc_info))
+            text += "\n" + for_terminal(redact(self.formatException(record.exc_info)))
         return text
 
 
