@@ -477,6 +477,8 @@ h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top:
   padding: .6em .9em; white-space: pre-wrap; overflow-wrap: anywhere; }
 table.totals { border-collapse: collapse; } table.totals td { padding: .15em 1.2em .15em 0; }
 details { border-left: 2px solid var(--line); margin: .25em 0 .25em .6em; padding-left: .7em; }
+details details details details details details details details {
+  margin-left: .2em; padding-left: .3em; }  /* deep runs: narrower steps keep the text readable */
 summary { cursor: pointer; list-style-position: outside; }
 summary .kind { font-weight: 600; } summary .meta { color: var(--muted); font-size: .9em; }
 .badge { display: inline-block; font-size: .78em; padding: 0 .5em; border-radius: 9px;
