@@ -130,6 +130,8 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
     except ImportError:
         prices = {}
     if args.base_url:
+        from urllib.parse import urlsplit
+
         from rlm_desktop.core.logs import register_url
         from rlm_desktop.core.redact import mask_url
 
@@ -137,6 +139,13 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
         shown = mask_url(args.base_url)   # …nor stderr, --json, the trace or its exports
         if not re.match(r"^https?://", args.base_url):
             raise UsageError(f"--base-url must start with http:// or https:// (got {shown!r})")
+        try:
+            parts = urlsplit(args.base_url)
+            parts.port                 # noqa: B018 - raises ValueError for a port above 65535
+        except ValueError as exc:      # …which would otherwise end the run as an "internal error"
+            raise UsageError(f"--base-url {shown!r} is not a valid address ({exc})") from None
+        if not parts.hostname:
+            raise UsageError(f"--base-url {shown!r} names no host (e.g. http://localhost:8000/v1)")
         if not args.model:
             raise UsageError("--model is required with --base-url (the server's model name)")
         return ProviderConfig(id="cli", name=shown, base_url=args.base_url, api_key=key,

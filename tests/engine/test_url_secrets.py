@@ -129,3 +129,11 @@ def test_a_bad_base_url_error_does_not_repeat_its_credentials(docs: Path) -> Non
     assert r.returncode == 2 and "must start with http://" in r.stderr
     assert "ftp://u:***@h/v1?token=***" in r.stderr
     assert not _leaks(r.stderr + r.stdout)
+
+
+def test_an_impossible_port_is_a_usage_error_not_an_internal_error(docs: Path) -> None:
+    r = _cli("--docs", str(docs), "--query", "q", "--base-url",
+             f"http://u:{PASSWORD}@127.0.0.1:99999/v1?api_key={QUERY_KEY}", "--model", "m")
+    assert r.returncode == 2, r.stderr
+    assert "is not a valid address" in r.stderr and "http://u:***@127.0.0.1:99999/v1?api_key=***" in r.stderr
+    assert not _leaks(r.stderr + r.stdout)
