@@ -26,7 +26,6 @@ from typing import Any
 from rlm_desktop import __version__
 from rlm_desktop.core.paths import write_text_atomic
 from rlm_desktop.core.redact import mask_urls_in
-from rlm_desktop.core.textsafe import json_for_terminal
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
 FORMATS = ("json", "markdown", "html", "otlp")
@@ -265,7 +264,8 @@ def _nested_tree(trace: Trace) -> tuple[list[dict[str, Any]], int]:
         s, d, host = stack.pop()
         node = _span_tree(s, d)
         host.append(node)
-        deepest = max(deepest, d)
+        if d > deepest:
+            deepest = d
         kids_host = node["children"] if d < MAX_NESTING else host
         stack.extend((c, d + 1, kids_host) for c in reversed(s.children))
     return roots, deepest
@@ -293,7 +293,7 @@ def to_json(trace: Trace) -> str:
         "spans": roots,
     }
     try:
-        return json_for_terminal(json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default))
+        return json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default)
     except RecursionError:
         # An attribute value nested nearly as deep as a JSON reader accepts (a crafted file): say
         # so in place of that value rather than fail the whole export.
@@ -303,7 +303,7 @@ def to_json(trace: Trace) -> str:
             except RecursionError:
                 node["attributes"] = {"unexportable": "the attributes of this span are nested too "
                                                       "deeply to export as JSON"}
-        return json_for_terminal(json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default))
+        return json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default)
 
 
 def _iter_nodes(roots: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -764,5 +764,4 @@ def to_otlp(trace: Trace) -> str:
         "resource": {"attributes": [x for x in resource_attrs if x is not None]},
         "scopeSpans": [{"scope": {"name": "rlm_desktop", "version": __version__}, "spans": spans}],
     }]}
-    # compact: OTLP is for machines; C1/bidi controls as JSON escapes (same value, safe to `cat`)
-    return json_for_terminal(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))  # compact: OTLP is for machines

@@ -41,6 +41,8 @@ def for_terminal(text: str) -> str:
 def json_for_terminal(text: str) -> str:
     """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with the characters a terminal would
     act on written as ``\\uXXXX`` escapes: the same JSON value, safe to print anywhere."""
+    if text.isascii() and "\x7f" not in text:   # the usual case, checked at memory speed
+        return text
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
