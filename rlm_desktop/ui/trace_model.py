@@ -98,8 +98,12 @@ class TraceModel(QAbstractItemModel):
         self._new = set()
         self._running = {s.id: s for s in trace.spans.values() if s.end is None} if live else {}
         self._depth, self._anchor, self._flat, self._flat_row = {}, {}, {}, {}
+        depth = self._depth
         for span in trace.spans.values():      # parents come before their children
-            self._place(span)
+            p = span.parent
+            d = depth[span.id] = 0 if p is None else depth[p.id] + 1
+            if d >= MAX_NESTING:
+                self._place(span)
         self.endResetModel()
         del old  # released only after the views dropped every index into it
         self._update_tick()
