@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_desktop.cli.exit_codes import EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
+from rlm_desktop.core.textsafe import for_terminal, is_terminal, json_for_terminal
 
 FORMAT_CHOICES = ("json", "markdown", "md", "html", "otlp")
 
@@ -41,8 +42,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _fail(msg: str) -> int:
-    print(f"rlm-desktop export: {msg}", file=sys.stderr, flush=True)
+    _note(msg)
     return EXIT_USAGE
+
+
+def _note(msg: str) -> None:
+    print(f"rlm-desktop export: {for_terminal(msg)}", file=sys.stderr, flush=True)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -66,22 +71,26 @@ def handle(args: argparse.Namespace) -> int:
     if fmt == "md":
         fmt = "markdown"
     if trace.truncated or trace.skipped_lines or any(s.running for s in trace.spans.values()):
-        print(f"rlm-desktop export: note: {src.name} was cut short (a crash or a kill?); steps that "
-              f"never ended are marked incomplete", file=sys.stderr, flush=True)
+        _note(f"note: {src.name} was cut short (a crash or a kill?); steps that never ended are "
+              "marked incomplete")
     if args.output:
         out = Path(args.output)
         try:
             fmt = fmt or format_for_path(out)
         except ExportError:
             fmt = "json"
-            print(f"rlm-desktop export: note: '{out.name}' does not name a format; writing JSON "
-                  f"(use --format to choose)", file=sys.stderr, flush=True)
+            _note(f"note: '{out.name}' does not name a format; writing JSON (use --format to choose)")
         try:
             write_export(trace, out, fmt)
         except OSError as exc:
             return _fail(f"cannot write {out}: {exc.strerror or exc}")
         return EXIT_OK
-    text = export_trace(trace, fmt or "json")
+    fmt = fmt or "json"
+    text = export_trace(trace, fmt)
+    if fmt in ("json", "otlp"):
+        text = json_for_terminal(text)         # the same JSON, safe on a terminal
+    elif is_terminal(sys.stdout):
+        text = for_terminal(text)              # a report shown on a terminal: controls made visible
     sys.stdout.write(text)
     sys.stdout.flush()
     return EXIT_OK

@@ -15,6 +15,8 @@ from typing import Any
 
 from rlm_desktop.cli.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_PROVIDER, EXIT_USAGE
 from rlm_desktop.core.profiles import env_var_for
+from rlm_desktop.core.redact import mask_url
+from rlm_desktop.core.textsafe import for_stream, for_terminal, json_for_terminal
 
 
 def add_parser(subparsers: Any) -> None:
@@ -71,7 +73,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _err(msg: str) -> None:
-    print(f"rlm-desktop provider: {msg}", file=sys.stderr, flush=True)
+    # Messages quote servers (errors, model names): their control characters are shown, not run.
+    print(f"rlm-desktop provider: {for_terminal(msg)}", file=sys.stderr, flush=True)
+
+
+def _out(text: str) -> None:
+    """A line for stdout: exact into a pipe, control characters made visible on a terminal."""
+    print(for_stream(text, sys.stdout), flush=True)
 
 
 def _settings() -> Any:
@@ -97,16 +105,16 @@ def _list(args: argparse.Namespace) -> int:
         else:
             r = secrets.resolve_key(p)
             key = secrets.describe_source(r) if r.found else "MISSING"
-        rows.append({"id": p.id, "name": p.name, "preset": p.preset, "base_url": p.base_url,
+        rows.append({"id": p.id, "name": p.name, "preset": p.preset, "base_url": mask_url(p.base_url),
                      "root_model": p.root_model, "sub_model": p.sub_model, "key": key,
                      "demo": p.is_demo})
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False))
+        print(json_for_terminal(json.dumps(rows, ensure_ascii=False)))
         return EXIT_OK
     w = max(len(r["id"]) for r in rows)
     for r in rows:
         models = r["root_model"] + (f" / {r['sub_model']}" if r["sub_model"] != r["root_model"] else "")
-        print(f"{r['id']:<{w}}  {r['name']}  {r['base_url']}  models: {models or '-'}  key: {r['key']}")
+        _out(f"{r['id']:<{w}}  {r['name']}  {r['base_url']}  models: {models or '-'}  key: {r['key']}")
     if not status.available:
         _err(status.message)
     if not s.has_real_provider():
@@ -137,7 +145,7 @@ def _add(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     hint = PRESETS[args.preset].hint
-    print(f"added provider {prof.id!r} ({prof.name}, {prof.base_url})")
+    _out(f"added provider {prof.id!r} ({prof.name}, {mask_url(prof.base_url)})")
     if hint:
         print(hint)
     if prof.needs_key:
@@ -262,7 +270,7 @@ def _test(args: argparse.Namespace) -> int:
         return code
     _prof, res = out
     if res.ok:
-        print(res.message)
+        _out(res.message)
         return EXIT_OK
     _err(res.message)
     return EXIT_PROVIDER
@@ -279,8 +287,8 @@ def _models(args: argparse.Namespace) -> int:
         _err(res.message)
         return EXIT_PROVIDER
     for m in res.models:
-        print(m)
-    print(res.message, file=sys.stderr)
+        _out(m)
+    print(for_terminal(res.message), file=sys.stderr)
     if args.save and not prof.is_demo:
         # List prices need no copy: the profile looks them up (genai-prices) for every model.
         s.save_profile(replace(prof, models=tuple(res.models)))

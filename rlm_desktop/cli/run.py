@@ -26,6 +26,7 @@ from rlm_desktop.cli.exit_codes import (
     EXIT_PROVIDER,
     EXIT_USAGE,
 )
+from rlm_desktop.core.textsafe import for_stream, for_terminal, json_for_terminal
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class UsageError(Exception):
 
 
 def _err(msg: str) -> None:
-    print(f"rlm-desktop run: {msg}", file=sys.stderr, flush=True)
+    # Messages quote servers, models and file names: never let their control characters act.
+    print(f"rlm-desktop run: {for_terminal(msg)}", file=sys.stderr, flush=True)
 
 
 def _app_settings() -> tuple[Any | None, str | None]:
@@ -147,11 +149,25 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
 
     windows: dict[str, int] = {}
     if args.base_url:
+        from urllib.parse import urlsplit
+
+        from rlm_desktop.core.logs import register_url
+        from rlm_desktop.core.redact import mask_url
+
+        register_url(args.base_url)       # its credentials never reach the log, whatever happens
+        shown = mask_url(args.base_url)   # …nor stderr, --json, the trace or its exports
         if not re.match(r"^https?://", args.base_url):
-            raise UsageError(f"--base-url must start with http:// or https:// (got {args.base_url!r})")
+            raise UsageError(f"--base-url must start with http:// or https:// (got {shown!r})")
+        try:
+            parts = urlsplit(args.base_url)
+            parts.port                 # noqa: B018 - raises ValueError for a port above 65535
+        except ValueError as exc:      # …which would otherwise end the run as an "internal error"
+            raise UsageError(f"--base-url {shown!r} is not a valid address ({exc})") from None
+        if not parts.hostname:
+            raise UsageError(f"--base-url {shown!r} names no host (e.g. http://localhost:8000/v1)")
         if not args.model:
             raise UsageError("--model is required with --base-url (the server's model name)")
-        return ProviderConfig(id="cli", name=args.base_url, base_url=args.base_url, api_key=key,
+        return ProviderConfig(id="cli", name=shown, base_url=args.base_url, api_key=key,
                               needs_key=key is not None, root_model=args.model,
                               sub_model=args.sub_model or args.model, prices=PriceTable({}, args.base_url),
                               context_windows=windows), None
@@ -445,9 +461,9 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
                "isolation": result.isolation, "provider": provider.name,
                "demo": bool(provider.is_demo), "exit_code": code,
                "session": turn.session, "turn": turn.turn, "variables": result.variables}
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_for_terminal(json.dumps(out, ensure_ascii=False)))   # exact, and safe to show
     elif result.answer is not None:
-        print(result.answer)
+        print(for_stream(result.answer, sys.stdout))   # exact into a pipe; shown safely on a terminal
     iso = result.isolation or {}
     if iso and iso.get("level") in ("weak", "none") and not args.quiet:
         _err(f"warning: sandbox isolation is {iso.get('level')}: {iso.get('summary', '')}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
-from rlm_desktop.core.logs import register_secret
+from rlm_desktop.core.logs import register_secret, register_url
+from rlm_desktop.core.redact import mask_url
 
 
 class ConfigError(ValueError):
@@ -107,11 +108,23 @@ class ProviderConfig:
     is_demo: bool = False
 
     def __post_init__(self) -> None:
-        # Whatever path a key took to get here, it can never be written to the log.
+        # Whatever path a key took to get here, it can never be written to the log; nor can the
+        # credentials inside the base URL (user info, ?api_key=…).
         register_secret(self.api_key)
+        register_url(self.base_url)
 
     def price_for(self, model: str) -> ModelPrice | None:
         return self.prices.get(model)
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL as people may see it: credentials inside it masked."""
+        return mask_url(self.base_url)
+
+    def __repr__(self) -> str:   # the generated one would show the URL's credentials
+        parts = [f"{f.name}={(self.shown_url if f.name == 'base_url' else getattr(self, f.name))!r}"
+                 for f in fields(self) if f.repr]
+        return f"ProviderConfig({', '.join(parts)})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,15 @@
 """Exports of a trace: one JSON document, a Markdown report, a self-contained HTML report, OTLP JSON.
 
-Exports hold only trace content (traces never hold API keys). Spans that never ended are marked
+Exports hold only trace content (traces never hold API keys; a provider name or error text that
+holds a URL is shown with the URL's credentials masked, also from traces of older versions). Spans that never ended are marked
 *incomplete* in every format. The HTML report needs no network: inline CSS, no scripts, escaped text.
+
+Every walk over the span tree is iterative, so a trace nested thousands deep (a crafted file, a long
+nested run) exports like any other. The JSON document and the HTML report keep the tree nested up
+to :data:`MAX_NESTING` levels; deeper steps are listed, in order, under their ancestor at the last
+nested level, each naming its real parent and depth (JSON readers such as Python's ``json`` or
+serde_json stop at a few hundred levels, and a browser lays out thousands of nested boxes as a
+column one character wide).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 from rlm_desktop import __version__
 from rlm_desktop.core.paths import write_text_atomic
+from rlm_desktop.core.redact import mask_urls_in
 from rlm_desktop.core.totals import totals as subtree_totals
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
@@ -24,6 +33,10 @@ FORMATS = ("json", "markdown", "html", "otlp")
 _SUFFIXES = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html",
              ".htm": "html", ".otlp": "otlp"}
 INCOMPLETE = "incomplete"
+# Span levels kept nested in the JSON and HTML exports. A real run nests about 4 levels per
+# rlm_query depth (run > iteration > cell > sub-call > run …), so max_depth 12 still fits; below it
+# a JSON document stays within ~110 levels (serde_json's default limit is 128, Python's ~1000).
+MAX_NESTING = 50
 
 
 class ExportError(ValueError):
@@ -209,40 +222,97 @@ def _walk(span: Span, depth: int = 0) -> Iterator[tuple[Span, int]]:
         stack.extend((c, d + 1) for c in reversed(s.children))
 
 
+# Fields that may name a server by its URL (the CLI's --base-url) or quote one in an error text.
+_URL_FIELDS = frozenset({Attr.PROVIDER, "sub_provider", "base_url", Attr.ERROR, Attr.WARNING})
+
+
+def _masked(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with credentials inside URLs masked in the fields that may hold a server URL."""
+    hits = [k for k in _URL_FIELDS if isinstance(attrs.get(k), str) and "://" in attrs[k]]
+    retries = attrs.get(Attr.RETRIES)
+    if not hits and not (isinstance(retries, list) and retries):
+        return attrs
+    out = dict(attrs)
+    for k in hits:
+        out[k] = mask_urls_in(out[k])
+    if isinstance(retries, list):
+        out[Attr.RETRIES] = [{**r, "error": mask_urls_in(r["error"])}
+                             if isinstance(r, dict) and isinstance(r.get("error"), str) else r
+                             for r in retries]
+    return out
+
+
 # -- JSON --------------------------------------------------------------------------------------
 
-def _span_tree(span: Span) -> dict[str, Any]:
+def _span_tree(span: Span, depth: int) -> dict[str, Any]:
     node: dict[str, Any] = {
-        "id": span.id, "kind": str(span.kind), "name": span.name, "status": status_label(span),
+        "id": span.id, "parent": span.parent.id if span.parent is not None else None,
+        "depth": depth, "kind": str(span.kind), "name": span.name, "status": status_label(span),
         "incomplete": span.running, "start": span.start, "end": span.end,
         "duration_s": None if span.duration is None else round(span.duration, 6),
-        "attributes": span.attributes, "children": [],
+        "attributes": _masked(span.attributes), "children": [],
     }
     return node
 
 
+def _nested_tree(trace: Trace) -> tuple[list[dict[str, Any]], int]:
+    """The span tree as nested nodes, iteratively, and the deepest level. Spans deeper than
+    MAX_NESTING go into the children of their ancestor at level MAX_NESTING - 1, depth first."""
+    roots: list[dict[str, Any]] = []
+    deepest = 0
+    stack: list[tuple[Span, int, list[dict[str, Any]]]] = [(r, 0, roots) for r in reversed(trace.roots)]
+    while stack:
+        s, d, host = stack.pop()
+        node = _span_tree(s, d)
+        host.append(node)
+        if d > deepest:
+            deepest = d
+        kids_host = node["children"] if d < MAX_NESTING else host
+        stack.extend((c, d + 1, kids_host) for c in reversed(s.children))
+    return roots, deepest
+
+
 def to_json(trace: Trace) -> str:
     """One JSON document: header, totals and the nested span tree (children in order)."""
-    built: dict[str, dict[str, Any]] = {}
-    roots: list[dict[str, Any]] = []
-    for root in trace.roots:
-        for s, _ in _walk(root):
-            node = _span_tree(s)
-            built[s.id] = node
-            (built[s.parent.id]["children"] if s.parent is not None else roots).append(node)
+    roots, deepest = _nested_tree(trace)
+    # Indenting a flattened deep tree would make its deep steps mostly spaces (100 MB for 50,000
+    # levels): such a document is written compact.
+    indent = 1 if deepest < MAX_NESTING else None
     doc = {
         "format": "rlm-trace-export", "version": 1, "exported_by": f"rlm-desktop {__version__}",
-        "header": trace.header,
+        "header": _masked(trace.header),
         "query": run_query(trace), "answer": run_answer(trace),
         "status": status_label(_root_run(trace)) if trace.roots else INCOMPLETE,
         "totals": totals(trace).as_dict(),
         "truncated": trace.truncated, "skipped_lines": trace.skipped_lines,
         "notes": {"messages": "an llm_call's messages are those new since the call named in "
                               "history_from; follow that chain for the full conversation",
-                  "incomplete": "spans with incomplete=true never ended (the run was cut short)"},
+                  "incomplete": "spans with incomplete=true never ended (the run was cut short)",
+                  "nesting": f"spans are nested at most {MAX_NESTING} levels deep; deeper spans are "
+                             f"listed in depth-first order in the children of their ancestor at depth "
+                             f"{MAX_NESTING - 1}: their 'parent' and 'depth' give their real place"},
         "spans": roots,
     }
-    return json.dumps(doc, ensure_ascii=False, indent=1, default=_json_default)
+    try:
+        return json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default)
+    except RecursionError:
+        # An attribute value nested nearly as deep as a JSON reader accepts (a crafted file): say
+        # so in place of that value rather than fail the whole export.
+        for node in _iter_nodes(roots):
+            try:
+                json.dumps(node["attributes"], default=_json_default)
+            except RecursionError:
+                node["attributes"] = {"unexportable": "the attributes of this span are nested too "
+                                                      "deeply to export as JSON"}
+        return json.dumps(doc, ensure_ascii=False, indent=indent, default=_json_default)
+
+
+def _iter_nodes(roots: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node["children"])
 
 
 def _json_default(obj: Any) -> Any:
@@ -339,7 +409,7 @@ def _md_span(trace: Trace, s: Span, depth: int) -> list[str]:
         if s.running:
             out += ["_⚠ The run itself is incomplete: it never ended._", ""]
         if a.get(Attr.ERROR):
-            out += [f"**Error:** {_md_inline(a[Attr.ERROR])}", ""]
+            out += [f"**Error:** {_md_inline(mask_urls_in(str(a[Attr.ERROR])))}", ""]
         return out
     out += [f"{head} {label}: {_md_inline(s.name)}{mark}", ""]
     facts = [f"duration {_fmt_duration(s)}"]
@@ -387,7 +457,7 @@ def _md_span(trace: Trace, s: Span, depth: int) -> list[str]:
         if a.get(Attr.QUERY):
             out += [f"Nested query: {_md_inline(a[Attr.QUERY])}", ""]
     if a.get(Attr.ERROR):
-        out += ["**Error:**", "", _fence(str(a[Attr.ERROR]), "text"), ""]
+        out += ["**Error:**", "", _fence(mask_urls_in(str(a[Attr.ERROR])), "text"), ""]
     if a.get(Attr.STOP_REASON) and s.kind != SpanKind.RUN:
         out += [f"Stop reason: `{_md_inline(a[Attr.STOP_REASON])}`", ""]
     return out
@@ -408,6 +478,8 @@ h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top:
   padding: .6em .9em; white-space: pre-wrap; overflow-wrap: anywhere; }
 table.totals { border-collapse: collapse; } table.totals td { padding: .15em 1.2em .15em 0; }
 details { border-left: 2px solid var(--line); margin: .25em 0 .25em .6em; padding-left: .7em; }
+details details details details details details details details {
+  margin-left: .2em; padding-left: .3em; }  /* deep runs: narrower steps keep the text readable */
 summary { cursor: pointer; list-style-position: outside; }
 summary .kind { font-weight: 600; } summary .meta { color: var(--muted); font-size: .9em; }
 .badge { display: inline-block; font-size: .78em; padding: 0 .5em; border-radius: 9px;
@@ -480,13 +552,36 @@ def to_html(trace: Trace) -> str:
     parts.append("<h2>Totals</h2><table class=\"totals\">" + "".join(
         f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>")
     parts.append("<h2>Trace</h2>")
-    for r in trace.roots:
-        _html_span(trace, r, parts)
+    _html_tree(trace, parts)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _html_span(trace: Trace, s: Span, out: list[str], depth: int = 0) -> None:
+def _html_tree(trace: Trace, out: list[str]) -> None:
+    """Every span as nested ``<details>``, iteratively. Below MAX_NESTING levels the steps are
+    closed at once and follow each other inside their ancestor at the last nested level."""
+    close = None                                # marker: close the <details> of a nested span
+    stack: list[tuple[Span, int] | None] = [(r, 0) for r in reversed(trace.roots)]
+    while stack:
+        item = stack.pop()
+        if item is close:
+            out.append("</details>")
+            continue
+        assert item is not None
+        s, depth = item
+        _html_span(s, out, depth)
+        if depth < MAX_NESTING:
+            if depth == MAX_NESTING - 1 and s.children:
+                out.append(f'<p class="label">The steps below are nested deeper than {MAX_NESTING} '
+                           "levels: they are listed in order, each naming its parent.</p>")
+            stack.append(close)                 # children go inside this span's <details>
+        else:
+            out.append("</details>")            # listed flat: its children follow it
+        stack.extend((c, depth + 1) for c in reversed(s.children))
+
+
+def _html_span(s: Span, out: list[str], depth: int) -> None:
+    """A span's ``<details>`` opening and content (its children and the closing tag come after)."""
     a = s.attributes
     st = status_label(s)
     meta = [_fmt_duration(s)]
@@ -500,6 +595,9 @@ def _html_span(trace: Trace, s: Span, out: list[str], depth: int = 0) -> None:
     out.append(f'<details id="{_esc(s.id)}"{opened}><summary><span class="kind">{_esc(s.kind)}</span> '
                f"{_esc(s.name)} <span class=\"badge st-{_esc(st)}\">{_esc(st)}</span> "
                f'<span class="meta">{_esc(" · ".join(meta))}</span></summary>')
+    if depth >= MAX_NESTING and s.parent is not None:
+        pid = s.parent.id
+        out.append(f'<p class="label">Level {depth}, inside <a href="#{_esc(pid)}">{_esc(pid)}</a></p>')
     if s.running:
         out.append('<p class="warnbox">⚠ Incomplete: this step never ended.</p>')
     if s.kind == SpanKind.LLM_CALL:
@@ -536,12 +634,9 @@ def _html_span(trace: Trace, s: Span, out: list[str], depth: int = 0) -> None:
     elif s.kind == SpanKind.RUN and a.get(Attr.QUERY) is not None and s.parent is not None:
         out.append(f'<p class="label">Query</p>{_pre(a[Attr.QUERY])}')
     if a.get(Attr.ERROR):
-        out.append(f'<p class="label">Error</p>{_pre(a[Attr.ERROR])}')
+        out.append(f'<p class="label">Error</p>{_pre(mask_urls_in(str(a[Attr.ERROR])))}')
     if a.get(Attr.STOP_REASON):
         out.append(f'<p class="label">Stop reason: {_esc(a[Attr.STOP_REASON])}</p>')
-    for c in s.children:
-        _html_span(trace, c, out, depth + 1)
-    out.append("</details>")
 
 
 # -- OTLP (OpenTelemetry GenAI semantic conventions) -------------------------------------------
@@ -744,7 +839,7 @@ def _otlp_span(trace: Trace, s: Span, trace_id: str, span_ids: dict[str, str], l
     attrs.put("rlm.span.kind", str(s.kind))
     attrs.put("rlm.span.id", s.id)
     attrs.put("rlm.span.name", s.name)
-    for k, v in a.items():
+    for k, v in _masked(a).items():
         if k not in _MAPPED or s.kind not in (SpanKind.LLM_CALL, SpanKind.CODE_CELL):
             attrs.put(f"rlm.{k}", v)
     if s.running:
@@ -757,7 +852,7 @@ def _otlp_span(trace: Trace, s: Span, trace_id: str, span_ids: dict[str, str], l
         attrs.put("error.type", str(s.status))
         msg = str(s.status)
         if a.get(Attr.ERROR):
-            msg += ": " + str(a[Attr.ERROR])[:500]
+            msg += ": " + mask_urls_in(str(a[Attr.ERROR]))[:500]
         status = {"code": _STATUS_ERROR, "message": msg}
     span: dict[str, Any] = {
         "traceId": trace_id, "spanId": span_ids[s.id], "name": name, "kind": kind,

@@ -5,8 +5,10 @@ fields), so a log can be read by a person and filtered with ``jq``. What goes in
 finished (ids, models, limits, outcome, spend), provider retries and failures, sandbox restarts and
 protocol violations, and internal errors with their tracebacks. What never goes in: API keys (every
 key the app resolves is registered here and replaced by ``[redacted]`` in every record, traceback
-text included; well-known key shapes are redacted even when unregistered), document text, prompts
-and answers (those live in the trace, which the user controls).
+text included; well-known key shapes are redacted even when unregistered), credentials inside URLs
+(every base URL's secret parts are registered the same way, and any URL in a record is shown
+masked, see :mod:`rlm_desktop.core.redact`), document text, prompts and answers (those live in the
+trace, which the user controls).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm_desktop.core.paths import log_dir, private_dir
+from rlm_desktop.core.redact import mask_urls_in, url_secrets
+from rlm_desktop.core.textsafe import for_terminal, json_for_terminal
 
 LOG_FILE = "rlm-desktop.log"
 MAX_BYTES = 1_000_000
@@ -49,8 +53,18 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value.strip())
 
 
+def register_url(url: str | None) -> None:
+    """Never let the credentials inside ``url`` (user info, secret query values) reach a log record
+    (called for every base URL the app is given)."""
+    if url:
+        for part in url_secrets(url):
+            register_secret(part)
+
+
 def redact(text: str) -> str:
-    """``text`` with registered secrets and credential-shaped strings replaced."""
+    """``text`` with registered secrets, credentials inside URLs and credential-shaped strings
+    replaced."""
+    text = mask_urls_in(text)
     with _lock:
         known = sorted(_secrets, key=len, reverse=True)
     for s in known:
@@ -82,11 +96,13 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = redact(self.formatException(record.exc_info))
         elif record.exc_text:
             out["exc"] = redact(record.exc_text)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        # The same JSON, with C1 and bidi controls as escapes: `tail -f` of the log stays harmless.
+        return json_for_terminal(json.dumps(out, ensure_ascii=False, default=str))
 
 
 class ConsoleFormatter(logging.Formatter):
-    """``rlm-desktop: warning: …`` on stderr for headless use, redacted like the file. On a terminal
+    """``rlm-desktop: warning: …`` on stderr for headless use, redacted like the file and with control
+    characters neutralised (:func:`~rlm_desktop.core.textsafe.for_terminal`). On a terminal
     the line first erases the CLI's live progress line (which redraws itself on its next update)."""
 
     def __init__(self, tty: bool = False) -> None:
@@ -94,9 +110,11 @@ class ConsoleFormatter(logging.Formatter):
         self.prefix = "\r\x1b[K" if tty else ""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{self.prefix}rlm-desktop: {record.levelname.lower()}: {redact(record.getMessage())}"
+        # A record may quote a server or a file name: its control characters are shown, not run.
+        text = (f"{self.prefix}rlm-desktop: {record.levelname.lower()}: "
+                f"{for_terminal(redact(record.getMessage()))}")
         if record.exc_info and record.levelno >= logging.ERROR:
-            text += "\n" + redact(self.formatException(record.exc_info))
+            text += "\n" + for_terminal(redact(self.formatException(record.exc_info)))
         return text
 
 
@@ -155,4 +173,5 @@ def shutdown_logging() -> None:
         _installed.clear()
 
 
-__all__ = ["JsonFormatter", "log_file", "redact", "register_secret", "setup_logging", "shutdown_logging"]
+__all__ = ["JsonFormatter", "log_file", "redact", "register_secret", "register_url", "setup_logging",
+           "shutdown_logging"]

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from rlm_desktop.core.config import ConfigError, ModelPrice, ProviderConfig
 from rlm_desktop.core.pricing import PriceTable, catalog_label
+from rlm_desktop.core.redact import is_secret_param, mask_url
 
 DEMO_ID = "demo"
 OPENAI_HOST = "api.openai.com"
@@ -291,15 +292,21 @@ def check_url(url: str) -> None:
     if not url.strip():
         raise ProfileError("the base URL is empty: give the server's address, e.g. "
                            "http://localhost:8000/v1", "base_url")
+    shown = mask_url(url.strip())        # an error message never repeats a credential
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProfileError(f"the base URL {url!r} is not an http:// or https:// address "
+        raise ProfileError(f"the base URL {shown!r} is not an http:// or https:// address "
                            "(e.g. https://api.example.com/v1)", "base_url")
     if any(c.isspace() for c in url.strip()):
-        raise ProfileError(f"the base URL {url!r} contains spaces", "base_url")
+        raise ProfileError(f"the base URL {shown!r} contains spaces", "base_url")
     if parts.username or parts.password:
         raise ProfileError("the base URL must not contain a user name or password: store the key "
                            "as the provider's API key (Settings, Save key) instead", "base_url")
+    secret = [n for n, _, v in (q.partition("=") for q in parts.query.split("&")) if v and is_secret_param(n)]
+    if secret:   # a profile's URL is saved in the settings file, where no secret belongs
+        raise ProfileError(f"the base URL must not carry a secret in its query ({', '.join(secret)}): "
+                           "store the key as the provider's API key instead (parameters such as "
+                           "api-version may stay)", "base_url")
 
 
 def validate_profile(profile: ProviderProfile, existing_ids: Iterable[str] = ()) -> list[ProfileError]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from rlm_desktop.core.status import span_status_text, stop_reason_text
+from rlm_desktop.core.textsafe import for_terminal
 from rlm_desktop.core.totals import Totals, totals
 from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, SpanStatus, Trace, TraceEvent
 
@@ -27,14 +28,10 @@ _MAX_LINE_CHARS = 400            # one line of output longer than this is cut (w
 _MAX_INDENT = 8                  # nesting shown as margins up to here, as a number beyond
 _PREVIEW_CHARS = 60              # prompt / response previews on a sub-call's one-liner
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def _safe(text: Any) -> str:
-    """``text`` with C0/C1 control characters (except newline and tab) shown as visible escapes
-    (``\\x1b``), so nothing from a model or a document can drive the terminal."""
-    s = str(text).replace("\r\n", "\n")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+    """``text`` with every character a terminal would act on shown as a visible escape (the one
+    rule for the whole CLI: :func:`rlm_desktop.core.textsafe.for_terminal`)."""
+    return for_terminal(str(text))
 
 
 def use_color(mode: str, stream: IO[str] | Any, environ: dict[str, str] | None = None) -> bool:

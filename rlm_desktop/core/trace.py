@@ -277,7 +277,8 @@ class Trace:
     def end_open_spans(self, status: SpanStatus, *, reason: str | None = None) -> int:
         """End every span still running (deepest first). Used on cancel and on fatal errors."""
         open_spans = [s for s in self.spans.values() if s.end is None]
-        open_spans.sort(key=_depth, reverse=True)
+        depths = _depths(open_spans)
+        open_spans.sort(key=lambda s: depths[s.id], reverse=True)
         attrs = {Attr.ERROR: reason} if reason else None
         for s in open_spans:
             self.end_span(s.id, status, attrs)
@@ -422,12 +423,21 @@ class Trace:
         return messages
 
 
-def _depth(span: Span) -> int:
-    d = 0
-    while span.parent is not None:
-        span = span.parent
-        d += 1
-    return d
+def _depths(spans: Iterable[Span]) -> dict[str, int]:
+    """Depth of each of ``spans`` (root = 0), each ancestor chain climbed once: linear in the
+    tree even when it nests thousands deep (climbing from each span would be quadratic)."""
+    known: dict[str, int] = {}
+    for span in spans:
+        chain: list[Span] = []
+        s: Span | None = span
+        while s is not None and s.id not in known:
+            chain.append(s)
+            s = s.parent
+        d = known[s.id] if s is not None else -1
+        for c in reversed(chain):
+            d += 1
+            known[c.id] = d
+    return known
 
 
 # -- files -------------------------------------------------------------------------------------

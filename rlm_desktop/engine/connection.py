@@ -15,6 +15,7 @@ import httpx2
 from rlm_desktop.core.endpoints import endpoint_for
 from rlm_desktop.core.logs import register_secret
 from rlm_desktop.core.profiles import ProviderProfile
+from rlm_desktop.core.redact import mask_url, mask_urls_in
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -30,6 +31,11 @@ class ConnectionResult:
     status: int | None = None
     models: tuple[str, ...] = ()
     url: str = ""
+
+    def __post_init__(self) -> None:
+        # Whatever built it, a result shown to people never carries a URL's credentials.
+        object.__setattr__(self, "message", mask_urls_in(self.message))
+        object.__setattr__(self, "url", mask_url(self.url))
 
 
 def _scrub(text: str, key: str | None) -> str:
@@ -163,7 +169,7 @@ def _precheck(profile: ProviderProfile, key: str | None) -> ConnectionResult | N
                                 models=tuple(profile.models))
     parts = urlsplit(profile.base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return ConnectionResult(False, "invalid", f"The base URL {profile.base_url!r} is not an http:// or "
+        return ConnectionResult(False, "invalid", f"The base URL {mask_url(profile.base_url)!r} is not an http:// or "
                                 "https:// address.")
     if profile.needs_key and not key:
         return ConnectionResult(False, "no_key", f"No key for provider {profile.id!r}: paste one under API "

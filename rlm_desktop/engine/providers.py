@@ -32,6 +32,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from rlm_desktop.core.config import ProviderConfig
 from rlm_desktop.core.endpoints import endpoint_for
 from rlm_desktop.core.pricing import cost_usd, lookup
+from rlm_desktop.core.redact import mask_urls_in, url_secrets
 
 try:   # the HTTP library under the SDK: httpx2 for openai 3.x, httpx for older releases
     import httpx2 as _http
@@ -238,10 +239,14 @@ async def aclose_clients() -> None:
 # -- errors ---------------------------------------------------------------------------------------
 
 def scrub(text: str, provider: ProviderConfig) -> str:
-    """Remove the provider's API key from a text (servers sometimes echo it)."""
+    """Remove the provider's API key and the credentials inside its base URL from a text (servers
+    and HTTP libraries sometimes echo them); any URL in it is shown masked."""
     key = provider.api_key
     if key and len(key) >= 4:
         text = text.replace(key, "***")
+    text = mask_urls_in(text)
+    for part in sorted(url_secrets(provider.base_url), key=len, reverse=True):
+        text = text.replace(part, "***")
     return text
 
 
@@ -339,7 +344,9 @@ def _classify(exc: BaseException, provider: ProviderConfig, model: str,
 
 
 def _where(provider: ProviderConfig) -> str:
-    return provider.name if provider.name == provider.base_url else f"{provider.name} ({provider.base_url})"
+    """The provider as an error message names it: its name and its URL, credentials masked."""
+    shown = provider.shown_url
+    return shown if provider.name in (provider.base_url, shown) else f"{provider.name} ({shown})"
 
 
 def _plain_name(exc: BaseException) -> str:

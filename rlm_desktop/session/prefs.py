@@ -26,6 +26,7 @@ from rlm_desktop.core.profiles import (
     env_var_for,
     profile_from_preset,
 )
+from rlm_desktop.core.redact import mask_url
 from rlm_desktop.engine.demo import DEMO_PROVIDER
 from rlm_desktop.session import secrets
 from rlm_desktop.session.ini import IniStore
@@ -203,7 +204,8 @@ class Preferences:
                     qs.set_value("choices/sub_profile", prof.id)
                     qs.set_value("choices/sub_model", prof.sub_model)
             except ProfileError as exc:
-                self.notices.append(f"The provider from older settings ({base_url}) was not kept: {exc}")
+                self.notices.append(f"The provider from older settings ({mask_url(base_url)}) was not "
+                                    f"kept: {exc}")
             if key:
                 try:
                     secrets.set_key(LEGACY_PROFILE_ID, key)

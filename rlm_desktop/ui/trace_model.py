@@ -4,6 +4,11 @@ The GUI thread owns a mirror ``Trace``; events from the engine are buffered (:me
 applied on a short timer as one ``beginInsertRows``/``endInsertRows`` per parent per batch and one
 ``dataChanged`` per changed node. Indexes carry the ``Span`` objects the Trace keeps alive (never
 Python ints as internal pointers).
+
+The view nests at most :data:`MAX_NESTING` levels (as the exports do): a step deeper than that is
+shown, in the order it started, among the children of its ancestor at the last nested level, with
+its level in its label. Qt walks a tree view's and a filter proxy's rows recursively in C++, so a
+trace nested thousands deep (a crafted file) would otherwise crash the app on "expand all".
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from PySide6.QtCore import (
     Signal,
 )
 
+from rlm_desktop.core.exporters import MAX_NESTING
 from rlm_desktop.core.trace import EventType, Span, Trace, TraceEvent
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import status_icon
@@ -56,6 +62,12 @@ class TraceModel(QAbstractItemModel):
         self._shown: dict[str | None, int] = {}   # announced child counts of touched parents
         self._new: set[str] = set()               # spans created after the last reset
         self._running: dict[str, Span] = {}       # live spans still running (duration ticks)
+        # Nesting shown (see the module docstring): every span's depth; for spans at MAX_NESTING
+        # and below, the ancestor they are shown under and their row there.
+        self._depth: dict[str, int] = {}
+        self._anchor: dict[str, Span] = {}
+        self._flat: dict[str, list[Span]] = {}    # anchor id -> the deep spans shown under it
+        self._flat_row: dict[str, int] = {}
         self.dropped_events = 0
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_INTERVAL_MS)
@@ -85,6 +97,13 @@ class TraceModel(QAbstractItemModel):
         self._shown = {}
         self._new = set()
         self._running = {s.id: s for s in trace.spans.values() if s.end is None} if live else {}
+        self._depth, self._anchor, self._flat, self._flat_row = {}, {}, {}, {}
+        depth = self._depth
+        for span in trace.spans.values():      # parents come before their children
+            p = span.parent
+            d = depth[span.id] = 0 if p is None else depth[p.id] + 1
+            if d >= MAX_NESTING:
+                self._place(span)
         self.endResetModel()
         del old  # released only after the views dropped every index into it
         self._update_tick()
@@ -130,13 +149,13 @@ class TraceModel(QAbstractItemModel):
                 header.update(ev)
                 continue
             if ev.type is EventType.STARTED:
-                parent = trace.spans.get(ev.parent_id) if ev.parent_id else None
-                key = parent.id if parent is not None else None
+                host = self._host_of_child(trace.spans.get(ev.parent_id) if ev.parent_id else None)
+                key = host.id if host is not None else None
                 if key not in self._shown:
                     if key is not None and key in self._new:
                         self._shown[key] = 0
                     else:
-                        self._shown[key] = len(parent.children if parent is not None else trace.roots)
+                        self._shown[key] = len(self._kids(host))
             try:
                 span = trace.apply(ev)
             except (KeyError, ValueError):
@@ -146,7 +165,8 @@ class TraceModel(QAbstractItemModel):
             if ev.type is EventType.STARTED:
                 self._new.add(span.id)
                 created.add(span.id)
-                grown.setdefault(span.parent.id if span.parent is not None else None, span.parent)
+                host = self._place(span)
+                grown.setdefault(host.id if host is not None else None, host)
                 if self._live and span.end is None:
                     self._running[span.id] = span
             else:
@@ -155,7 +175,7 @@ class TraceModel(QAbstractItemModel):
                 if span.id not in created:
                     changed[span.id] = span
         for key, parent in grown.items():
-            children = parent.children if parent is not None else trace.roots
+            children = self._kids(parent)
             old = self._shown.get(key, 0)
             new = len(children)
             if new > old:
@@ -171,8 +191,9 @@ class TraceModel(QAbstractItemModel):
             self.batch_applied.emit(applied)
 
     def _emit_changed(self, span: Span) -> None:
-        left = self.createIndex(span.index, 0, span)
-        right = self.createIndex(span.index, len(HEADERS) - 1, span)
+        row = self._row(span)
+        left = self.createIndex(row, 0, span)
+        right = self.createIndex(row, len(HEADERS) - 1, span)
         self.dataChanged.emit(left, right)
 
     def _update_tick(self) -> None:
@@ -185,12 +206,59 @@ class TraceModel(QAbstractItemModel):
     def _on_tick(self) -> None:
         for span in self._running.values():
             if self._is_shown(span):
-                idx = self.createIndex(span.index, COL_DURATION, span)
+                idx = self.createIndex(self._row(span), COL_DURATION, span)
                 self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole])
 
     def _is_shown(self, span: Span) -> bool:
-        key = span.parent.id if span.parent is not None else None
-        return span.index < self._child_count(key, span.parent)
+        host = self._host(span)
+        return self._row(span) < self._child_count(host.id if host is not None else None, host)
+
+    # -- nesting shown -----------------------------------------------------------------------------
+    def _place(self, span: Span) -> Span | None:
+        """Record a new span's depth (and, below MAX_NESTING, its place under its anchor); returns
+        the span it is shown under (None: a top-level row)."""
+        p = span.parent
+        d = 0 if p is None else self._depth.get(p.id, 0) + 1
+        self._depth[span.id] = d
+        if d < MAX_NESTING:
+            return p
+        anchor = p if d == MAX_NESTING else self._anchor[p.id]   # type: ignore[union-attr]
+        assert anchor is not None
+        self._anchor[span.id] = anchor
+        rows = self._flat.setdefault(anchor.id, [])
+        self._flat_row[span.id] = len(rows)
+        rows.append(span)
+        return anchor
+
+    def _host_of_child(self, parent: Span | None) -> Span | None:
+        """The span a new child of ``parent`` will be shown under."""
+        if parent is None or self._depth.get(parent.id, 0) < MAX_NESTING:
+            return parent
+        return self._anchor[parent.id]
+
+    def _host(self, span: Span) -> Span | None:
+        """The span ``span`` is shown under (its parent, or its anchor when it is deeper)."""
+        if self._depth.get(span.id, 0) <= MAX_NESTING:
+            return span.parent
+        return self._anchor[span.id]
+
+    def _row(self, span: Span) -> int:
+        if self._depth.get(span.id, 0) < MAX_NESTING:
+            return span.index
+        return self._flat_row[span.id]
+
+    def _kids(self, span: Span | None) -> list[Span]:
+        """The rows shown under ``span`` (None: the top level)."""
+        if span is None:
+            return self._trace.roots
+        d = self._depth.get(span.id, 0)
+        if d < MAX_NESTING - 1:
+            return span.children
+        return self._flat.get(span.id, []) if d == MAX_NESTING - 1 else []
+
+    def nesting_depth(self, span: Span) -> int:
+        """How deep ``span`` really is (0: a top-level step), whatever level it is shown at."""
+        return self._depth.get(span.id, 0)
 
     # -- lookup ----------------------------------------------------------------------------------
     def span_for_index(self, index: AnyIndex) -> Span | None:
@@ -206,13 +274,13 @@ class TraceModel(QAbstractItemModel):
             pspan = self.span_for_index(parent)
             if pspan is None or not 0 <= row < self._child_count(pspan.id, pspan):
                 return None
-            return pspan.children[row]
+            return self._kids(pspan)[row]
         return self._trace.roots[row] if 0 <= row < self._child_count(None, None) else None
 
     def index_for_span(self, span: Span | None, column: int = 0) -> QModelIndex:
         if span is None:
             return QModelIndex()
-        return self.createIndex(span.index, column, span)
+        return self.createIndex(self._row(span), column, span)
 
     def _child_count(self, key: str | None, span: Span | None) -> int:
         n = self._shown.get(key)
@@ -220,7 +288,7 @@ class TraceModel(QAbstractItemModel):
             return n
         if key is not None and key in self._new:
             return 0
-        return len(span.children) if span is not None else len(self._trace.roots)
+        return len(self._kids(span))
 
     # -- QAbstractItemModel ----------------------------------------------------------------------
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's default
@@ -243,7 +311,7 @@ class TraceModel(QAbstractItemModel):
             pspan = self.span_for_index(parent)
             if pspan is None or row >= self._child_count(pspan.id, pspan):
                 return QModelIndex()
-            return self.createIndex(row, column, pspan.children[row])
+            return self.createIndex(row, column, self._kids(pspan)[row])
         if row >= self._child_count(None, None):
             return QModelIndex()
         return self.createIndex(row, column, self._trace.roots[row])
@@ -252,10 +320,10 @@ class TraceModel(QAbstractItemModel):
         if index is None:
             return super().parent()   # QObject.parent()
         span = self.span_for_index(index)
-        if span is None or span.parent is None:
+        p = None if span is None else self._host(span)
+        if p is None:
             return QModelIndex()
-        p = span.parent
-        return self.createIndex(p.index, 0, p)
+        return self.createIndex(self._row(p), 0, p)
 
     def hasChildren(self, parent: AnyIndex = QModelIndex()) -> bool:  # noqa: B008
         return self.rowCount(parent) > 0
@@ -282,7 +350,8 @@ class TraceModel(QAbstractItemModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_NAME:
-                return fmt.span_label(span)
+                d = self._depth.get(span.id, 0)
+                return fmt.span_label(span) if d < MAX_NESTING else f"[level {d}] {fmt.span_label(span)}"
             if col == COL_STATUS:
                 return fmt.STATUS_LABELS.get(fmt.span_status(span, self._live), "?")
             if col == COL_DURATION:

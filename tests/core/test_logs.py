@@ -116,3 +116,17 @@ def test_console_lines_erase_the_live_progress_line_only_on_a_terminal() -> None
     rec = logging.LogRecord("rlm_desktop.x", logging.WARNING, __file__, 1, "retrying %s", ("sk-abcdefabcdef123456",), None)
     assert logs.ConsoleFormatter(tty=True).format(rec) == "\r\x1b[Krlm-desktop: warning: retrying [redacted]"
     assert logs.ConsoleFormatter(tty=False).format(rec) == "rlm-desktop: warning: retrying [redacted]"
+
+
+def test_control_characters_in_records_never_act_on_a_terminal(logfile: Path) -> None:
+    """Item 10: a record quoting a server or a file name: the console shows its controls as escapes;
+    the file holds the exact text, with C1 and bidi controls as JSON escapes (safe to `tail -f`)."""
+    evil = "bad \x1b]0;pwned\x07 \x1b[2J \x9b31m \u202e end"
+    rec = logging.LogRecord("rlm_desktop.x", logging.WARNING, __file__, 1, "server said %s", (evil,), None)
+    line = logs.ConsoleFormatter(tty=False).format(rec)
+    assert line == "rlm-desktop: warning: server said bad \\x1b]0;pwned\\x07 \\x1b[2J \\x9b31m \\u202e end"
+    logging.getLogger("rlm_desktop.test").warning("server said %s", evil)
+    logs.shutdown_logging()
+    raw = logfile.read_text(encoding="utf-8")
+    assert not any(c in raw for c in "\x1b\x07\x9b\u202e")
+    assert _records(logfile)[-1]["msg"] == f"server said {evil}"
