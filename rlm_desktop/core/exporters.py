@@ -26,7 +26,7 @@ from typing import Any
 from rlm_desktop import __version__
 from rlm_desktop.core.paths import write_text_atomic
 from rlm_desktop.core.redact import mask_urls_in
-from rlm_desktop.core.totals import totals as subtree_totals
+from rlm_desktop.core.totals import Usage, subtree_usage
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
 FORMATS = ("json", "markdown", "html", "otlp")
@@ -774,7 +774,7 @@ def _otlp_usage(attrs: _Attrs, input_tokens: Any, output_tokens: Any, cached_tok
 
 
 def _otlp_span(trace: Trace, s: Span, trace_id: str, span_ids: dict[str, str], last_time: float,
-               conversation: str | None) -> dict[str, Any]:
+               conversation: str | None, usage: dict[str, Usage]) -> dict[str, Any]:
     a = s.attributes
     attrs = _Attrs()
     kind = _SPAN_KIND_INTERNAL
@@ -788,9 +788,9 @@ def _otlp_span(trace: Trace, s: Span, trace_id: str, span_ids: dict[str, str], l
             attrs.put("gen_ai.provider.name", genai_provider_name(a.get(Attr.PROVIDER), demo))
         attrs.put("gen_ai.request.model", models.get("root"))
         attrs.put("gen_ai.conversation.id", conversation)
-        t = subtree_totals(s)         # the run's own calls at every depth, from the one totals function
+        t = usage[s.id]               # the run's own calls at every depth (core.totals, one pass)
         _otlp_usage(attrs, t.input_tokens, t.output_tokens, t.cached_tokens,
-               t.cost_value if t.llm_calls else None)
+                    t.cost_value if t.calls else None)
     elif s.kind == SpanKind.LLM_CALL:
         model = str(a.get(Attr.MODEL) or "unknown")
         name = f"chat {model}"
@@ -831,8 +831,8 @@ def _otlp_span(trace: Trace, s: Span, trace_id: str, span_ids: dict[str, str], l
         attrs.put("gen_ai.tool.call.arguments", a.get(Attr.PROMPT))
         attrs.put("gen_ai.tool.call.result", a.get(Attr.RESPONSE))
         if not a.get(Attr.CACHE_HIT):
-            t = subtree_totals(s)
-            if t.llm_calls:
+            t = usage[s.id]
+            if t.calls:
                 _otlp_usage(attrs, t.input_tokens, t.output_tokens, t.cached_tokens, t.cost_value)
     else:
         name = s.name or str(s.kind)
@@ -882,13 +882,15 @@ def _otlp_parts(trace: Trace) -> tuple[dict[str, Any], dict[str, Any], Iterator[
     resource = {"attributes": [x for x in resource_attrs if x is not None]}
     scope = {"name": "rlm_desktop", "version": __version__}
 
+    usage = subtree_usage(trace)
+
     def spans() -> Iterator[dict[str, Any]]:
         for i, root in enumerate(trace.roots):
             trace_id = base if i == 0 else _hex_id(f"{base}|{root.id}", 16)
             span_ids: dict[str, str] = {}
             for s, _ in _walk(root):
                 span_ids[s.id] = _hex_id(f"{base}|{s.id}", 8)
-                yield _otlp_span(trace, s, trace_id, span_ids, last_time, conversation)
+                yield _otlp_span(trace, s, trace_id, span_ids, last_time, conversation, usage)
 
     return resource, scope, spans()
 

@@ -65,3 +65,16 @@ def test_exit_codes_follow_the_contract() -> None:
     assert exit_code_for("error", "provider_error") == EXIT_PROVIDER
     assert exit_code_for("error", "call_timeout") == EXIT_PROVIDER
     assert exit_code_for("error", "sandbox_refused") == EXIT_USAGE
+
+
+def test_subtree_usage_of_every_span_in_one_pass_equals_totals_of_that_span() -> None:
+    from rlm_desktop.core.totals import subtree_usage
+
+    tr, _, _ = _two_turns()
+    usage = subtree_usage(tr)
+    for span in tr:
+        t = totals(span)
+        u = usage[span.id]
+        assert (u.calls, u.input_tokens, u.output_tokens, u.cost_unknown_calls) == \
+            (t.llm_calls, t.input_tokens, t.output_tokens, t.cost_unknown_calls), span.name
+        assert abs(u.cost_usd - t.cost_usd) < 1e-12
