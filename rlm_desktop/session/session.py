@@ -36,6 +36,7 @@ from rlm_desktop.session.store import SessionLock, SessionStore, default_trace_p
 
 if TYPE_CHECKING:
     from rlm_desktop.core.documents import DocumentSet
+    from rlm_desktop.core.sources import SourceIndex
 
 
 class SessionError(RuntimeError):
@@ -221,6 +222,7 @@ class Session:
         self.trace: Trace | None = None
         self.docs: DocumentSet | None = None
         self._context: str | dict[str, str] | None = None
+        self._sources: SourceIndex | None = None     # built once per set of documents, on first use
         self._notes: list[str] = []
         self.follow_outside_links = follow_outside_links
         reopened = False
@@ -271,6 +273,7 @@ class Session:
         if not self.docs.documents:
             raise SessionError("no readable documents in " + ", ".join(self._doc_paths))
         self._context = self.docs.context_value()
+        self._sources = None
 
     def _make_setup(self, provider: ProviderConfig | str | None, model: str | None, sub_model: str | None,
                     base_url: str | None, api_key: str | None, sub_provider: ProviderConfig | None,
@@ -342,6 +345,16 @@ class Session:
     def context(self) -> str | dict[str, str]:
         assert self._context is not None
         return self._context
+
+    @property
+    def source_index(self) -> SourceIndex:
+        """The index mapping text back to the documents (core/sources.py), built on first use."""
+        if self._sources is None:
+            from rlm_desktop.core.sources import SourceIndex
+
+            self._sources = (SourceIndex.from_documents(self.docs) if self.docs is not None
+                             else SourceIndex.from_context(self.context))
+        return self._sources
 
     @property
     def turn_count(self) -> int:
@@ -480,7 +493,7 @@ class Session:
         self._history(entry)
         try:
             result = await run_rlm(config, self.context, provider=s.provider, sub_provider=s.sub_provider,
-                                   trace=self.trace, cancel=cancel, turn=turn)
+                                   trace=self.trace, cancel=cancel, turn=turn, sources=self.source_index)
         except BaseException:
             self._history(replace(entry, finished=time.time(), status="cancelled", stop_reason="cancelled"))
             raise
