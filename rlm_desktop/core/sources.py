@@ -8,14 +8,14 @@ Built once per set of documents (:meth:`SourceIndex.build`, ``from_documents``, 
 
 How it matches (whitespace-insensitive shingles): each document's UTF-8 bytes are stripped of ASCII
 whitespace; an *anchor* is taken at the start of every non-blank line and every ``STEP`` bytes
-inside long lines, and where each non-blank line ends, keyed by a 64-bit hash of the ``K`` stripped bytes from there (the window may run
+inside long lines, and where each non-blank line ends, keyed by a hash of the ``K`` stripped bytes from there (the window may run
 into the next lines). A text is stripped the same way and hashed at *every* position, so an excerpt
 that starts mid-line, re-joins lines, or changes spacing or indentation still hits the anchors it
 contains. Hits on one diagonal (same document, same offset between text and document) form one
 match; a match shorter than ``MIN_MATCH_BYTES`` stripped bytes (about 40 characters) is ignored, so
 common short lines do not count. Everything is vectorised with numpy: for 100 MB the build takes
 a fraction of the load time (``rlm-desktop bench sources``) and the index holds 12 bytes per
-anchor plus 4 per line, not the text.
+anchor (about two per line) plus 4 per line — under half the text's size — not the text.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ if TYPE_CHECKING:
 
 # Window hashed at each anchor (stripped bytes; a multiple of 8) and the stride of extra anchors
 # inside long lines: an excerpt inside one line is found once it holds STEP + K stripped bytes.
-K = 24
+K = 32
 STEP = 48
-# Matches shorter than this many non-whitespace bytes are ignored (a common short line, a name).
-MIN_MATCH_BYTES = 32
+# Matches shorter than this many non-whitespace bytes (about 40 characters) are ignored: a common
+# short line, a name. One window is that long, so one hit is a match: hashes are 64-bit (a chance
+# hit among millions of anchors is about 1 in 10^7 per megabyte of text).
+MIN_MATCH_BYTES = K
 # A window found at more places than this (a separator line, a licence header) names no source.
 MAX_REPEATS = 64
 # A match needs one window found at no more places than this (see locate()).
@@ -96,7 +98,7 @@ def _hash_at(s: np.ndarray, positions: np.ndarray) -> np.ndarray:
     n = len(s) - 7
     words = np.ndarray((n,), dtype="<u8", buffer=s, strides=(1,))   # unaligned 8-byte reads
     h = words[positions] * _M1
-    for j, m in zip(range(8, K, 8), (_M2, _M3), strict=False):
+    for j, m in zip(range(8, K, 8), (_M2, _M3, _M1 ^ _M2), strict=False):
         h ^= words[positions + j] * m
     h ^= h >> _S29
     h *= _M4
@@ -152,8 +154,9 @@ class SourceIndex:
             s = b[keep]
             sstart = kept_before[:-1]
             length = np.diff(kept_before)
-            # anchors: every non-blank line start, then every STEP bytes inside the line
-            n_per = np.where(length > 0, (length + STEP - 1) // STEP, 0)
+            # anchors: every non-blank line start, then every STEP bytes while a whole window
+            # fits in the line
+            n_per = np.where(length > 0, 1 + np.maximum(length - K, 0) // STEP, 0)
             total = int(n_per.sum())
             first = np.repeat(sstart, n_per)
             offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n_per) - n_per, n_per)
@@ -174,14 +177,16 @@ class SourceIndex:
             line_base.append(line_base[-1] + len(starts))
             base += len(s)
             doc_base.append(base)
+        # offsets fit 32 bits below 4 GB of text: 8 bytes per anchor and 4 per line
+        pos_type = np.uint32 if base < 2**32 else np.int64
         if hashes:
             h = np.concatenate(hashes)
             a = np.concatenate(anchors)
             order = np.argsort(h, kind="stable")
             idx._hashes = h[order]
-            idx._anchor_pos = a[order]
+            idx._anchor_pos = a[order].astype(pos_type)
         if lines:
-            idx._lines = np.concatenate(lines)
+            idx._lines = np.concatenate(lines).astype(pos_type)
         idx._doc_line_base = np.array(line_base, dtype=np.int64)
         idx._doc_base = np.array(doc_base, dtype=np.int64)
         idx._by_name = {n: i for i, n in enumerate(idx.names)}
@@ -253,10 +258,12 @@ class SourceIndex:
             counts[counts > MAX_REPEATS] = 0               # boilerplate repeated all over: no source
             rep_all.append(np.repeat(counts, counts))
             q = np.repeat(q, counts)
+            if not len(q):
+                continue
             firsts = np.repeat(at, counts)
             offs = np.arange(len(q), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
             qpos_all.append(q)
-            dpos_all.append(self._anchor_pos[firsts + offs])
+            dpos_all.append(self._anchor_pos[firsts + offs].astype(np.int64))
         if not qpos_all:
             return []
         q = np.concatenate(qpos_all)
