@@ -76,6 +76,13 @@ def test_periodic_boilerplate_does_not_invent_sources() -> None:
     assert idx.locate("status=ok | owner=ops-team | region=eu-west-1 | tier=gold") == []
 
 
+def test_lines_that_end_alike_are_not_chained_into_false_ranges() -> None:
+    lines = [f"entry {i} of the register, kept with enough words to matter here" for i in range(1, 13)]
+    idx = SourceIndex.build([("register.txt", "\n".join(lines), None)])
+    # the shared ending of every line must not chain line k's end to line k+1's end elsewhere
+    assert idx.locate(" ".join(lines[4:6])) == [SourceRange("register.txt", 5, 6)]
+
+
 def test_same_passage_in_two_documents_names_both() -> None:
     shared = "This paragraph was copied verbatim into two different files of the folder."
     idx = SourceIndex.build([("a.txt", "intro\n" + shared + "\n", None), ("b.txt", shared + "\nend\n", None)])
