@@ -7,7 +7,7 @@ Built once per set of documents (:meth:`SourceIndex.build`, ``from_documents``, 
 :mod:`rlm_desktop.core.citations` checks an answer's citations against them.
 
 How it matches (whitespace-insensitive shingles): each document's UTF-8 bytes are stripped of ASCII
-whitespace; an *anchor* is taken at the start of every non-blank line and every ``STEP`` bytes
+whitespace (and control characters); an *anchor* is taken at the start of every non-blank line and every ``STEP`` bytes
 inside long lines, and where each non-blank line ends, keyed by a hash of the ``K`` stripped bytes from there (the window may run
 into the next lines). A text is stripped the same way and hashed at *every* position, so an excerpt
 that starts mid-line, re-joins lines, or changes spacing or indentation still hits the anchors it
@@ -20,7 +20,10 @@ anchor (about two per line) plus 4 per line — under half the text's size — n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +47,7 @@ RARE_REPEATS = 8
 # A text is hashed in pieces of this many bytes (bounded temporary memory for huge prompts).
 _CHUNK = 4 * 1024 * 1024
 
-_WS = np.zeros(256, dtype=bool)
-_WS[[9, 10, 11, 12, 13, 32]] = True
+_SPACE = np.uint8(32)     # bytes up to the space (whitespace, control characters) are skipped
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _M3 = np.uint64(0x165667B19E3779F9)
@@ -90,7 +92,7 @@ class SourceRange:
 
 def _strip(data: bytes) -> np.ndarray:
     b = np.frombuffer(data, dtype=np.uint8)
-    return b[~_WS[b]]
+    return b[b > _SPACE]
 
 
 def _hash_at(s: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -141,12 +143,14 @@ class SourceIndex:
         for name, text, pages in documents:
             data = text.encode("utf-8", "surrogatepass")
             b = np.frombuffer(data, dtype=np.uint8)
-            keep = ~_WS[b]
+            keep = b > _SPACE
             # line i covers bytes [starts[i], starts[i+1]); its stripped length is the kept count
             starts = np.concatenate(([0], np.flatnonzero(b == 10) + 1)).astype(np.int64)
             kept_before = np.zeros(len(starts) + 1, dtype=np.int64)
             if len(b):
-                seg = np.add.reduceat(keep, np.minimum(starts, len(b) - 1), dtype=np.int64)
+                # (uint8 → uint32 is ten times faster than summing bools into int64)
+                seg = np.add.reduceat(keep.view(np.uint8), np.minimum(starts, len(b) - 1),
+                                      dtype=np.uint32).astype(np.int64)
                 seg[starts >= len(b)] = 0                      # a final empty line
                 ends = np.append(starts[1:], len(b))
                 seg[ends == starts] = 0
@@ -163,8 +167,10 @@ class SourceIndex:
             pos = first + offs * STEP
             # ... and the window that ends each line: an excerpt that starts mid-line, or ends
             # with a short line, still holds one anchor of that line
-            ends = (sstart + length - K)[(length > 0) & (sstart + length >= K)]
-            pos = np.unique(np.concatenate((pos, ends)))
+            # (not where it is the line's last STEP anchor already)
+            ends = (sstart + length - K)[(length > 0) & (sstart + length >= K)
+                                         & ((length < K) | ((length - K) % STEP != 0))]
+            pos = np.concatenate((pos, ends))
             pos = pos[pos + K <= len(s)]                      # a full window only
             if len(pos):
                 hashes.append(_hash_at(_padded(s), pos))
@@ -203,6 +209,13 @@ class SourceIndex:
         if isinstance(context, str):
             return cls.build([(name, context, None)])
         return cls.build((str(k), v if isinstance(v, str) else str(v), None) for k, v in context.items())
+
+    # -- the IndexSource protocol (a ready index is its own result) -------------------------------
+    def result(self, timeout: float | None = None) -> SourceIndex:
+        return self
+
+    async def ready(self) -> SourceIndex:
+        return self
 
     # -- facts ------------------------------------------------------------------------------------
     @property
@@ -298,6 +311,36 @@ class SourceIndex:
         return out
 
 
+class PendingIndex:
+    """A :class:`SourceIndex` being built on a background thread, so loading documents does not
+    wait for it (numpy releases the GIL for most of the work). ``result()`` blocks until it is
+    built; ``await ready()`` waits without blocking the event loop. A failed build raises there."""
+
+    def __init__(self, build: Callable[[], SourceIndex]) -> None:
+        self._future: concurrent.futures.Future[SourceIndex] = concurrent.futures.Future()
+        threading.Thread(target=self._run, args=(build,), name="rlm-source-index", daemon=True).start()
+
+    def _run(self, build: Callable[[], SourceIndex]) -> None:
+        try:
+            self._future.set_result(build())
+        except BaseException as exc:   # noqa: BLE001 - handed to whoever asks for the index
+            self._future.set_exception(exc)
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> SourceIndex:
+        return self._future.result(timeout)
+
+    async def ready(self) -> SourceIndex:
+        return await asyncio.wrap_future(self._future)
+
+
+# What the engine is given: a built index or one being built (both have result() and ready()).
+IndexSource = SourceIndex | PendingIndex
+
+
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, with overlapping or adjacent ranges joined: ``[(3, 4), (5, 9), (12, 12)]``."""
     out: list[list[int]] = []
@@ -325,4 +368,4 @@ def merge_sources(items: Iterable[SourceRange]) -> list[SourceRange]:
     return out
 
 
-__all__ = ["K", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]
+__all__ = ["IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]

@@ -31,7 +31,7 @@ from rlm_desktop.sandbox.api import (
 )
 
 if TYPE_CHECKING:
-    from rlm_desktop.core.sources import SourceIndex
+    from rlm_desktop.core.sources import IndexSource
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ SHRUNK_TAIL = 200
 _REPL_NAMES = frozenset({"context", "llm_query", "llm_query_batched", "rlm_query", "llm_query_async",
                          "llm_query_batched_async", "rlm_query_async", "FINAL", "FINAL_VAR",
                          "SHOW_VARS"})
+# Texts longer than this are mapped to their sources on a worker thread (numpy releases the GIL).
+LOCATE_INLINE_CHARS = 64_000
 # A sub_call span shows this much of its prompt; the full prompt is recorded once, in its llm_call.
 PROMPT_PREVIEW_CHARS = 2000
 
@@ -170,7 +172,7 @@ class _Shared:
     """State shared by the root run and every nested run: counters, budget, cancel, spans."""
 
     def __init__(self, config: RunConfig, provider: ProviderConfig, sub_provider: ProviderConfig,
-                 trace: Trace, cancel: CancelToken, sources: SourceIndex | None = None) -> None:
+                 trace: Trace, cancel: CancelToken, sources: IndexSource | None = None) -> None:
         self.config = config
         self.sources = sources
         self.limits: RunLimits = config.limits
@@ -201,11 +203,19 @@ class _Shared:
         self.best_partial: str | None = None
 
     # -- spans --------------------------------------------------------------------------------
-    def seen(self, text: str) -> dict[str, Any]:
-        """``{Attr.SOURCES: [...]}`` for a text a model is given (empty without an index or a match)."""
+    async def seen(self, text: str) -> dict[str, Any]:
+        """``{Attr.SOURCES: [...]}`` for a text a model is given (empty without an index or a match).
+        Waits for an index still being built; a long text is mapped off the event loop."""
         if self.sources is None or not text:
             return {}
-        found = self.sources.locate(text)
+        try:
+            index = await self.sources.ready()
+            found = (index.locate(text) if len(text) < LOCATE_INLINE_CHARS
+                     else await asyncio.to_thread(index.locate, text))
+        except (MemoryError, ValueError, OSError) as exc:   # the run goes on without sources
+            log.warning("mapping a text to its sources failed; the run goes on without them: %s", exc)
+            self.sources = None
+            return {}
         return {Attr.SOURCES: [r.to_dict() for r in found]} if found else {}
 
     def start(self, kind: SpanKind, name: str, parent: str | None, attrs: dict[str, Any]) -> str:
@@ -622,7 +632,7 @@ class _RLM:
                     sandbox_output_truncated=cell.output_truncated)
                 outputs.append(text)
                 if self.last_cell_span is not None:     # what of the documents the root model sees
-                    s.trace.update_span(self.last_cell_span, s.seen(text))
+                    s.trace.update_span(self.last_cell_span, await s.seen(text))
                 if cell.final is not None and cell.ok:
                     answer = _final_value(cell.final.value)
                     self._final_span(it_span, answer, cell.final.via)
@@ -813,7 +823,7 @@ class _RLM:
             attrs["prompt_chars"] = len(prompt)   # the whole prompt is in the child llm_call
         if batch_index is not None:
             attrs[Attr.BATCH_INDEX] = batch_index
-        attrs.update(s.seen(prompt))          # what of the documents this sub-call's model sees
+        attrs.update(await s.seen(prompt))    # what of the documents this sub-call's model sees
         name = "llm_query" if batch_index is None else f"llm_query_batched[{batch_index}]"
         sid = s.start(SpanKind.SUB_CALL, name, parent, attrs)
         key = (model_name, prompt)
@@ -869,7 +879,7 @@ class _RLM:
         lim = s.limits
         child_depth = self.depth + 1
         sid = s.start(SpanKind.SUB_CALL, "rlm_query", parent, {Attr.PROMPT: prompt, Attr.DEPTH: child_depth,
-                                                                **s.seen(prompt)})
+                                                                **(await s.seen(prompt))})
         if self.depth >= lim.max_depth:
             msg = (f"rlm_query is not available: the maximum depth ({lim.max_depth}) is reached at "
                    f"depth {self.depth}; use llm_query instead")
@@ -916,10 +926,15 @@ class _RLM:
         raise RuntimeError(f"rlm_query ended without a final answer: {reason}.{partial}")
 
 
-def _sources_attrs(trace: Trace, run_span: str, answer: str | None, index: SourceIndex,
+def _sources_attrs(trace: Trace, run_span: str, answer: str | None, sources: IndexSource,
                    context: str | dict[str, str]) -> dict[str, Any]:
     from rlm_desktop.core.citations import run_sources_attrs
 
+    try:
+        index = sources.result(timeout=120)   # built by now unless the run was very short
+    except Exception:   # noqa: BLE001 - a failed build must not lose the run's answer; logged
+        log.exception("the source index could not be built; the answer's citations are not checked")
+        return {}
     texts = {index.names[0]: context} if isinstance(context, str) and index.names else \
         context if isinstance(context, dict) else None
     try:
@@ -960,7 +975,7 @@ def price_warning(config: RunConfig, provider: ProviderConfig,
 async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider: ProviderConfig,
                   sub_provider: ProviderConfig | None = None, trace: Trace,
                   cancel: CancelToken | None = None, turn: TurnContext | None = None,
-                  sources: SourceIndex | None = None) -> RunResult:
+                  sources: IndexSource | None = None) -> RunResult:
     """Run one RLM to its end and return the outcome. See the module docstring.
 
     With ``turn`` (a session's turn), the root run uses the session's live REPL and leaves it
@@ -1055,8 +1070,8 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     end_attrs = {**state.totals(), Attr.ANSWER: answer, Attr.STOP_REASON: stop_reason}
     if reason:
         end_attrs[Attr.ERROR] = reason
-    if sources is not None:
-        end_attrs.update(_sources_attrs(trace, run_span, answer, sources, context))
+    if state.sources is not None:
+        end_attrs.update(_sources_attrs(trace, run_span, answer, state.sources, context))
     state.end(run_span, run_status, end_attrs)
     result = RunResult(
         answer=answer, status=status, reason=reason, stop_reason=stop_reason,

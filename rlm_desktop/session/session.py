@@ -36,7 +36,7 @@ from rlm_desktop.session.store import SessionLock, SessionStore, default_trace_p
 
 if TYPE_CHECKING:
     from rlm_desktop.core.documents import DocumentSet
-    from rlm_desktop.core.sources import SourceIndex
+    from rlm_desktop.core.sources import PendingIndex
 
 
 class SessionError(RuntimeError):
@@ -222,7 +222,7 @@ class Session:
         self.trace: Trace | None = None
         self.docs: DocumentSet | None = None
         self._context: str | dict[str, str] | None = None
-        self._sources: SourceIndex | None = None     # built once per set of documents, on first use
+        self._sources: PendingIndex | None = None    # built once per set of documents, in the background
         self._notes: list[str] = []
         self.follow_outside_links = follow_outside_links
         reopened = False
@@ -264,6 +264,7 @@ class Session:
                                        limits, sandbox, memo_cache)
         if reopened:
             self._reopen()
+        _ = self.source_index   # start building it now: it is ready by the time a model needs it
 
     # -- set-up ----------------------------------------------------------------------------------
     def _load_docs(self) -> None:
@@ -273,7 +274,7 @@ class Session:
         if not self.docs.documents:
             raise SessionError("no readable documents in " + ", ".join(self._doc_paths))
         self._context = self.docs.context_value()
-        self._sources = None
+        self._sources = None          # the next turn indexes the new set
 
     def _make_setup(self, provider: ProviderConfig | str | None, model: str | None, sub_model: str | None,
                     base_url: str | None, api_key: str | None, sub_provider: ProviderConfig | None,
@@ -347,13 +348,15 @@ class Session:
         return self._context
 
     @property
-    def source_index(self) -> SourceIndex:
-        """The index mapping text back to the documents (core/sources.py), built on first use."""
+    def source_index(self) -> PendingIndex:
+        """The index mapping text back to the documents (core/sources.py), built on a background
+        thread once per set of documents (``.result()`` waits for it)."""
         if self._sources is None:
-            from rlm_desktop.core.sources import SourceIndex
+            from rlm_desktop.core.sources import PendingIndex, SourceIndex
 
-            self._sources = (SourceIndex.from_documents(self.docs) if self.docs is not None
-                             else SourceIndex.from_context(self.context))
+            docs, context = self.docs, self.context
+            self._sources = PendingIndex(lambda: SourceIndex.from_documents(docs) if docs is not None
+                                         else SourceIndex.from_context(context))
         return self._sources
 
     @property
