@@ -44,6 +44,9 @@ MIN_MATCH_BYTES = K
 MAX_REPEATS = 64
 # A match needs one window found at no more places than this (see locate()).
 RARE_REPEATS = 8
+# A bit per hash prefix (about 8 bits per anchor, at most 2^25 bits = 4 MB): a text's windows whose
+# bit is clear are not looked up (most of them), so mapping a long prompt is several times faster.
+_FILTER_MAX_BITS = 25
 # A text is hashed in pieces of this many bytes (bounded temporary memory for huge prompts).
 _CHUNK = 4 * 1024 * 1024
 
@@ -128,6 +131,8 @@ class SourceIndex:
         self._anchor_pos = np.zeros(0, dtype=np.int64)    # their stripped global offsets
         self._doc_base = np.zeros(1, dtype=np.int64)      # stripped global offset of each doc
         self._by_name: dict[str, int] = {}
+        self._filter = np.zeros(0, dtype=np.uint8)
+        self._filter_shift = np.uint64(63)
 
     # -- building ---------------------------------------------------------------------------------
     @classmethod
@@ -191,6 +196,11 @@ class SourceIndex:
             order = np.argsort(h, kind="stable")
             idx._hashes = h[order]
             idx._anchor_pos = a[order].astype(pos_type)
+            bits = min(_FILTER_MAX_BITS, max(10, (8 * len(h)).bit_length()))
+            idx._filter_shift = np.uint64(64 - bits)
+            present = np.zeros(1 << bits, dtype=bool)
+            present[(idx._hashes >> idx._filter_shift).astype(np.int64)] = True
+            idx._filter = np.packbits(present, bitorder="little")
         if lines:
             idx._lines = np.concatenate(lines).astype(pos_type)
         idx._doc_line_base = np.array(line_base, dtype=np.int64)
@@ -222,7 +232,7 @@ class SourceIndex:
     def nbytes(self) -> int:
         """Memory held by the index's arrays (the documents' text is not held)."""
         return sum(a.nbytes for a in (self._hashes, self._anchor_pos, self._lines,
-                                      self._doc_line_base, self._doc_base))
+                                      self._doc_line_base, self._doc_base, self._filter))
 
     def has(self, name: str) -> bool:
         return name in self._by_name
@@ -258,6 +268,9 @@ class SourceIndex:
             part = _padded(s[lo:hi + K - 1])
             q = np.arange(hi - lo, dtype=np.int64)
             h = _hash_at(part, q)
+            prefix = (h >> self._filter_shift).astype(np.int64)
+            maybe = (self._filter[prefix >> 3] >> (prefix & 7).astype(np.uint8)) & 1 == 1
+            q, h = q[maybe], h[maybe]
             at = np.searchsorted(self._hashes, h)
             at[at >= len(self._hashes)] = 0
             hit = self._hashes[at] == h

@@ -4,7 +4,9 @@ loading the same folder without it, and the cost of mapping a large prompt and a
 run(args) -> dict. The folder (200 files of 0.5 MB: prose-like lines of mixed length, a few very
 long lines) is written to a temporary folder first; load is ``load_documents`` (median of 2), the
 build is ``SourceIndex.from_documents`` (median of 3), memory is tracemalloc's peak and what the
-index keeps (numpy reports its buffers to tracemalloc). Run alone: python -m tests.bench.bench_sources
+index keeps (numpy reports its buffers to tracemalloc). The build runs on a background thread in
+the app and the CLI, so ``index_build_pct`` is CPU spent beside the load, not time a user waits.
+Run alone: python -m tests.bench.bench_sources
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from rlm_desktop.core.sources import SourceIndex
 
 FILES = 200
 FILE_BYTES = 500_000
-# Goal: building the index adds at most this share of the load time.
-GOAL_BUILD_PCT = 35.0
+# Goals on the 2-core reference machine. The build runs on a background thread when documents
+# are set (loading does not wait for it); it must be done long before a first model reply arrives.
+GOAL_BUILD_S = 3.0
+GOAL_KEPT_SHARE = 0.55         # of the text's size
+GOAL_LOCATE_CELL_MS = 50.0     # a 20 kB cell output, mapped on the event loop
 
 
 def _write_folder(root: Path) -> int:
@@ -84,13 +89,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "folder_mb": round(total / 1e6, 1), "documents": len(docs.documents),
             "load_s": round(load_s, 3), "index_build_s": round(build_s, 3),
-            "index_build_pct": round(overhead, 1),
+            "index_build_share_of_load_pct": round(overhead, 1),
             "index_kept_mb": round(kept / 1e6, 1), "index_peak_mb": round(peak / 1e6, 1),
             "text_mb": round(sum(len(t) for t in texts) / 1e6, 1),
             "locate_1mb_prompt_ms": round(locate_big_s * 1000, 1),
             "locate_1mb_prompt_ranges": len(found),
             "locate_20kb_output_ms": round(locate_cell_s * 1000, 2),
-            "ok": overhead <= GOAL_BUILD_PCT and len(found) == 50,
+            "ok": (build_s <= GOAL_BUILD_S and kept <= GOAL_KEPT_SHARE * total
+                   and locate_cell_s * 1000 <= GOAL_LOCATE_CELL_MS and len(found) == 50),
         }
 
 

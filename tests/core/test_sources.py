@@ -122,5 +122,23 @@ def test_merging_ranges() -> None:
 def test_index_is_small_next_to_the_text() -> None:
     big = "\n".join(f"line {i}: some ordinary words that make a line of prose text" for i in range(20_000))
     idx = SourceIndex.build([("big.txt", big, None)])
-    assert idx.nbytes < len(big) * 0.5
+    assert idx.nbytes < len(big) * 0.55      # about two anchors (12 bytes each) per 60-character line
     assert idx.locate(_lines(big, 15_000, 15_003)) == [SourceRange("big.txt", 15_000, 15_003)]
+
+
+def test_pending_index_builds_in_the_background_and_reports_a_failure() -> None:
+    import asyncio
+
+    import pytest
+
+    from rlm_desktop.core.sources import PendingIndex
+
+    pending = PendingIndex(lambda: SourceIndex.build([("report.txt", REPORT, None)]))
+    assert pending.result(timeout=30).locate(_lines(REPORT, 3, 4)) == [SourceRange("report.txt", 3, 4)]
+    assert asyncio.run(pending.ready()) is pending.result() and pending.done
+
+    def broken() -> SourceIndex:
+        raise MemoryError("no room for the index")
+    failed = PendingIndex(broken)
+    with pytest.raises(MemoryError, match="no room"):
+        failed.result(timeout=30)
