@@ -130,7 +130,7 @@ def _resolve_name(name: str, names: Iterable[str]) -> str | None:
         return name
     if name == "context" and len(names) == 1:
         return names[0]
-    tail = [n for n in names if n.endswith("/" + name.lstrip("./"))]
+    tail = [n for n in names if n.endswith("/" + name.removeprefix("./"))]
     return tail[0] if len(tail) == 1 else None
 
 

@@ -212,8 +212,8 @@ class _Shared:
             index = await self.sources.ready()
             found = (index.locate(text) if len(text) < LOCATE_INLINE_CHARS
                      else await asyncio.to_thread(index.locate, text))
-        except (MemoryError, ValueError, OSError) as exc:   # the run goes on without sources
-            log.warning("mapping a text to its sources failed; the run goes on without them: %s", exc)
+        except Exception:   # noqa: BLE001 - the run goes on without sources; logged with its traceback
+            log.exception("mapping a text to its sources failed; the run goes on without them")
             self.sources = None
             return {}
         return {Attr.SOURCES: [r.to_dict() for r in found]} if found else {}

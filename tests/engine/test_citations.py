@@ -136,3 +136,22 @@ def test_exports_show_citations_as_footnotes_and_attributes(srv: FakeOpenAI) -> 
     assert {"rlm.citations", "rlm.sources"} <= keys
     sub = next(s for s in spans if s["name"] == "execute_tool llm_query")
     assert "rlm.sources" in {a["key"] for a in sub["attributes"]}
+
+
+def test_a_failed_index_build_loses_no_answer(srv: FakeOpenAI) -> None:
+    from rlm_desktop.core.sources import PendingIndex
+
+    def broken() -> SourceIndex:
+        raise MemoryError("no room for the index")
+    srv.handler = route([READ_AND_ASK, FINAL_CITED], sub=lambda r: "March 3")
+    tr = Trace({})
+
+    async def go() -> object:
+        try:
+            return await run_rlm(make_config(), {"b.txt": B_TXT}, provider=make_provider(srv), trace=tr,
+                                 sources=PendingIndex(broken))
+        finally:
+            await aclose_clients()
+    result = asyncio.run(go())
+    assert result.status == "ok" and result.answer is not None and "March 3" in result.answer
+    assert result.citations is None and not any(Attr.SOURCES in s.attributes for s in tr)
