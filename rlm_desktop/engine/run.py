@@ -928,8 +928,10 @@ class _RLM:
 
 def _sources_attrs(trace: Trace, run_span: str, answer: str | None, sources: IndexSource,
                    context: str | dict[str, str]) -> dict[str, Any]:
-    from rlm_desktop.core.citations import run_sources_attrs
+    from rlm_desktop.core.citations import run_sources_attrs, sources_for
 
+    if answer is None:        # nothing to check: what the models saw is in the trace already
+        return {Attr.SOURCES: [r.to_dict() for r in sources_for(trace, run_span)], Attr.CITATIONS: []}
     try:
         index = sources.result(timeout=120)   # built by now unless the run was very short
     except Exception:   # noqa: BLE001 - a failed build must not lose the run's answer; logged

@@ -155,3 +155,20 @@ def test_a_failed_index_build_loses_no_answer(srv: FakeOpenAI) -> None:
     result = asyncio.run(go())
     assert result.status == "ok" and result.answer is not None and "March 3" in result.answer
     assert result.citations is None and not any(Attr.SOURCES in s.attributes for s in tr)
+
+
+def test_a_run_without_an_answer_still_records_what_its_models_saw(srv: FakeOpenAI) -> None:
+    srv.handler = route([READ_AND_ASK], sub=lambda r: "March 3")
+    tr = Trace({})
+
+    async def go() -> object:
+        try:
+            return await run_rlm(make_config(max_iterations=1), {"a.txt": A_TXT, "b.txt": B_TXT},
+                                 provider=make_provider(srv), trace=tr,
+                                 sources=SourceIndex.from_context({"a.txt": A_TXT, "b.txt": B_TXT}))
+        finally:
+            await aclose_clients()
+    result = asyncio.run(go())
+    assert result.status == "limit" and result.answer is None
+    assert result.citations == [] and result.material_read is None
+    assert result.sources == [{"document": "b.txt", "start_line": 3, "end_line": 4, "page": None}]
