@@ -461,6 +461,7 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
                "isolation": result.isolation, "provider": provider.name,
                "demo": bool(provider.is_demo), "exit_code": code,
                "session": turn.session, "turn": turn.turn, "variables": result.variables}
+        out.update(_sources_json(result))
         print(json_for_terminal(json.dumps(out, ensure_ascii=False)))   # exact, and safe to show
     elif result.answer is not None:
         print(for_stream(result.answer, sys.stdout))   # exact into a pipe; shown safely on a terminal
@@ -485,6 +486,19 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
              f"{result.input_tokens + result.output_tokens:,} tokens{est}, cost {cost}. "
              f"Trace: {trace_path}")
     return code
+
+
+def _sources_json(result: Any) -> dict[str, Any]:
+    """--json's ``citations`` ({document, start_line, end_line, page, verified, why}), ``sources``
+    (per document the merged ranges the run's models saw) and, for an answer that cites nothing,
+    ``material_read`` (what its sub-calls saw; not citations)."""
+    keys = ("document", "start_line", "end_line", "page", "verified", "why")
+    out: dict[str, Any] = {
+        "citations": [{k: c.get(k) for k in keys} for c in result.citations or []],
+        "sources": [{k: r.get(k) for k in keys[:4]} for r in result.sources or []]}
+    if result.material_read is not None:
+        out["material_read"] = [{k: r.get(k) for k in keys[:4]} for r in result.material_read]
+    return out
 
 
 def _check_text_is_utf8(flag: str, text: str) -> None:

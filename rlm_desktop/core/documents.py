@@ -147,6 +147,9 @@ class Document:
     error: str | None = None
     warning: str | None = None
     pages: int | None = None
+    # PDFs: the 1-based line where each page starts in ``text`` (its "--- page N ---" line), so a
+    # line range maps to pages (core/sources.py).
+    page_lines: list[int] | None = None
 
     @property
     def est_tokens(self) -> int:
@@ -708,8 +711,14 @@ def _load_pdf(path: Path, doc: Document, cancel: CancelToken | None, inside: str
         return
     if n == 1:
         body = page_texts[0]
+        doc.page_lines = [1]
     else:
         body = "\n\n".join(f"--- page {i + 1} ---\n{t}" for i, t in enumerate(page_texts))
+        line = 1
+        doc.page_lines = []
+        for t in page_texts:     # each page: its marker line, its text's lines, one blank line
+            doc.page_lines.append(line)
+            line += 3 + t.count("\n")
     doc.text = body
     doc.encoding = None
     if bad_pages:

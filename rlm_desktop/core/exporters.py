@@ -381,6 +381,7 @@ def to_markdown(trace: Trace) -> str:
         out += [line, ""]
     answer = run_answer(trace)
     out += ["## Answer", "", _fence(answer, "text") if answer is not None else "_No final answer._", ""]
+    out += _md_sources(trace, root)
     out += ["## Totals", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in _totals_rows(t)), ""]
     iso = trace.header.get("isolation")
     if iso:
@@ -463,6 +464,65 @@ def _md_span(trace: Trace, s: Span, depth: int) -> list[str]:
     return out
 
 
+def _md_sources(trace: Trace, root: Span | None) -> list[str]:
+    """Under the answer: its citations as footnotes (verified ones quote the lines), what the run's
+    models saw, and — for an answer that cites nothing — the material its sub-calls read."""
+    from rlm_desktop.core.citations import MATERIAL_READ_LABEL, citations_for, material_read_for, sources_for
+
+    if root is None or root.kind != SpanKind.RUN:
+        return []
+    cites = citations_for(trace, root)
+    seen = sources_for(trace, root)
+    out: list[str] = []
+    if cites:
+        out += ["### Citations", ""]
+        out += [f"{i}. `{c.raw}`[^{i}]" for i, c in enumerate(cites, 1)]
+        out.append("")
+        for i, c in enumerate(cites, 1):
+            state = "verified" if c.verified else f"not verified: {c.why}"
+            out.append(f"[^{i}]: {c.label()} — {state}")
+            if c.text:
+                out += ["", *("    > " + line for line in c.text.split("\n"))]
+            out.append("")
+    elif root.attributes.get(Attr.ANSWER) is not None and seen:
+        read = material_read_for(trace, root)
+        if read:
+            out += ["### Material read", "", f"_{MATERIAL_READ_LABEL[0].upper()}{MATERIAL_READ_LABEL[1:]}._",
+                    "", *(f"- {r.label()}" for r in read), ""]
+    if seen:
+        out += ["### Sources seen by the models", "", *(f"- {r.label()}" for r in seen), ""]
+    return out
+
+
+def _html_sources(trace: Trace, root: Span | None) -> list[str]:
+    """The HTML form of :func:`_md_sources`: numbered citations with anchors and quotes."""
+    from rlm_desktop.core.citations import MATERIAL_READ_LABEL, citations_for, material_read_for, sources_for
+
+    if root is None or root.kind != SpanKind.RUN:
+        return []
+    cites = citations_for(trace, root)
+    seen = sources_for(trace, root)
+    out: list[str] = []
+    if cites:
+        out.append('<h3>Citations</h3><ol class="cites">')
+        for i, c in enumerate(cites, 1):
+            state = ("verified" if c.verified else
+                     f'<span class="unverified">not verified: {_esc(c.why)}</span>')
+            quote = (f'<blockquote class="quote">{_pre(c.text)}</blockquote>' if c.text else "")
+            out.append(f'<li id="cite-{i}"><code>{_esc(c.raw)}</code> → {_esc(c.label())} — '
+                       f"{state}{quote}</li>")
+        out.append("</ol>")
+    elif root.attributes.get(Attr.ANSWER) is not None and seen:
+        read = material_read_for(trace, root)
+        if read:
+            out.append(f'<h3>Material read</h3><p class="muted">{_esc(MATERIAL_READ_LABEL)}</p><ul>'
+                       + "".join(f"<li>{_esc(r.label())}</li>" for r in read) + "</ul>")
+    if seen:
+        out.append("<h3>Sources seen by the models</h3><ul>"
+                   + "".join(f"<li>{_esc(r.label())}</li>" for r in seen) + "</ul>")
+    return out
+
+
 # -- HTML --------------------------------------------------------------------------------------
 
 _CSS = """
@@ -493,6 +553,8 @@ pre.text { background: var(--panel); border: 1px solid var(--line); border-radiu
 .code { border: 1px solid var(--line); border-radius: 4px; overflow: auto; max-height: 40em; }
 .code pre { margin: 0; padding: .5em .7em; font: 13px/1.4 ui-monospace, Menlo, Consolas, monospace; }
 .msg-role { font-weight: 600; font-size: .85em; }
+.cites li { margin: .3em 0; } .unverified { color: var(--warn); }
+blockquote.quote { margin: .2em 0 .4em; border-left: 3px solid var(--line); padding-left: .7em; }
 .warnbox { border: 1px solid var(--warn); color: var(--warn); border-radius: 6px; padding: .4em .8em; }
 """
 
@@ -545,6 +607,7 @@ def to_html(trace: Trace) -> str:
     parts.append("<h2>Answer</h2>")
     parts.append(f'<div class="answer">{_esc(answer)}</div>' if answer is not None
                  else '<p class="muted">No final answer.</p>')
+    parts += _html_sources(trace, root)
     rows: list[tuple[str, Any]] = _totals_rows(t)
     iso = trace.header.get("isolation")
     if iso:

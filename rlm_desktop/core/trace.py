@@ -107,6 +107,10 @@ class Attr:
     INTERNAL = "internal"          # code_cell: run by the app (not the model); never replayed
     REPLAY = "replay"              # run: a REPL rebuilt from recorded cells (no model request)
     REPLAY_OF = "replay_of"        # code_cell: the recorded cell this one replays
+    # sources (core/sources.py, core/citations.py): [{"document", "start_line", "end_line", "page"}]
+    SOURCES = "sources"            # sub_call: its prompt's; code_cell: its output fed back; run: merged
+    CITATIONS = "citations"        # run: the answer's citations, checked ({..., "verified", "why", "text"})
+    MATERIAL_READ = "material_read"  # run: an answer without citations: what its sub-calls saw
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,16 @@ How to work:
    code whose output you have not seen yet.
 
 Limits: at most {max_iterations} replies from you, {cell_timeout_s:g} s of computing per cell (time
-spent waiting for sub-calls does not count), {_fmt_int(max_sub_calls)} sub-calls in total. Be economical: every sub-call costs money."""
+spent waiting for sub-calls does not count), {_fmt_int(max_sub_calls)} sub-calls in total. Be economical: every sub-call costs money.{CITATION_PARAGRAPH if depth == 0 else ''}"""
+
+
+# Asked of the root model only (its answer is the one checked); the same words every run.
+CITATION_PARAGRAPH = """
+
+Cite your sources: after each claim, name the passage it rests on as [path:L12-L18] (one line:
+[path:L5]; a PDF page: [file.pdf p.3]), where path is the document's key in `context` (`context`
+itself when it is one str) and line n is `text.split("\\n")[n - 1]` (1-based). Cite only lines you
+or a sub-model actually read; each citation is checked against what the models of this run saw."""
 
 
 def first_user_message(query: str) -> str:

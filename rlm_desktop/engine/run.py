@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm_desktop.core.cancel import CancelToken
 from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits
@@ -31,6 +31,9 @@ from rlm_desktop.sandbox.api import (
     SubRequest,
 )
 
+if TYPE_CHECKING:
+    from rlm_desktop.core.sources import IndexSource
+
 log = logging.getLogger(__name__)
 
 # Span updates for streamed text are coalesced to at most this many per second per span.
@@ -44,6 +47,8 @@ SHRUNK_TAIL = 200
 _REPL_NAMES = frozenset({"context", "llm_query", "llm_query_batched", "rlm_query", "llm_query_async",
                          "llm_query_batched_async", "rlm_query_async", "FINAL", "FINAL_VAR",
                          "SHOW_VARS"})
+# Texts longer than this are mapped to their sources on a worker thread (numpy releases the GIL).
+LOCATE_INLINE_CHARS = 64_000
 # A sub_call span shows this much of its prompt; the full prompt is recorded once, in its llm_call.
 PROMPT_PREVIEW_CHARS = 2000
 # A reply streams into its llm_call span live up to this many characters per attempt; the rest of
@@ -72,6 +77,11 @@ class RunResult:
     # the system prompt the root model was given (a follow-up turn reuses it byte for byte).
     variables: str | None = None
     system_prompt: str | None = None
+    # Sources (with a SourceIndex): the answer's citations, checked; per document the line ranges
+    # the run's models saw; for an answer without citations, what its sub-calls saw.
+    citations: list[dict[str, Any]] | None = None
+    sources: list[dict[str, Any]] | None = None
+    material_read: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -216,8 +226,9 @@ class _Shared:
     """State shared by the root run and every nested run: counters, budget, cancel, spans."""
 
     def __init__(self, config: RunConfig, provider: ProviderConfig, sub_provider: ProviderConfig,
-                 trace: Trace, cancel: CancelToken) -> None:
+                 trace: Trace, cancel: CancelToken, sources: IndexSource | None = None) -> None:
         self.config = config
+        self.sources = sources
         self.limits: RunLimits = config.limits
         self.provider = provider
         self.sub_provider = sub_provider
@@ -246,6 +257,21 @@ class _Shared:
         self.best_partial: str | None = None
 
     # -- spans --------------------------------------------------------------------------------
+    async def seen(self, text: str) -> dict[str, Any]:
+        """``{Attr.SOURCES: [...]}`` for a text a model is given (empty without an index or a match).
+        Waits for an index still being built; a long text is mapped off the event loop."""
+        if self.sources is None or not text:
+            return {}
+        try:
+            index = await self.sources.ready()
+            found = (index.locate(text) if len(text) < LOCATE_INLINE_CHARS
+                     else await asyncio.to_thread(index.locate, text))
+        except Exception:   # noqa: BLE001 - the run goes on without sources; logged with its traceback
+            log.exception("mapping a text to its sources failed; the run goes on without them")
+            self.sources = None
+            return {}
+        return {Attr.SOURCES: [r.to_dict() for r in found]} if found else {}
+
     def start(self, kind: SpanKind, name: str, parent: str | None, attrs: dict[str, Any]) -> str:
         sid = self.trace.start_span(kind, name, parent, attrs)
         depth = self.open_spans.get(parent, -1) + 1 if parent else 0
@@ -534,6 +560,7 @@ class _RLM:
         self.variables: str | None = None
         self.notes: tuple[str, ...] = turn.notes if turn is not None else ()
         self.answer_dict = False   # the ``answer`` dict of the official RLM protocol was created
+        self.last_cell_span: str | None = None
 
     async def run(self) -> tuple[str | None, str, str]:
         """Returns (answer or best partial, stop_reason, reason). Raises _Halted / ProviderError /
@@ -671,6 +698,8 @@ class _RLM:
                     restarted=cell.restarted, restart_reason=cell.restart_reason,
                     sandbox_output_truncated=cell.output_truncated)
                 outputs.append(text)
+                if self.last_cell_span is not None:     # what of the documents the root model sees
+                    s.trace.update_span(self.last_cell_span, await s.seen(text))
                 final = cell.final if cell.final is not None else await self._answer_dict_after(cell, code, it_span)
                 if final is not None and cell.ok:
                     answer = _final_value(final.value)
@@ -759,6 +788,7 @@ class _RLM:
         if internal:
             attrs[Attr.INTERNAL] = True     # run by the app, not the model: never replayed
         sid = s.start(SpanKind.CODE_CELL, name or (f"cell {index}" if total > 1 else "cell"), parent, attrs)
+        self.last_cell_span = sid
         out = _Appender(s.trace, sid, Attr.STDOUT)
         err = _Appender(s.trace, sid, Attr.STDERR)
 
@@ -880,6 +910,7 @@ class _RLM:
             attrs["prompt_chars"] = len(prompt)   # the whole prompt is in the child llm_call
         if batch_index is not None:
             attrs[Attr.BATCH_INDEX] = batch_index
+        attrs.update(await s.seen(prompt))    # what of the documents this sub-call's model sees
         name = "llm_query" if batch_index is None else f"llm_query_batched[{batch_index}]"
         sid = s.start(SpanKind.SUB_CALL, name, parent, attrs)
         key = (model_name, prompt)
@@ -934,7 +965,8 @@ class _RLM:
         s = self.s
         lim = s.limits
         child_depth = self.depth + 1
-        sid = s.start(SpanKind.SUB_CALL, "rlm_query", parent, {Attr.PROMPT: prompt, Attr.DEPTH: child_depth})
+        sid = s.start(SpanKind.SUB_CALL, "rlm_query", parent, {Attr.PROMPT: prompt, Attr.DEPTH: child_depth,
+                                                                **(await s.seen(prompt))})
         if self.depth >= lim.max_depth:
             msg = (f"rlm_query is not available: the maximum depth ({lim.max_depth}) is reached at "
                    f"depth {self.depth}; use llm_query instead")
@@ -981,6 +1013,26 @@ class _RLM:
         raise RuntimeError(f"rlm_query ended without a final answer: {reason}.{partial}")
 
 
+def _sources_attrs(trace: Trace, run_span: str, answer: str | None, sources: IndexSource,
+                   context: str | dict[str, str]) -> dict[str, Any]:
+    from rlm_desktop.core.citations import run_sources_attrs, sources_for
+
+    if answer is None:        # nothing to check: what the models saw is in the trace already
+        return {Attr.SOURCES: [r.to_dict() for r in sources_for(trace, run_span)], Attr.CITATIONS: []}
+    try:
+        index = sources.result(timeout=120)   # built by now unless the run was very short
+    except Exception:   # noqa: BLE001 - a failed build must not lose the run's answer; logged
+        log.exception("the source index could not be built; the answer's citations are not checked")
+        return {}
+    texts = {index.names[0]: context} if isinstance(context, str) and index.names else \
+        context if isinstance(context, dict) else None
+    try:
+        return run_sources_attrs(trace, run_span, answer, index, texts)
+    except Exception:   # noqa: BLE001 - a bug here must not lose the run's answer; logged
+        log.exception("checking the answer's citations failed")
+        return {}
+
+
 async def _close_quietly(box: Any) -> None:
     try:
         await asyncio.shield(box.close())
@@ -1011,14 +1063,18 @@ def price_warning(config: RunConfig, provider: ProviderConfig,
 
 async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider: ProviderConfig,
                   sub_provider: ProviderConfig | None = None, trace: Trace,
-                  cancel: CancelToken | None = None, turn: TurnContext | None = None) -> RunResult:
+                  cancel: CancelToken | None = None, turn: TurnContext | None = None,
+                  sources: IndexSource | None = None) -> RunResult:
     """Run one RLM to its end and return the outcome. See the module docstring.
 
     With ``turn`` (a session's turn), the root run uses the session's live REPL and leaves it
-    running, and a follow-up's conversation starts with the earlier turns in compact form."""
+    running, and a follow-up's conversation starts with the earlier turns in compact form.
+    With ``sources`` (the documents' index), every sub-call prompt and every cell output fed back
+    is mapped to the document lines it holds (``Attr.SOURCES`` per step), and the run span ends
+    with the merged sources and the answer's citations, checked (core/citations.py)."""
     cancel = cancel or CancelToken()
     sub_provider = sub_provider or provider
-    state = _Shared(config, provider, sub_provider, trace, cancel)
+    state = _Shared(config, provider, sub_provider, trace, cancel, sources)
     lim = config.limits
     info = prompts.describe_context(context, turn.kinds if turn is not None else None)
     run_attrs: dict[str, Any] = {
@@ -1103,6 +1159,8 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     end_attrs = {**state.totals(), Attr.ANSWER: answer, Attr.STOP_REASON: stop_reason}
     if reason:
         end_attrs[Attr.ERROR] = reason
+    if state.sources is not None:
+        end_attrs.update(_sources_attrs(trace, run_span, answer, state.sources, context))
     state.end(run_span, run_status, end_attrs)
     result = RunResult(
         answer=answer, status=status, reason=reason, stop_reason=stop_reason,
@@ -1110,7 +1168,9 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         input_tokens=state.input_tokens, output_tokens=state.output_tokens,
         cached_tokens=state.cached_tokens, iterations=state.iterations, sub_calls=state.sub_calls,
         isolation=state.isolation, tokens_estimated=state.tokens_estimated,
-        variables=root.variables, system_prompt=root.system_prompt)
+        variables=root.variables, system_prompt=root.system_prompt,
+        citations=end_attrs.get(Attr.CITATIONS), sources=end_attrs.get(Attr.SOURCES),
+        material_read=end_attrs.get(Attr.MATERIAL_READ))
     # INFO either way: the caller (CLI, window) reports the outcome to the user itself.
     log.info("run finished: %s (%s)%s; %d iterations, %d sub-calls, %d+%d tokens%s, cost %s",
              status, stop_reason, f": {reason}" if reason else "", result.iterations, result.sub_calls,

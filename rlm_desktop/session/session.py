@@ -36,6 +36,7 @@ from rlm_desktop.session.store import SessionLock, SessionStore, default_trace_p
 
 if TYPE_CHECKING:
     from rlm_desktop.core.documents import DocumentSet
+    from rlm_desktop.core.sources import PendingIndex
 
 
 class SessionError(RuntimeError):
@@ -235,6 +236,7 @@ class Session:
         self.trace: Trace | None = None
         self.docs: DocumentSet | None = None
         self._context: str | dict[str, str] | None = None
+        self._sources: PendingIndex | None = None    # built once per set of documents, in the background
         self._notes: list[str] = []
         self.follow_outside_links = follow_outside_links
         # False for a run that will have no follow-up (a CLI run without --session): the turn does
@@ -279,6 +281,7 @@ class Session:
                                        limits, sandbox, memo_cache)
         if reopened:
             self._reopen()
+        _ = self.source_index   # start building it now: it is ready by the time a model needs it
 
     # -- set-up ----------------------------------------------------------------------------------
     def _load_docs(self) -> None:
@@ -288,6 +291,7 @@ class Session:
         if not self.docs.documents:
             raise SessionError("no readable documents in " + ", ".join(self._doc_paths))
         self._context = self.docs.context_value()
+        self._sources = None          # the next turn indexes the new set
 
     def _make_setup(self, provider: ProviderConfig | str | None, model: str | None, sub_model: str | None,
                     base_url: str | None, api_key: str | None, sub_provider: ProviderConfig | None,
@@ -359,6 +363,18 @@ class Session:
     def context(self) -> str | dict[str, str]:
         assert self._context is not None
         return self._context
+
+    @property
+    def source_index(self) -> PendingIndex:
+        """The index mapping text back to the documents (core/sources.py), built on a background
+        thread once per set of documents (``.result()`` waits for it)."""
+        if self._sources is None:
+            from rlm_desktop.core.sources import PendingIndex, SourceIndex
+
+            docs, context = self.docs, self.context
+            self._sources = PendingIndex(lambda: SourceIndex.from_documents(docs) if docs is not None
+                                         else SourceIndex.from_context(context))
+        return self._sources
 
     @property
     def turn_count(self) -> int:
@@ -491,7 +507,7 @@ class Session:
         self._history(entry)
         try:
             result = await run_rlm(config, self.context, provider=s.provider, sub_provider=s.sub_provider,
-                                   trace=self.trace, cancel=cancel, turn=turn)
+                                   trace=self.trace, cancel=cancel, turn=turn, sources=self.source_index)
         except BaseException:
             self._history(replace(entry, finished=time.time(), status="cancelled", stop_reason="cancelled"))
             raise
