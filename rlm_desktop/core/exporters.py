@@ -734,6 +734,13 @@ def genai_provider_name(provider: Any, demo: bool = False) -> str:
     if demo:
         return "rlm_desktop.demo"
     name = str(provider or "").strip().lower()
+    if "://" in name:   # a provider named by its URL: its host only (never credentials or query)
+        from urllib.parse import urlsplit
+
+        try:
+            name = urlsplit(name).hostname or "unknown"
+        except ValueError:
+            name = "unknown"
     for needle, value in _PROVIDER_NAMES:
         if needle in name:
             return value
