@@ -9,6 +9,7 @@ Python ints as internal pointers).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 from PySide6.QtCore import (
@@ -22,19 +23,30 @@ from PySide6.QtCore import (
     Signal,
 )
 
-from rlm_desktop.core.trace import EventType, Span, Trace, TraceEvent
+from rlm_desktop.core.totals import Totals, totals
+from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, Trace, TraceEvent
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import status_icon
 
-COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST = range(5)
-HEADERS = ("Step", "Status", "Duration", "Tokens in / out", "Cost")
+COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST, COL_SUBS = range(6)
+HEADERS = ("Step", "Status", "Duration", "Tokens", "Cost", "Sub-calls")
 HEADER_TIPS = (
     "Run → iterations → model call, code cells, sub-calls (nested runs under their sub-call), final",
     "running, ok, error, timeout, cancelled, limit (budget), incomplete (never ended in the file)",
     "Wall-clock time of the step (… while it runs)",
-    "Input / output tokens reported by the provider (~ marks estimates)",
-    "USD cost; 'unknown' when the model's price is not configured (never shown as 0)",
+    "A model call: input / output tokens reported by the provider. A run, iteration, cell or "
+    "sub-call: input / cached / output tokens of every model call inside it (~ marks estimates; "
+    "'cached' for a sub-call answered from the memo cache)",
+    "USD cost (of everything inside, for a run, iteration, cell or sub-call); 'unknown' when the "
+    "model's price is not configured (never shown as 0), '≥ … (part unknown)' when only some are",
+    "Sub-calls (llm_query, rlm_query) inside the step, at any depth",
 )
+# Rows that show the roll-up of their subtree rather than their own attributes.
+ROLLUP_KINDS = frozenset({SpanKind.RUN, SpanKind.ITERATION, SpanKind.CODE_CELL, SpanKind.SUB_CALL})
+ROLLUP_COLUMNS = (COL_TOKENS, COL_COST, COL_SUBS)
+# The additive (scalar) figures of a Totals; a roll-up keeps these, not the per-model breakdown.
+_SUMMED = tuple(f.name for f in fields(Totals) if f.type in ("int", "float", int, float))
+_ZERO = Totals()
 SpanRole = Qt.ItemDataRole.UserRole + 1
 StatusRole = Qt.ItemDataRole.UserRole + 2
 
@@ -56,6 +68,9 @@ class TraceModel(QAbstractItemModel):
         self._shown: dict[str | None, int] = {}   # announced child counts of touched parents
         self._new: set[str] = set()               # spans created after the last reset
         self._running: dict[str, Span] = {}       # live spans still running (duration ticks)
+        # Roll-ups: core.totals of a span's subtree, computed when a row first shows it, then kept
+        # up to date by adding each event's change to the cached ancestors (O(depth) per event).
+        self._rollup: dict[str, Totals] = {}
         self.dropped_events = 0
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_INTERVAL_MS)
@@ -85,6 +100,7 @@ class TraceModel(QAbstractItemModel):
         self._shown = {}
         self._new = set()
         self._running = {s.id: s for s in trace.spans.values() if s.end is None} if live else {}
+        self._rollup = {}
         self.endResetModel()
         del old  # released only after the views dropped every index into it
         self._update_tick()
@@ -121,6 +137,7 @@ class TraceModel(QAbstractItemModel):
         trace = self._trace
         grown: dict[str | None, Span | None] = {}
         changed: dict[str, Span] = {}
+        rolled: dict[str, Span] = {}              # ancestors whose roll-up changed
         created: set[str] = set()
         applied: list[TraceEvent] = []
         header: dict[str, Any] = {}
@@ -137,12 +154,18 @@ class TraceModel(QAbstractItemModel):
                         self._shown[key] = 0
                     else:
                         self._shown[key] = len(parent.children if parent is not None else trace.roots)
+            before = None
+            if self._rollup and ev.type is not EventType.STARTED:
+                old = trace.spans.get(ev.span_id)
+                before = _own_totals(old) if old is not None else None
             try:
                 span = trace.apply(ev)
             except (KeyError, ValueError):
                 self.dropped_events += 1   # an event for a span this mirror never saw start
                 continue
             applied.append(ev)
+            if self._rollup:
+                self._roll(span, before, rolled)
             if ev.type is EventType.STARTED:
                 self._new.add(span.id)
                 created.add(span.id)
@@ -164,14 +187,80 @@ class TraceModel(QAbstractItemModel):
                 self.endInsertRows()
         for span in changed.values():
             self._emit_changed(span)
+        for sid, span in rolled.items():
+            if sid not in changed and sid not in created:
+                self._emit_changed(span, COL_TOKENS)
         self._update_tick()
         if header:
             self.header_changed.emit(header)
         if applied:
             self.batch_applied.emit(applied)
 
-    def _emit_changed(self, span: Span) -> None:
-        left = self.createIndex(span.index, 0, span)
+    # -- roll-ups --------------------------------------------------------------------------------
+    def rollup(self, span: Span) -> Totals:
+        """core.totals of ``span``'s subtree, kept current while the run streams in."""
+        t = self._rollup.get(span.id)
+        if t is None:
+            t = totals(span)
+            t.by_model = {}      # not kept current: a roll-up carries the summed figures only
+            t.by_depth = {}
+            t.iterations = 0
+            self._rollup[span.id] = t
+        return t
+
+    def _roll(self, span: Span, before: Totals | None, rolled: dict[str, Span]) -> None:
+        """Add the change of ``span``'s own figures to every cached roll-up on its ancestor chain."""
+        after = _own_totals(span)
+        delta = [(name, getattr(after, name) - getattr(before or _ZERO, name)) for name in _SUMMED]
+        delta = [(name, d) for name, d in delta if d]
+        if not delta:
+            return
+        s: Span | None = span
+        while s is not None:
+            t = self._rollup.get(s.id)
+            if t is not None:
+                for name, d in delta:
+                    setattr(t, name, getattr(t, name) + d)
+            if s is not span:
+                rolled.setdefault(s.id, s)
+            s = s.parent
+
+    def _rollup_text(self, span: Span, col: int) -> str:
+        a = span.attributes
+        if a.get(Attr.CACHE_HIT) and not span.children:
+            return "cached" if col != COL_SUBS else ""
+        t = self.rollup(span)
+        if col == COL_SUBS:
+            return fmt.fmt_int(t.sub_calls) if t.sub_calls else ""
+        if not t.llm_calls:
+            return ""
+        mark = "~" if t.tokens_estimated else ""
+        if col == COL_TOKENS:
+            return " / ".join(mark + fmt.fmt_int(n) for n in (t.input_tokens, t.cached_tokens,
+                                                              t.output_tokens))
+        value = t.cost_value
+        if value is None:
+            return "unknown"
+        if not value and t.incomplete_spans:
+            return "…" if self._live else "unknown"   # calls still running (or never ended)
+        text = fmt.fmt_usd(value, t.cost_known)
+        return "~" + text if value and t.tokens_estimated else text
+
+    def _rollup_tip(self, span: Span) -> str:
+        if span.attributes.get(Attr.CACHE_HIT) and not span.children:
+            return "Answered from the memo cache: no model call, no tokens, no cost."
+        t = self.rollup(span)
+        est = " (estimated)" if t.tokens_estimated else ""
+        cost = t.cost_value
+        return (f"Inside this {span.kind}: {t.llm_calls:,} model call(s), {t.sub_calls:,} sub-call(s)"
+                f"{f' ({t.cache_hits:,} from the memo cache)' if t.cache_hits else ''}\n"
+                f"Tokens{est}: {t.input_tokens:,} in ({t.cached_tokens:,} of them cached), "
+                f"{t.output_tokens:,} out\n"
+                f"Cost: {'unknown' if cost is None else fmt.fmt_usd(cost, t.cost_known)}"
+                f"{f' — {t.cost_unknown_calls:,} call(s) of unknown price' if t.cost_unknown_calls and cost is not None else ''}")
+
+    def _emit_changed(self, span: Span, first: int = 0) -> None:
+        left = self.createIndex(span.index, first, span)
         right = self.createIndex(span.index, len(HEADERS) - 1, span)
         self.dataChanged.emit(left, right)
 
@@ -287,6 +376,8 @@ class TraceModel(QAbstractItemModel):
                 return fmt.STATUS_LABELS.get(fmt.span_status(span, self._live), "?")
             if col == COL_DURATION:
                 return fmt.span_duration(span, self._live)
+            if col in ROLLUP_COLUMNS and span.kind in ROLLUP_KINDS:
+                return self._rollup_text(span, col)
             if col == COL_TOKENS:
                 return fmt.fmt_tokens(span.attributes)
             if col == COL_COST:
@@ -299,14 +390,23 @@ class TraceModel(QAbstractItemModel):
                 return fmt.STATUS_EXPLANATIONS.get(fmt.span_status(span, self._live))
             if col == COL_NAME:
                 return f"{span.kind}: {fmt.one_line(fmt.span_label(span), 300)}"
+            if col in ROLLUP_COLUMNS and span.kind in ROLLUP_KINDS:
+                return self._rollup_tip(span)
             return None
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_DURATION, COL_TOKENS, COL_COST):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_DURATION, *ROLLUP_COLUMNS):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == SpanRole:
             return span
         if role == StatusRole:
             return fmt.span_status(span, self._live)
         return None
+
+
+def _own_totals(span: Span) -> Totals:
+    """core.totals of ``span`` alone (its children left out): what the span adds to its ancestors."""
+    alone = Span(span.id, span.parent_id, span.kind, span.name, span.start, span.end, span.status,
+                 span.attributes)
+    return totals(alone)
 
 
 ERROR_STATUSES = frozenset({"error", "timeout", "budget", "incomplete"})

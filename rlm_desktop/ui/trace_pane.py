@@ -25,13 +25,15 @@ from rlm_desktop.ui.trace_model import (
     COL_DURATION,
     COL_NAME,
     COL_STATUS,
+    COL_SUBS,
     COL_TOKENS,
     TraceFilterProxy,
     TraceModel,
 )
 
 FILTER_DELAY_MS = 200
-DEFAULT_WIDTHS = {COL_NAME: 225, COL_STATUS: 82, COL_DURATION: 68, COL_TOKENS: 105, COL_COST: 62}
+DEFAULT_WIDTHS = {COL_NAME: 225, COL_STATUS: 82, COL_DURATION: 68, COL_TOKENS: 130, COL_COST: 62,
+                  COL_SUBS: 64}
 
 
 class TracePane(QWidget):
