@@ -29,7 +29,7 @@ from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import status_icon
 
 COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST, COL_SUBS = range(6)
-HEADERS = ("Step", "Status", "Duration", "Tokens", "Cost", "Sub-calls")
+HEADERS = ("Step", "Status", "Duration", "Tokens", "Cost", "Subs")
 HEADER_TIPS = (
     "Run → iterations → model call, code cells, sub-calls (nested runs under their sub-call), final",
     "running, ok, error, timeout, cancelled, limit (budget), incomplete (never ended in the file)",
@@ -236,8 +236,9 @@ class TraceModel(QAbstractItemModel):
             return ""
         mark = "~" if t.tokens_estimated else ""
         if col == COL_TOKENS:
-            return " / ".join(mark + fmt.fmt_int(n) for n in (t.input_tokens, t.cached_tokens,
-                                                              t.output_tokens))
+            # cached tokens are only ever reported by a provider: never marked as an estimate
+            return (f"{mark}{fmt.fmt_int(t.input_tokens)} / {fmt.fmt_int(t.cached_tokens)} / "
+                    f"{mark}{fmt.fmt_int(t.output_tokens)}")
         value = t.cost_value
         if value is None:
             return "unknown"

@@ -32,8 +32,8 @@ from rlm_desktop.ui.trace_model import (
 )
 
 FILTER_DELAY_MS = 200
-DEFAULT_WIDTHS = {COL_NAME: 225, COL_STATUS: 82, COL_DURATION: 68, COL_TOKENS: 130, COL_COST: 62,
-                  COL_SUBS: 64}
+DEFAULT_WIDTHS = {COL_NAME: 200, COL_STATUS: 82, COL_DURATION: 68, COL_TOKENS: 118, COL_COST: 62,
+                  COL_SUBS: 44}
 
 
 class TracePane(QWidget):

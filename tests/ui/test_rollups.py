@@ -148,7 +148,7 @@ def test_rollup_updates_when_a_child_ends(qtbot) -> None:  # noqa: ANN001
                                        Attr.TOKENS_ESTIMATED: True})
     model.enqueue(rec.take())
     model.flush()
-    assert model.data(run_idx.siblingAtColumn(COL_TOKENS)) == "~4,000 / ~1,000 / ~300"
+    assert model.data(run_idx.siblingAtColumn(COL_TOKENS)) == "~4,000 / 1,000 / ~300"
     assert model.data(it_idx.siblingAtColumn(COL_COST)) == "~$0.2500"
     # Every ancestor's roll-up columns were announced as changed (the view repaints them).
     announced = {sid for first, last, sid in changed if first <= COL_TOKENS and last >= COL_SUBS}
