@@ -77,71 +77,75 @@ KIND_NAMES = {SpanKind.RUN: "run", SpanKind.ITERATION: "iteration", SpanKind.LLM
 
 
 class RowOrder:
-    """The spans of a trace in tree order (pre-order), with each one's row and depth.
+    """The spans of a trace in tree order (pre-order), with each one's row.
 
     Built once (iteratively) on first use; spans that start later are inserted where the tree puts
-    them: after the last already-placed descendant of the previous sibling. A live run inserts near
-    the end, so only the few rows after the insertion point are renumbered.
+    them: after the last placed descendant of their previous sibling. Children only ever append and
+    start in order, so a span's placed children are a prefix of its children. A live run inserts
+    near the end, so only the few rows after the insertion point are renumbered.
     """
 
     def __init__(self) -> None:
         self.rows: list[Span] = []
-        self.row_of: dict[str, int] = {}
-        self.depth: dict[str, int] = {}
-        self._placed_children: dict[str, int] = {}
+        self._row_of: dict[str, int] | None = {}
         self.t0: float | None = None
         self.t_end: float | None = None      # latest start or end seen
 
     def build(self, roots: list[Span]) -> None:
         rows: list[Span] = []
-        depth: dict[str, int] = {}
-        placed: dict[str, int] = {}
-        t0 = math.inf
-        t_end = -math.inf
-        stack = [(r, 0) for r in reversed(roots)]
+        append = rows.append
+        stack = list(reversed(roots))
+        pop = stack.pop
+        extend = stack.extend
         while stack:
-            s, d = stack.pop()
-            rows.append(s)
-            depth[s.id] = d
-            placed[s.id] = len(s.children)
-            if s.start < t0:
-                t0 = s.start
-            e = s.end if s.end is not None else s.start
-            if e > t_end:
-                t_end = e
-            kids = s.children
-            for i in range(len(kids) - 1, -1, -1):
-                stack.append((kids[i], d + 1))
+            s = pop()
+            append(s)
+            if s.children:
+                extend(reversed(s.children))
         self.rows = rows
-        self.row_of = {s.id: i for i, s in enumerate(rows)}
-        self.depth = depth
-        self._placed_children = placed
-        self.t0 = t0 if rows else None
-        self.t_end = t_end if rows else None
+        self._row_of = None                  # numbered when first needed (selection, live insert)
+        if rows:
+            self.t0 = min(r.start for r in roots)
+            self.t_end = max(s.start if s.end is None else s.end for s in rows)
+        else:
+            self.t0 = self.t_end = None
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        if self._row_of is None:
+            self._row_of = {s.id: i for i, s in enumerate(self.rows)}
+        return self._row_of
+
+    @staticmethod
+    def depth(span: Span) -> int:
+        d = 0
+        p = span.parent
+        while p is not None:
+            d += 1
+            p = p.parent
+        return d
 
     def insert(self, span: Span) -> None:
-        """Place a span that just started (its parent is placed already)."""
-        if span.id in self.row_of:
+        """Place a span that just started (its parent and earlier siblings are placed already)."""
+        row_of = self.row_of
+        if span.id in row_of:
             return
         parent = span.parent
-        if parent is None or parent.id not in self.row_of:
+        if parent is None or parent.id not in row_of:
             pos = len(self.rows)
-            d = 0
         else:
-            placed = self._placed_children
-            x = parent                     # the new span goes after parent's placed subtree
-            k = placed.get(x.id, 0)
-            while k:
-                x = x.children[k - 1]
-                k = placed.get(x.id, 0)
-            pos = self.row_of[x.id] + 1
-            d = self.depth[parent.id] + 1
-            self._placed_children[parent.id] = self._placed_children.get(parent.id, 0) + 1
-        self._placed_children[span.id] = 0
-        self.depth[span.id] = d
-        self.rows.insert(pos, span)
-        row_of = self.row_of
+            x = parent if span.index == 0 else parent.children[span.index - 1]
+            while x is not parent:           # down to the last placed descendant of that sibling
+                kids = x.children
+                k = len(kids) - 1
+                while k >= 0 and kids[k].id not in row_of:
+                    k -= 1
+                if k < 0:
+                    break
+                x = kids[k]
+            pos = row_of[x.id] + 1
         rows = self.rows
+        rows.insert(pos, span)
         for i in range(pos, len(rows)):
             row_of[rows[i].id] = i
         self.see_time(span.start)
@@ -449,7 +453,7 @@ class TimelineView(QAbstractScrollArea):
                     p.drawRect(rect.adjusted(0, 0, -1, -1))
             # the label gutter (drawn over any bar that scrolled under it)
             p.fillRect(0, y, LABEL_W - 2, ROW_H, hl if span.id == selected_id else (alt if r % 2 else base))
-            indent = min(o.depth.get(span.id, 0), MAX_INDENT_LEVELS) * INDENT
+            indent = min(o.depth(span), MAX_INDENT_LEVELS) * INDENT
             kind_color = QColor(KIND_COLORS.get(span.kind, OTHER_KIND_COLOR))
             p.fillRect(4 + indent, y + 5, 8, ROW_H - 10, kind_color)
             p.setPen(text)

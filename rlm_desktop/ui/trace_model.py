@@ -27,6 +27,7 @@ from rlm_desktop.core.totals import Totals, totals
 from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, Trace, TraceEvent
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import status_icon
+from rlm_desktop.ui.jobs import ThreadJob
 
 COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST, COL_SUBS = range(6)
 HEADERS = ("Step", "Status", "Duration", "Tokens", "Cost", "Subs")
@@ -47,6 +48,9 @@ ROLLUP_COLUMNS = (COL_TOKENS, COL_COST, COL_SUBS)
 # The additive (scalar) figures of a Totals; a roll-up keeps these, not the per-model breakdown.
 _SUMMED = tuple(f.name for f in fields(Totals) if f.type in ("int", "float", int, float))
 _ZERO = Totals()
+# A saved trace this large gets its top-level roll-ups summed on a worker thread (a 100,000-step run
+# takes a few hundred ms): the rows say "…" meanwhile instead of the window freezing on open.
+BACKGROUND_ROLLUP_SPANS = 20_000
 SpanRole = Qt.ItemDataRole.UserRole + 1
 StatusRole = Qt.ItemDataRole.UserRole + 2
 
@@ -71,6 +75,8 @@ class TraceModel(QAbstractItemModel):
         # Roll-ups: core.totals of a span's subtree, computed when a row first shows it, then kept
         # up to date by adding each event's change to the cached ancestors (O(depth) per event).
         self._rollup: dict[str, Totals] = {}
+        self._rollup_job: ThreadJob | None = None
+        self._rollup_waiting: set[str] = set()     # roots whose roll-up a worker is summing
         self.dropped_events = 0
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_INTERVAL_MS)
@@ -101,9 +107,43 @@ class TraceModel(QAbstractItemModel):
         self._new = set()
         self._running = {s.id: s for s in trace.spans.values() if s.end is None} if live else {}
         self._rollup = {}
+        self._rollup_waiting = set()
+        self._rollup_job = None
         self.endResetModel()
         del old  # released only after the views dropped every index into it
         self._update_tick()
+        if not live and len(trace) >= BACKGROUND_ROLLUP_SPANS:
+            self._start_rollup_job(trace)
+
+    def _start_rollup_job(self, trace: Trace) -> None:
+        roots = list(trace.roots)
+        self._rollup_waiting = {r.id for r in roots}
+        job = ThreadJob(lambda _job: {r.id: totals(r) for r in roots}, name="rollups", parent=self)
+
+        def done(result: dict[str, Totals]) -> None:
+            if self._rollup_job is not job:
+                return                             # another trace is shown by now
+            self._rollup_job = None
+            self._rollup_waiting = set()
+            for sid, t in result.items():
+                self._rollup.setdefault(sid, _slim(t))
+            for r in roots:
+                self._emit_changed(r, COL_TOKENS)
+
+        def failed(_message: str) -> None:
+            if self._rollup_job is job:
+                self._rollup_job = None
+                self._rollup_waiting = set()       # summed on demand instead
+
+        job.finished.connect(done)
+        job.failed.connect(failed)
+        self._rollup_job = job
+        job.start()
+
+    @property
+    def rollups_pending(self) -> bool:
+        """A worker is still summing the top-level roll-ups of a large saved trace."""
+        return bool(self._rollup_waiting)
 
     def set_live(self, live: bool) -> None:
         """A live run ended: spans still open now read as incomplete instead of running."""
@@ -201,11 +241,7 @@ class TraceModel(QAbstractItemModel):
         """core.totals of ``span``'s subtree, kept current while the run streams in."""
         t = self._rollup.get(span.id)
         if t is None:
-            t = totals(span)
-            t.by_model = {}      # not kept current: a roll-up carries the summed figures only
-            t.by_depth = {}
-            t.iterations = 0
-            self._rollup[span.id] = t
+            t = self._rollup[span.id] = _slim(totals(span))
         return t
 
     def _roll(self, span: Span, before: Totals | None, rolled: dict[str, Span]) -> None:
@@ -229,6 +265,8 @@ class TraceModel(QAbstractItemModel):
         a = span.attributes
         if a.get(Attr.CACHE_HIT) and not span.children:
             return "cached" if col != COL_SUBS else ""
+        if span.id in self._rollup_waiting:
+            return "…"
         t = self.rollup(span)
         if col == COL_SUBS:
             return fmt.fmt_int(t.sub_calls) if t.sub_calls else ""
@@ -250,6 +288,8 @@ class TraceModel(QAbstractItemModel):
     def _rollup_tip(self, span: Span) -> str:
         if span.attributes.get(Attr.CACHE_HIT) and not span.children:
             return "Answered from the memo cache: no model call, no tokens, no cost."
+        if span.id in self._rollup_waiting:
+            return "Adding up the tokens and cost inside this step…"
         t = self.rollup(span)
         est = " (estimated)" if t.tokens_estimated else ""
         cost = t.cost_value
@@ -401,6 +441,14 @@ class TraceModel(QAbstractItemModel):
         if role == StatusRole:
             return fmt.span_status(span, self._live)
         return None
+
+
+def _slim(t: Totals) -> Totals:
+    """A roll-up keeps the summed figures only (the per-model breakdown is not kept current)."""
+    t.by_model = {}
+    t.by_depth = {}
+    t.iterations = 0
+    return t
 
 
 def _own_totals(span: Span) -> Totals:

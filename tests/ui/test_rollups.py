@@ -182,3 +182,27 @@ def test_rollups_of_a_file_trace(qtbot, tmp_path) -> None:  # noqa: ANN001
     for span in _parents(src):
         assert model2.rollup(span).input_tokens == totals(span).input_tokens
         assert model2.rollup(span).sub_calls == totals(span).sub_calls
+
+
+def test_large_saved_trace_sums_its_top_rollups_on_a_worker(qtbot) -> None:  # noqa: ANN001
+    """Opening a large saved trace does not freeze on the run row's roll-up: it reads "…" until a
+    worker has summed it, then the figures of core.totals."""
+    from rlm_desktop.ui.trace_model import BACKGROUND_ROLLUP_SPANS
+
+    t = Trace()
+    run = t.start_span(SpanKind.RUN, "run", None, now=1.0)
+    while len(t) < BACKGROUND_ROLLUP_SPANS:
+        it = t.start_span(SpanKind.ITERATION, "iteration", run, now=1.0)
+        _call(t, it, 10, 1, 0.001)
+        t.end_span(it, SpanStatus.OK, now=2.0)
+    t.end_span(run, SpanStatus.OK, now=3.0)
+    model = TraceModel()
+    changed: list[str] = []
+    model.dataChanged.connect(lambda tl, _br, _r=(): changed.append(model.span_for_index(tl).id))
+    model.set_trace(t, live=False)
+    idx = model.index(0, COL_TOKENS)
+    assert model.rollups_pending and model.data(idx) == "…"
+    qtbot.waitUntil(lambda: not model.rollups_pending, timeout=30_000)
+    want = totals(t.roots[0])
+    assert model.data(idx) == f"{want.input_tokens:,} / 0 / {want.output_tokens:,}"
+    assert run in changed                        # the view was told to repaint the row

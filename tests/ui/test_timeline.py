@@ -65,7 +65,7 @@ def test_spans_map_to_rows_in_tree_order_and_to_times(qtbot) -> None:  # noqa: A
     view = _view(qtbot, model)
     assert [s.id for s in view.order.rows] == [s.id for s in trace]      # tree (pre-)order
     assert view.row_count() == len(trace) == 10
-    assert view.order.depth[ids["a"]] == 3 and view.order.depth[ids["run"]] == 0
+    assert view.order.depth(trace.spans[ids["a"]]) == 3 and view.order.depth(trace.spans[ids["run"]]) == 0
     assert view.fit and abs(view.duration() - 10.0) < 1e-9
     # Fit: the whole run spans the bar area.
     assert abs(view.scale - view.bar_area_width() / 10.0) < 1e-6
@@ -235,7 +235,7 @@ def test_live_run_grows_in_tree_order(qtbot) -> None:  # noqa: ANN001
     model.flush()
     mirror = model.trace
     assert [s.id for s in view.order.rows] == [s.id for s in mirror]
-    assert view.order.depth[calls[1]] == 4
+    assert view.order.depth(mirror.spans[calls[1]]) == 4
     # A later iteration goes at the end; a call started in the first iteration goes inside it.
     it2 = src.start_span(SpanKind.ITERATION, "iteration 2", run)
     late = src.start_span(SpanKind.LLM_CALL, "chat late", it)
