@@ -274,6 +274,8 @@ class TraceModel(QAbstractItemModel):
             return ""
         mark = "~" if t.tokens_estimated else ""
         if col == COL_TOKENS:
+            if not (t.input_tokens or t.output_tokens) and t.incomplete_spans:
+                return "…" if self._live else ""     # its model calls have not reported yet
             # cached tokens are only ever reported by a provider: never marked as an estimate
             return (f"{mark}{fmt.fmt_int(t.input_tokens)} / {fmt.fmt_int(t.cached_tokens)} / "
                     f"{mark}{fmt.fmt_int(t.output_tokens)}")

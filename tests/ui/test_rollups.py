@@ -140,6 +140,7 @@ def test_rollup_updates_when_a_child_ends(qtbot) -> None:  # noqa: ANN001
     it_idx = model.index_for_span(mirror.spans[it])
     assert model.data(run_idx.siblingAtColumn(COL_SUBS)) == "1"
     assert model.data(it_idx.siblingAtColumn(COL_COST)) == "…"   # a running call: no cost yet
+    assert model.data(it_idx.siblingAtColumn(COL_TOKENS)) == "…"  # nor tokens (not "0 / 0 / 0")
     changed: list[tuple[int, int, str]] = []
     model.dataChanged.connect(lambda tl, br, _roles=(): changed.append(
         (tl.column(), br.column(), model.span_for_index(tl).id)))
