@@ -331,7 +331,7 @@ class TimelineView(QAbstractScrollArea):
             self.scroll_to(span)
         self.viewport().update()
 
-    def scroll_to(self, span: Span) -> None:
+    def scroll_to(self, span: Span, *, horizontal: bool = True) -> None:
         row = self.row_of(span)
         if row is None:
             return
@@ -340,7 +340,7 @@ class TimelineView(QAbstractScrollArea):
         page = max(ROW_H, self.viewport().height() - AXIS_H)
         if y < vb.value() or y + ROW_H > vb.value() + page:
             vb.setValue(y - page // 2)
-        rect = self.bar_rect(span)
+        rect = self.bar_rect(span) if horizontal else None
         if rect is not None and (rect.left() < LABEL_W or rect.left() > self.viewport().width() - 20):
             hb = self.horizontalScrollBar()
             hb.setValue(hb.value() + rect.left() - LABEL_W - 20)
@@ -664,6 +664,18 @@ class TimelinePane(QWidget):
         if trace_pane is not None:
             self.view.span_clicked.connect(trace_pane.select_span)
             trace_pane.span_selected.connect(self._on_tree_selected)
+            model.batch_applied.connect(self._on_batch)
+
+    def _on_batch(self, events: list[TraceEvent]) -> None:
+        """While the tree follows the newest step, the timeline keeps it in view too."""
+        if not self.trace_pane.follow or not self.view.isVisible():
+            return
+        for ev in reversed(events):
+            if ev.type is EventType.STARTED:
+                span = self.view.model.trace.get(ev.span_id)
+                if span is not None:
+                    self.view.scroll_to(span, horizontal=False)
+                return
 
     def _on_tree_selected(self, span: Span | None) -> None:
         if span is not self.view.selected:

@@ -257,3 +257,34 @@ def test_live_run_grows_in_tree_order(qtbot) -> None:  # noqa: ANN001
     model.flush()
     model.set_live(False)
     qtbot.waitUntil(lambda: not view._tick.isActive(), timeout=2000)
+
+
+def test_timeline_follows_the_newest_step_while_the_tree_does(qtbot) -> None:  # noqa: ANN001
+    from rlm_desktop.ui.timeline import TimelinePane
+    from rlm_desktop.ui.trace_pane import TracePane
+
+    src = Trace()
+    rec = Recorder(src)
+    model = TraceModel()
+    pane = TracePane(model)
+    tl = TimelinePane(model, pane)
+    qtbot.addWidget(pane)
+    qtbot.addWidget(tl)
+    tl.resize(800, 300)
+    tl.show()
+    qtbot.waitExposed(tl)
+    model.set_trace(Trace(), live=True)
+    run = src.start_span(SpanKind.RUN, "run", None)
+    for i in range(200):
+        src.start_span(SpanKind.ITERATION, f"iteration {i + 1}", run)
+    model.enqueue(rec.take())
+    model.flush()
+    assert pane.follow
+    newest = model.trace.roots[0].children[-1]
+    assert tl.view.row_of(newest) in tl.view.visible_rows()
+    pane.set_follow(False)
+    tl.view.verticalScrollBar().setValue(0)
+    src.start_span(SpanKind.ITERATION, "iteration 201", run)
+    model.enqueue(rec.take())
+    model.flush()
+    assert tl.view.visible_rows().start == 0          # not following: the user's place is kept
