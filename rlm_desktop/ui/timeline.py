@@ -51,6 +51,7 @@ INDENT = 12
 MAX_INDENT_LEVELS = 8
 MIN_SCALE = 1e-4          # px per second (a year-long trace still fits)
 MAX_SCALE = 1e7           # px per second (0.1 µs per pixel)
+MAX_CONTENT_PX = 1_000_000_000
 ZOOM_STEP = 1.25
 TICK_MS = 250             # running bars grow this often while a live run has open spans
 
@@ -289,7 +290,7 @@ class TimelineView(QAbstractScrollArea):
             if new != self._scale:
                 self._scale = new
                 self.scale_changed.emit(new)
-        content_w = int(self.duration() * self._scale) + 8
+        content_w = min(int(self.duration() * self._scale) + 8, 2 * MAX_CONTENT_PX)
         hb = self.horizontalScrollBar()
         hb.setPageStep(self.bar_area_width())
         hb.setRange(0, max(0, content_w - self.bar_area_width()))
@@ -302,7 +303,8 @@ class TimelineView(QAbstractScrollArea):
     def set_scale(self, scale: float, anchor_x: float | None = None) -> None:
         """Zoom to ``scale`` px/s keeping the time under ``anchor_x`` (viewport x) in place."""
         self.ensure_built()
-        scale = min(MAX_SCALE, max(MIN_SCALE, scale))
+        # the content width must stay within a scroll bar's int range (2**31 px)
+        scale = min(MAX_SCALE, MAX_CONTENT_PX / max(self.duration(), 1e-9), max(MIN_SCALE, scale))
         if anchor_x is None:
             anchor_x = LABEL_W + self.bar_area_width() / 2
         t = self.time_at(anchor_x)

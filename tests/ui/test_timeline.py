@@ -288,3 +288,16 @@ def test_timeline_follows_the_newest_step_while_the_tree_does(qtbot) -> None:  #
     model.enqueue(rec.take())
     model.flush()
     assert tl.view.visible_rows().start == 0          # not following: the user's place is kept
+
+
+def test_zooming_far_into_a_long_run_stays_within_the_scroll_range(qtbot) -> None:  # noqa: ANN001
+    t = Trace()
+    run = t.start_span(SpanKind.RUN, "run", None, now=T0)
+    t.end_span(run, SpanStatus.OK, now=T0 + 36_000)          # a ten-hour run
+    model = TraceModel()
+    model.set_trace(t, live=False)
+    view = _view(qtbot, model)
+    for _ in range(200):
+        view.zoom(2.0)
+    assert view.scale * view.duration() <= 1_000_000_000
+    assert 0 < view.horizontalScrollBar().maximum() < 2**31 - 1
