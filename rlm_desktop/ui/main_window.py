@@ -299,7 +299,7 @@ class MainWindow(QMainWindow):
 
     def _splitters(self) -> dict[str, QSplitter]:
         return {"main": self.main_split, "left": self.left_split, "right": self.right_split,
-                "documents": self.documents.splitter}
+                "documents": self.documents.splitter, "center": self.center_split}
 
     def _headers(self) -> dict[str, Any]:
         return {"trace": self.trace_pane.view.header(),

@@ -301,3 +301,20 @@ def test_zooming_far_into_a_long_run_stays_within_the_scroll_range(qtbot) -> Non
         view.zoom(2.0)
     assert view.scale * view.duration() <= 1_000_000_000
     assert 0 < view.horizontalScrollBar().maximum() < 2**31 - 1
+
+
+def test_timeline_height_is_kept_with_the_window_state(qtbot, settings) -> None:  # noqa: ANN001
+    from rlm_desktop.ui.main_window import MainWindow
+
+    w1 = MainWindow(settings)
+    qtbot.addWidget(w1)
+    w1.resize(780, 700)
+    w1.show()
+    w1.center_split.setSizes([200, 380])
+    sizes = w1.center_split.sizes()
+    w1.close()
+    w2 = MainWindow(settings)
+    qtbot.addWidget(w2)
+    w2.show()
+    assert w2.center_split.sizes() == sizes
+    w2.close()
