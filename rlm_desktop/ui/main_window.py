@@ -48,6 +48,7 @@ from rlm_desktop.ui.jobs import ThreadJob
 from rlm_desktop.ui.query_pane import ModelChoice, QueryPane
 from rlm_desktop.ui.run_panes import AnswerPane, HistoryEntry, HistoryPane, HistoryStore, RunStatusBar
 from rlm_desktop.ui.settings import Settings, provider_config_for
+from rlm_desktop.ui.timeline import TimelinePane
 from rlm_desktop.ui.trace_model import TraceModel
 from rlm_desktop.ui.trace_pane import TracePane
 from rlm_desktop.ui.window_state import WindowState
@@ -187,7 +188,15 @@ class MainWindow(QMainWindow):
         self.main_split = QSplitter(Qt.Orientation.Horizontal)
         self.main_split.setObjectName("mainSplit")
         self.main_split.addWidget(self.left_split)
-        self.main_split.addWidget(self.trace_pane)
+        # The timeline (waterfall) of the shown run, under the tree.
+        self.timeline = TimelinePane(self.model, self.trace_pane)
+        self.center_split = QSplitter(Qt.Orientation.Vertical)
+        self.center_split.setObjectName("centerSplit")
+        self.center_split.addWidget(self.trace_pane)
+        self.center_split.addWidget(self.timeline)
+        self.center_split.setStretchFactor(0, 3)
+        self.center_split.setStretchFactor(1, 2)
+        self.main_split.addWidget(self.center_split)
         self.main_split.addWidget(self.right_split)
         self.main_split.setStretchFactor(0, 2)
         self.main_split.setStretchFactor(1, 4)
@@ -363,7 +372,7 @@ class MainWindow(QMainWindow):
 
     def _splitters(self) -> dict[str, QSplitter]:
         return {"main": self.main_split, "left": self.left_split, "right": self.right_split,
-                "documents": self.documents.splitter}
+                "documents": self.documents.splitter, "center": self.center_split}
 
     def _headers(self) -> dict[str, Any]:
         return {"trace": self.trace_pane.view.header(),

@@ -14,6 +14,7 @@ trace nested thousands deep (a crafted file) would otherwise crash the app on "e
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 from PySide6.QtCore import (
@@ -28,19 +29,34 @@ from PySide6.QtCore import (
 )
 
 from rlm_desktop.core.exporters import MAX_NESTING
-from rlm_desktop.core.trace import EventType, Span, Trace, TraceEvent
+from rlm_desktop.core.totals import Totals, totals
+from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, Trace, TraceEvent
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import status_icon
+from rlm_desktop.ui.jobs import ThreadJob
 
-COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST = range(5)
-HEADERS = ("Step", "Status", "Duration", "Tokens in / out", "Cost")
+COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST, COL_SUBS = range(6)
+HEADERS = ("Step", "Status", "Duration", "Tokens", "Cost", "Subs")
 HEADER_TIPS = (
     "Run → iterations → model call, code cells, sub-calls (nested runs under their sub-call), final",
     "running, ok, error, timeout, cancelled, limit (budget), incomplete (never ended in the file)",
     "Wall-clock time of the step (… while it runs)",
-    "Input / output tokens reported by the provider (~ marks estimates)",
-    "USD cost; 'unknown' when the model's price is not configured (never shown as 0)",
+    "A model call: input / output tokens reported by the provider. A run, iteration, cell or "
+    "sub-call: input / cached / output tokens of every model call inside it (~ marks estimates; "
+    "'cached' for a sub-call answered from the memo cache)",
+    "USD cost (of everything inside, for a run, iteration, cell or sub-call); 'unknown' when the "
+    "model's price is not configured (never shown as 0), '≥ … (part unknown)' when only some are",
+    "Sub-calls (llm_query, rlm_query) inside the step, at any depth",
 )
+# Rows that show the roll-up of their subtree rather than their own attributes.
+ROLLUP_KINDS = frozenset({SpanKind.RUN, SpanKind.ITERATION, SpanKind.CODE_CELL, SpanKind.SUB_CALL})
+ROLLUP_COLUMNS = (COL_TOKENS, COL_COST, COL_SUBS)
+# The additive (scalar) figures of a Totals; a roll-up keeps these, not the per-model breakdown.
+_SUMMED = tuple(f.name for f in fields(Totals) if f.type in ("int", "float", int, float))
+_ZERO = Totals()
+# A saved trace this large gets its top-level roll-ups summed on a worker thread (a 100,000-step run
+# takes a few hundred ms): the rows say "…" meanwhile instead of the window freezing on open.
+BACKGROUND_ROLLUP_SPANS = 20_000
 SpanRole = Qt.ItemDataRole.UserRole + 1
 StatusRole = Qt.ItemDataRole.UserRole + 2
 
@@ -68,6 +84,11 @@ class TraceModel(QAbstractItemModel):
         self._anchor: dict[str, Span] = {}
         self._flat: dict[str, list[Span]] = {}    # anchor id -> the deep spans shown under it
         self._flat_row: dict[str, int] = {}
+        # Roll-ups: core.totals of a span's subtree, computed when a row first shows it, then kept
+        # up to date by adding each event's change to the cached ancestors (O(depth) per event).
+        self._rollup: dict[str, Totals] = {}
+        self._rollup_job: ThreadJob | None = None
+        self._rollup_waiting: set[str] = set()     # roots whose roll-up a worker is summing
         self.dropped_events = 0
         self._timer = QTimer(self)
         self._timer.setInterval(FLUSH_INTERVAL_MS)
@@ -104,9 +125,44 @@ class TraceModel(QAbstractItemModel):
             d = depth[span.id] = 0 if p is None else depth[p.id] + 1
             if d >= MAX_NESTING:
                 self._place(span)
+        self._rollup = {}
+        self._rollup_waiting = set()
+        self._rollup_job = None
         self.endResetModel()
         del old  # released only after the views dropped every index into it
         self._update_tick()
+        if not live and len(trace) >= BACKGROUND_ROLLUP_SPANS:
+            self._start_rollup_job(trace)
+
+    def _start_rollup_job(self, trace: Trace) -> None:
+        roots = list(trace.roots)
+        self._rollup_waiting = {r.id for r in roots}
+        job = ThreadJob(lambda _job: {r.id: totals(r) for r in roots}, name="rollups", parent=self)
+
+        def done(result: dict[str, Totals]) -> None:
+            if self._rollup_job is not job:
+                return                             # another trace is shown by now
+            self._rollup_job = None
+            self._rollup_waiting = set()
+            for sid, t in result.items():
+                self._rollup.setdefault(sid, _slim(t))
+            for r in roots:
+                self._emit_changed(r, COL_TOKENS)
+
+        def failed(_message: str) -> None:
+            if self._rollup_job is job:
+                self._rollup_job = None
+                self._rollup_waiting = set()       # summed on demand instead
+
+        job.finished.connect(done)
+        job.failed.connect(failed)
+        self._rollup_job = job
+        job.start()
+
+    @property
+    def rollups_pending(self) -> bool:
+        """A worker is still summing the top-level roll-ups of a large saved trace."""
+        return bool(self._rollup_waiting)
 
     def set_live(self, live: bool) -> None:
         """A live run ended: spans still open now read as incomplete instead of running."""
@@ -140,6 +196,7 @@ class TraceModel(QAbstractItemModel):
         trace = self._trace
         grown: dict[str | None, Span | None] = {}
         changed: dict[str, Span] = {}
+        rolled: dict[str, Span] = {}              # ancestors whose roll-up changed
         created: set[str] = set()
         applied: list[TraceEvent] = []
         header: dict[str, Any] = {}
@@ -156,12 +213,18 @@ class TraceModel(QAbstractItemModel):
                         self._shown[key] = 0
                     else:
                         self._shown[key] = len(self._kids(host))
+            before = None
+            if self._rollup and ev.type is not EventType.STARTED:
+                old = trace.spans.get(ev.span_id)
+                before = _own_totals(old) if old is not None else None
             try:
                 span = trace.apply(ev)
             except (KeyError, ValueError):
                 self.dropped_events += 1   # an event for a span this mirror never saw start
                 continue
             applied.append(ev)
+            if self._rollup:
+                self._roll(span, before, rolled)
             if ev.type is EventType.STARTED:
                 self._new.add(span.id)
                 created.add(span.id)
@@ -184,15 +247,84 @@ class TraceModel(QAbstractItemModel):
                 self.endInsertRows()
         for span in changed.values():
             self._emit_changed(span)
+        for sid, span in rolled.items():
+            if sid not in changed and sid not in created:
+                self._emit_changed(span, COL_TOKENS)
         self._update_tick()
         if header:
             self.header_changed.emit(header)
         if applied:
             self.batch_applied.emit(applied)
 
-    def _emit_changed(self, span: Span) -> None:
+    # -- roll-ups --------------------------------------------------------------------------------
+    def rollup(self, span: Span) -> Totals:
+        """core.totals of ``span``'s subtree, kept current while the run streams in."""
+        t = self._rollup.get(span.id)
+        if t is None:
+            t = self._rollup[span.id] = _slim(totals(span))
+        return t
+
+    def _roll(self, span: Span, before: Totals | None, rolled: dict[str, Span]) -> None:
+        """Add the change of ``span``'s own figures to every cached roll-up on its ancestor chain."""
+        after = _own_totals(span)
+        delta = [(name, getattr(after, name) - getattr(before or _ZERO, name)) for name in _SUMMED]
+        delta = [(name, d) for name, d in delta if d]
+        if not delta:
+            return
+        s: Span | None = span
+        while s is not None:
+            t = self._rollup.get(s.id)
+            if t is not None:
+                for name, d in delta:
+                    setattr(t, name, getattr(t, name) + d)
+            if s is not span:
+                rolled.setdefault(s.id, s)
+            s = s.parent
+
+    def _rollup_text(self, span: Span, col: int) -> str:
+        a = span.attributes
+        if a.get(Attr.CACHE_HIT) and not span.children:
+            return "cached" if col != COL_SUBS else ""
+        if span.id in self._rollup_waiting:
+            return "…"
+        t = self.rollup(span)
+        if col == COL_SUBS:
+            return fmt.fmt_int(t.sub_calls) if t.sub_calls else ""
+        if not t.llm_calls:
+            return ""
+        mark = "~" if t.tokens_estimated else ""
+        if col == COL_TOKENS:
+            if not (t.input_tokens or t.output_tokens) and t.incomplete_spans:
+                return "…" if self._live else ""     # its model calls have not reported yet
+            # cached tokens are only ever reported by a provider: never marked as an estimate
+            return (f"{mark}{fmt.fmt_int(t.input_tokens)} / {fmt.fmt_int(t.cached_tokens)} / "
+                    f"{mark}{fmt.fmt_int(t.output_tokens)}")
+        value = t.cost_value
+        if value is None:
+            return "unknown"
+        if not value and t.incomplete_spans:
+            return "…" if self._live else "unknown"   # calls still running (or never ended)
+        text = fmt.fmt_usd(value, t.cost_known)
+        return "~" + text if value and t.tokens_estimated else text
+
+    def _rollup_tip(self, span: Span) -> str:
+        if span.attributes.get(Attr.CACHE_HIT) and not span.children:
+            return "Answered from the memo cache: no model call, no tokens, no cost."
+        if span.id in self._rollup_waiting:
+            return "Adding up the tokens and cost inside this step…"
+        t = self.rollup(span)
+        est = " (estimated)" if t.tokens_estimated else ""
+        cost = t.cost_value
+        return (f"Inside this {span.kind}: {t.llm_calls:,} model call(s), {t.sub_calls:,} sub-call(s)"
+                f"{f' ({t.cache_hits:,} from the memo cache)' if t.cache_hits else ''}\n"
+                f"Tokens{est}: {t.input_tokens:,} in ({t.cached_tokens:,} of them cached), "
+                f"{t.output_tokens:,} out\n"
+                f"Cost: {'unknown' if cost is None else fmt.fmt_usd(cost, t.cost_known)}"
+                f"{f' — {t.cost_unknown_calls:,} call(s) of unknown price' if t.cost_unknown_calls and cost is not None else ''}")
+
+    def _emit_changed(self, span: Span, first: int = 0) -> None:
         row = self._row(span)
-        left = self.createIndex(row, 0, span)
+        left = self.createIndex(row, first, span)
         right = self.createIndex(row, len(HEADERS) - 1, span)
         self.dataChanged.emit(left, right)
 
@@ -356,6 +488,8 @@ class TraceModel(QAbstractItemModel):
                 return fmt.STATUS_LABELS.get(fmt.span_status(span, self._live), "?")
             if col == COL_DURATION:
                 return fmt.span_duration(span, self._live)
+            if col in ROLLUP_COLUMNS and span.kind in ROLLUP_KINDS:
+                return self._rollup_text(span, col)
             if col == COL_TOKENS:
                 return fmt.fmt_tokens(span.attributes)
             if col == COL_COST:
@@ -368,14 +502,31 @@ class TraceModel(QAbstractItemModel):
                 return fmt.STATUS_EXPLANATIONS.get(fmt.span_status(span, self._live))
             if col == COL_NAME:
                 return f"{span.kind}: {fmt.one_line(fmt.span_label(span), 300)}"
+            if col in ROLLUP_COLUMNS and span.kind in ROLLUP_KINDS:
+                return self._rollup_tip(span)
             return None
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_DURATION, COL_TOKENS, COL_COST):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_DURATION, *ROLLUP_COLUMNS):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == SpanRole:
             return span
         if role == StatusRole:
             return fmt.span_status(span, self._live)
         return None
+
+
+def _slim(t: Totals) -> Totals:
+    """A roll-up keeps the summed figures only (the per-model breakdown is not kept current)."""
+    t.by_model = {}
+    t.by_depth = {}
+    t.iterations = 0
+    return t
+
+
+def _own_totals(span: Span) -> Totals:
+    """core.totals of ``span`` alone (its children left out): what the span adds to its ancestors."""
+    alone = Span(span.id, span.parent_id, span.kind, span.name, span.start, span.end, span.status,
+                 span.attributes)
+    return totals(alone)
 
 
 ERROR_STATUSES = frozenset({"error", "timeout", "budget", "incomplete"})

@@ -27,6 +27,7 @@ from rlm_desktop.ui.trace_model import (
     COL_DURATION,
     COL_NAME,
     COL_STATUS,
+    COL_SUBS,
     COL_TOKENS,
     TraceFilterProxy,
     TraceModel,
@@ -127,8 +128,9 @@ class TracePane(QWidget):
         icon_w = self.view.style().pixelMetric(QStyle.PixelMetric.PM_SmallIconSize)
         status = max(fm.horizontalAdvance(w) for w in STATUS_LABELS.values()) + icon_w + 20
         return {COL_STATUS: status, COL_DURATION: fm.horizontalAdvance("999 ms") + 16,
-                COL_TOKENS: fm.horizontalAdvance("~4,567 / ~890") + 16,
-                COL_COST: fm.horizontalAdvance("$0.0000") + 12}
+                COL_TOKENS: fm.horizontalAdvance("4,567 / 890 / 890") + 12,   # in / cached / out roll-ups
+                COL_COST: fm.horizontalAdvance("$0.0000") + 12,
+                COL_SUBS: fm.horizontalAdvance("Subs") + 10}
 
     @property
     def follow(self) -> bool:
