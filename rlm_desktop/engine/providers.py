@@ -285,13 +285,21 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
             await asyncio.sleep(wait)
 
 
+def _as_is(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """``messages`` for ``chat.completions.create``, sent as they are: the SDK walks every message
+    through its typed-dict transform (~0.15 ms of CPU per message here, so 80% of a call's CPU by
+    the 30th iteration), an identity for our role/content dicts of text. ``extra_body`` keys are
+    merged over the SDK's body untouched (documented), so the request is the same JSON."""
+    return {"messages": [], "extra_body": {"messages": messages}}
+
+
 async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
                    messages: list[dict[str, Any]], extra_headers: dict[str, Any] | None,
                    timeout_s: float, on_delta: DeltaHandler | None, stream: bool,
                    attempt: int, include_usage: bool = True) -> ChatResult:
     if not stream:
         resp = await client.chat.completions.create(
-            model=model, messages=messages, timeout=timeout_s,  # type: ignore[arg-type]
+            model=model, **_as_is(messages), timeout=timeout_s,  # type: ignore[arg-type]
             extra_headers=extra_headers)
         choice = resp.choices[0] if resp.choices else None
         text = (choice.message.content if choice else "") or ""
@@ -304,7 +312,7 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
     finish: str | None = None
     served_model = None
     s = await client.chat.completions.create(
-        model=model, messages=messages, stream=True,  # type: ignore[arg-type]
+        model=model, **_as_is(messages), stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True} if include_usage else omit, timeout=timeout_s,
         extra_headers=extra_headers)
     try:
