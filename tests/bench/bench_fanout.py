@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +25,9 @@ from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits, Sandbo
 from rlm_desktop.core.trace import SpanKind, Trace, TraceWriter
 from rlm_desktop.engine.providers import aclose_clients
 from rlm_desktop.engine.run import run_rlm
+from tests.bench.serve import ScriptedServer
 
 GOAL_X = 1.15
-
-
-@contextlib.contextmanager
-def scripted_server(script: str, latency: float) -> Iterator[str]:
-    """tests/bench/serve.py in a process of its own; yields its base URL."""
-    root = str(Path(__file__).resolve().parents[2])
-    proc = subprocess.Popen([sys.executable, "-m", "tests.bench.serve", script, str(latency)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"the scripted server did not start (said {url!r})")
-        yield url
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _one(base_url: str, prompts: int, concurrency: int) -> tuple[float, float, int]:
@@ -92,9 +67,9 @@ def run(args: Any = None) -> dict[str, Any]:
     repeat = int(getattr(args, "repeat", None) or 3)
     ideal = math.ceil(prompts / concurrency) * latency
     cell_s: list[float] = []
-    with scripted_server(f"fanout:{prompts}", latency) as url:
+    with ScriptedServer(f"fanout:{prompts}", latency) as srv:
         for _ in range(repeat):
-            cell, _total, answers = _one(url, prompts, concurrency)
+            cell, _total, answers = _one(srv.url, prompts, concurrency)
             if answers != prompts:
                 raise AssertionError(f"the cell got {answers} good answers of {prompts}")
             cell_s.append(cell)
