@@ -98,6 +98,8 @@ async def _in_sandbox(context: str | dict[str, str]) -> dict[str, Any]:
 
 def run(args: Any = None) -> dict[str, Any]:
     repeat = int(getattr(args, "repeat", None) or 3)
+    files = int(getattr(args, "files", None) or FILES)
+    file_bytes = int(getattr(args, "file_bytes", None) or FILE_BYTES)
     load_s: list[float] = []
     start_s: list[float] = []
     cell_s: list[float] = []
@@ -106,19 +108,19 @@ def run(args: Any = None) -> dict[str, Any]:
     level = "?"
     with tempfile.TemporaryDirectory(prefix="rlm-bench-context-") as tmp:
         folder = Path(tmp) / "docs"
-        size = make_folder(folder)
+        size = make_folder(folder, files, file_bytes)
         for _ in range(repeat):
             t0 = time.perf_counter()
             docs = load_documents([folder])
             load_s.append(time.perf_counter() - t0)
-            if len(docs.documents) != FILES or docs.errors:
-                raise AssertionError(f"expected {FILES} documents, loaded {len(docs.documents)} "
+            if len(docs.documents) != files or docs.errors:
+                raise AssertionError(f"expected {files} documents, loaded {len(docs.documents)} "
                                      f"({len(docs.errors)} errors)")
             text_chars = docs.total_chars
             m = asyncio.run(_in_sandbox(docs.context_value()))
             del docs
-            if m["printed"] != f"{FILES} {text_chars}":
-                raise AssertionError(f"the cell saw {m['printed']!r}, expected {FILES} {text_chars}")
+            if m["printed"] != f"{files} {text_chars}":
+                raise AssertionError(f"the cell saw {m['printed']!r}, expected {files} {text_chars}")
             level = m["level"]
             start_s.append(m["start_s"])
             cell_s.append(m["cell_s"])
@@ -127,7 +129,7 @@ def run(args: Any = None) -> dict[str, Any]:
     total = [a + b + c for a, b, c in zip(load_s, start_s, cell_s, strict=True)]
     rss = statistics.median(worker_x)
     return {
-        "files": FILES,
+        "files": files,
         "text_mb": round(size / 1e6, 1),
         "loader_s_median": round(statistics.median(load_s), 3),
         "sandbox_start_s_median": round(statistics.median(start_s), 3),
@@ -149,4 +151,6 @@ def run(args: Any = None) -> dict[str, Any]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--files", type=int, default=FILES)
+    ap.add_argument("--file-bytes", type=int, default=FILE_BYTES)
     print(run(ap.parse_args()))
