@@ -144,7 +144,7 @@ class FakeOpenAI:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeOpenAI:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server = _Server(("127.0.0.1", 0), _make_handler(self))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -242,6 +242,12 @@ class FakeOpenAI:
             if isinstance(item, Reply):
                 return item
         return Reply(text=str(item))
+
+
+class _Server(ThreadingHTTPServer):
+    # The listen backlog: socketserver's default of 5 drops connections (ReadError at the client)
+    # when tens of sub-calls connect at once, as llm_query_batched at concurrency 32 does.
+    request_queue_size = 256
 
 
 def _estimate_tokens(text: str) -> int:

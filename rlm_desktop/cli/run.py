@@ -69,6 +69,9 @@ def add_parser(subparsers: Any) -> None:
                    help=f"rlm_query nesting allowed, 0 = none (default {d.max_depth})")
     p.add_argument("--max-sub-calls", type=int, metavar="N",
                    help=f"sub-calls at all depths together (default {d.max_sub_calls})")
+    p.add_argument("--batch-concurrency", type=int, metavar="N",
+                   help=f"sub-calls of one llm_query_batched in flight at once (default "
+                        f"{d.batch_concurrency}; the provider's own concurrency caps it too)")
     p.add_argument("--budget-usd", type=float, metavar="X",
                    help=f"stop once this much has been spent (default {d.budget_usd:g})")
     p.add_argument("--max-tokens", type=int, metavar="N",
@@ -203,7 +206,8 @@ def _resolve_provider(args: argparse.Namespace, settings: Any | None,
 LIMIT_FLAGS = {"max_iterations": "--max-iterations", "max_depth": "--max-depth",
                "max_sub_calls": "--max-sub-calls", "budget_usd": "--budget-usd", "max_tokens": "--max-tokens",
                "cell_timeout_s": "--cell-timeout", "call_timeout_s": "--call-timeout",
-               "run_timeout_s": "--run-timeout", "max_response_chars": "--max-response-chars"}
+               "run_timeout_s": "--run-timeout", "max_response_chars": "--max-response-chars",
+               "batch_concurrency": "--batch-concurrency"}
 
 
 def _limits(args: argparse.Namespace, base: Any) -> Any:

@@ -513,6 +513,11 @@ class Decoded:
     error: str | None = None
 
 
+# Every byte that is not a control character in the binary check (tab, LF, FF, CR and ESC are text):
+# deleting these leaves exactly the control bytes.
+_NOT_CONTROL = bytes(b for b in range(256) if b >= 32 or b in (9, 10, 12, 13, 27))
+
+
 def decode_bytes(data: bytes) -> Decoded:
     """Decode file bytes: BOM, then UTF-16 by NUL pattern, then UTF-8, then cp1252 / Latin-1 (warned).
 
@@ -538,7 +543,7 @@ def decode_bytes(data: bytes) -> Decoded:
     sample = data[:65536]
     if b"\x00" in sample:
         return Decoded(None, None, error="binary file (contains NUL bytes); not a text document")
-    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27))
+    controls = len(sample.translate(None, _NOT_CONTROL))    # C speed: 64 KB per file adds up
     if controls > max(8, len(sample) // 10):
         return Decoded(None, None, error="binary file (mostly control bytes); not a text document")
     try:
@@ -562,8 +567,8 @@ def _guess_utf16(data: bytes) -> tuple[str, str] | None:
     n = len(sample) // 2
     if n < 2 or len(data) % 2:
         return None
-    even_nul = sum(1 for i in range(0, 2 * n, 2) if sample[i] == 0)
-    odd_nul = sum(1 for i in range(1, 2 * n, 2) if sample[i] == 0)
+    even_nul = sample[0:2 * n:2].count(0)
+    odd_nul = sample[1:2 * n:2].count(0)
     if odd_nul >= 0.7 * n and even_nul <= 0.1 * n:
         return "utf-16-le", "UTF-16 LE"
     if even_nul >= 0.7 * n and odd_nul <= 0.1 * n:

@@ -464,6 +464,14 @@ def _too_long_message(cap: int) -> str:
             f"{RAISE_CAP_HINT}")
 
 
+def _as_is(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """``messages`` for ``chat.completions.create``, sent as they are: the SDK walks every message
+    through its typed-dict transform (~0.15 ms of CPU per message here, so 80% of a call's CPU by
+    the 30th iteration), an identity for our role/content dicts of text. ``extra_body`` keys are
+    merged over the SDK's body untouched (documented), so the request is the same JSON."""
+    return {"messages": [], "extra_body": {"messages": messages}}
+
+
 async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
                    messages: list[dict[str, Any]], extra_headers: dict[str, Any] | None,
                    timeout_s: float, on_delta: DeltaHandler | None, stream: bool,
@@ -471,7 +479,7 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
     if not stream:
         try:
             resp = await client.chat.completions.create(
-                model=model, messages=messages, timeout=timeout_s,  # type: ignore[arg-type]
+                model=model, **_as_is(messages), timeout=timeout_s,  # type: ignore[arg-type]
                 extra_headers=extra_headers)
         except ValueError:
             # the SDK parses a JSON content type with json.loads and lets the error through
@@ -492,7 +500,7 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
     served_model = None
     choices_seen = False
     s = await client.chat.completions.create(
-        model=model, messages=messages, stream=True,  # type: ignore[arg-type]
+        model=model, **_as_is(messages), stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True} if include_usage else omit, timeout=timeout_s,
         extra_headers=extra_headers)
     chunks = 0

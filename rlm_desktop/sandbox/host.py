@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,43 @@ def _worker_code() -> bytes:
         code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
         mods.append((f"rlm_desktop.sandbox.{short}", str(path), code))
     return marshal.dumps(mods)
+
+
+# The context crosses to the worker in frames of about this many characters of text (a document
+# bigger than that goes alone in its frame): the worker holds at most one frame besides the text.
+CONTEXT_FRAME_CHARS = 1 << 20
+PIPE_SIZE = 1 << 20        # host → worker pipe buffer asked for (Linux; 64 KiB otherwise)
+
+
+def context_frames(context: str | dict[str, str]) -> Iterator[bytes]:
+    """The frames that carry ``context`` after the init frame, made one at a time: ``ctx`` frames
+    with a piece of text (``text``) or a batch of ``[name, text]`` pairs (``items``), then
+    ``ctx_end``."""
+    if isinstance(context, str):
+        for i in range(0, len(context), CONTEXT_FRAME_CHARS):
+            yield encode_host_frame({"t": "ctx", "text": context[i:i + CONTEXT_FRAME_CHARS]})
+    else:
+        batch: list[tuple[str, str]] = []
+        chars = 0
+        for name, text in context.items():
+            if batch and chars + len(text) > CONTEXT_FRAME_CHARS:
+                yield encode_host_frame({"t": "ctx", "items": batch})
+                batch, chars = [], 0
+            batch.append((name, text))
+            chars += len(text)
+        if batch:
+            yield encode_host_frame({"t": "ctx", "items": batch})
+    yield encode_host_frame({"t": "ctx_end"})
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask for a bigger pipe buffer (fewer wake-ups while the context crosses); best effort."""
+    import fcntl
+
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, PIPE_SIZE)
 
 
 SCRATCH_PREFIX = "rlm-sandbox-"
@@ -381,6 +419,7 @@ class _Worker:
         self.dead_reason: str | None = None
         self.decoder = FrameDecoder(MAX_FRAME_FROM_WORKER, WORKER_TYPES)
         self._wbuf = bytearray()
+        self._later: Iterator[bytes] | None = None     # frames still to make and send (context)
         self._fds: dict[str, int] = {}
         self._pidfd: int | None = None
         self.inner_pidfd: int | None = None
@@ -393,8 +432,11 @@ class _Worker:
         self.stderr_tail = ""
 
     # -- life cycle ------------------------------------------------------------------------------
-    def spawn(self, init: dict[str, Any]) -> None:
+    def spawn(self, init: dict[str, Any], later: Iterator[bytes] | None = None) -> None:
+        """Start the process; write its code, the ``init`` frame, then the frames of ``later``
+        (made one at a time as the pipe drains, so a big ``context`` is never all encoded at once)."""
         h2w_r, h2w_w = os.pipe()
+        _widen_pipe(h2w_w)
         w2h_r, w2h_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -432,6 +474,7 @@ class _Worker:
             threading.Thread(target=self._wait_thread, daemon=True, name="rlm-sandbox-wait").start()
         self._wbuf += code
         self._wbuf += encode_host_frame(init)
+        self._later = later
         self.loop.add_writer(h2w_w, self._on_writable)
         self._on_writable()
 
@@ -546,6 +589,9 @@ class _Worker:
         if fd is None or self.dead_reason is not None:
             return
         data = encode_host_frame(msg)
+        if self._later is not None:              # behind the context frames still to be sent
+            self._later = itertools.chain(self._later, (data,))
+            return
         if self._wbuf:
             self._wbuf += data
             return
@@ -565,19 +611,30 @@ class _Worker:
         fd = self._fds.get("h2w")
         if fd is None:
             return
-        try:
-            n = os.write(fd, self._wbuf)
-        except BlockingIOError:
-            return
-        except OSError:
-            self.loop.remove_writer(fd)
-            self._wbuf.clear()
-            self._die("the worker closed its input pipe")
-            self.kill()
-            return
-        del self._wbuf[:n]
-        if not self._wbuf:
-            self.loop.remove_writer(fd)
+        while True:
+            if not self._wbuf and self._later is not None:
+                nxt = next(self._later, None)
+                if nxt is None:
+                    self._later = None
+                else:
+                    self._wbuf += nxt
+            if not self._wbuf:
+                self.loop.remove_writer(fd)
+                return
+            try:
+                n = os.write(fd, self._wbuf)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.loop.remove_writer(fd)
+                self._wbuf.clear()
+                self._later = None
+                self._die("the worker closed its input pipe")
+                self.kill()
+                return
+            del self._wbuf[:n]
+            if self._wbuf:
+                return                             # the pipe is full: wait until it drains
 
     # -- receiving -------------------------------------------------------------------------------
     def _on_frames_readable(self) -> None:
@@ -886,7 +943,9 @@ class Sandbox:
         lim = self.limits
         return {
             "t": "init",
-            "context": self.context,
+            # The context follows in frames of its own (context_frames), read by the worker only
+            # once its isolation is in force: the namespace launcher never holds a copy of it.
+            "context_type": "str" if isinstance(self.context, str) else "dict",
             "depth": self.depth,
             "rlm_query": self.rlm_query_enabled,
             "output_cap": lim.output_cap_bytes,
@@ -923,7 +982,7 @@ class Sandbox:
                                "the app while the sandbox was in use; start the run again.")
         worker = _Worker(self, self._loop)
         self._worker = worker
-        worker.spawn(self._init_frame())
+        worker.spawn(self._init_frame(), context_frames(self.context))
         try:
             ready = await asyncio.wait_for(asyncio.shield(worker.ready), START_TIMEOUT_S)
             rep = ready.get("report")

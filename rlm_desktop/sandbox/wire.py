@@ -95,6 +95,30 @@ class MarshalReader:
             self.buf += chunk
         return True
 
+    def _read_exact(self, size: int) -> bytearray | None:
+        """The body of the frame whose header is buffered: what is buffered, then the rest read
+        from the pipe into place (nothing past the frame is read). None at EOF."""
+        body = bytearray(size)
+        have = len(self.buf) - 4
+        body[:have] = self.buf[4:]
+        self.buf.clear()
+        view = memoryview(body)
+        try:
+            while have < size:
+                try:
+                    n = os.readv(self.fd, [view[have:]])
+                except BlockingIOError:
+                    import select
+
+                    select.select([self.fd], [], [])
+                    continue
+                if not n:
+                    return None
+                have += n
+        finally:
+            view.release()
+        return body
+
     def has_frame(self) -> bool:
         """A whole frame is already buffered (so no need to wait for the pipe)."""
         return len(self.buf) >= 4 and len(self.buf) >= 4 + int.from_bytes(self.buf[:4], "big")
@@ -103,11 +127,19 @@ class MarshalReader:
         if not self._fill(4):
             return None
         size = int.from_bytes(self.buf[:4], "big")
-        if not self._fill(4 + size):
-            return None
-        body = bytes(self.buf[4:4 + size])
-        del self.buf[:4 + size]
+        if len(self.buf) >= 4 + size or size < 1 << 16:
+            if not self._fill(4 + size):
+                return None
+            body: bytes | bytearray = bytes(self.buf[4:4 + size])
+            del self.buf[:4 + size]
+        else:
+            # A big frame (the documents of ``context``): read it straight into a buffer of its
+            # exact size, so it exists once in memory (not grown chunk by chunk, not copied again).
+            body = self._read_exact(size)
+            if body is None:
+                return None
         msg = marshal.loads(body)
+        del body
         if not isinstance(msg, dict):
             raise ValueError("host frame is not a dict")
         return msg

@@ -491,6 +491,28 @@ def _format_exception(exc: BaseException, sources: dict[str, str]) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
 
 
+def _read_context(reader: MarshalReader, kind: Any) -> str | dict[str, str]:
+    """The ``ctx`` frames that follow the init frame, up to ``ctx_end``: read here, after the
+    isolation is in force (so only this process ever holds the documents), one frame at a time."""
+    pieces: list[str] = []
+    docs: dict[str, str] = {}
+    while True:
+        msg = reader.read()
+        if msg is None:
+            os._exit(0)                   # the host went away
+        t = msg.get("t")
+        if t == "ctx_end":
+            break
+        if t != "ctx":
+            os._exit(5)
+        if kind == "str":
+            pieces.append(msg["text"])
+        else:
+            docs.update(msg["items"])
+        del msg
+    return "".join(pieces) if kind == "str" else docs
+
+
 def main(argv: list[str]) -> None:
     rfd, wfd, host_pid = int(argv[0]), int(argv[1]), int(argv[2])
     from rlm_desktop.sandbox import harden
@@ -512,9 +534,7 @@ def main(argv: list[str]) -> None:
     # From here on only the hardened process runs. Make the Python packages importable.
     sys.path[:] = [p for p in init.get("sys_path", []) if isinstance(p, str)]
     sys.argv = [""]
-    context = init.get("context", "")
-    worker.build_namespace(context, bool(init.get("rlm_query")))
-    del init["context"]
+    worker.build_namespace(_read_context(reader, init.get("context_type")), bool(init.get("rlm_query")))
     worker.send({"t": "ready", "pid": os.getpid(), "report": report})
     try:
         worker.serve()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +37,40 @@ def test_engine_benchmark_runs_the_real_loop() -> None:
     figures = bench_engine.run(argparse.Namespace(iterations=4, repeat=1))
     assert figures["iterations_per_run"] == 4 and figures["overhead_ms_median"] >= 0
     assert figures["cell_roundtrip_ms_median"] > 0 and isinstance(figures["ok"], bool)
+
+
+def _bench(name: str) -> Any:
+    return bench._load(name, bench.discover(bench.bench_dir())[name])
+
+
+def test_context_benchmark_folder_is_deterministic_and_sized(tmp_path: Path) -> None:
+    import hashlib
+
+    mod = _bench("context")
+
+    def digest(root: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*.txt")):
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+        return h.hexdigest()
+
+    sizes = [mod.make_folder(tmp_path / d, 30, 5_000, seed=3) for d in ("a", "b")]
+    assert sizes == [150_000, 150_000]
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert all(p.stat().st_size == 5_000 for p in (tmp_path / "a").rglob("*.txt"))
+    assert len({p.read_bytes() for p in (tmp_path / "a").rglob("*.txt")}) == 30    # all different
+    assert mod.make_folder(tmp_path / "c", 30, 5_000, seed=4) == 150_000
+    assert digest(tmp_path / "c") != digest(tmp_path / "a")
+
+
+def test_the_new_benchmarks_run_small() -> None:
+    """context, fanout, output and official (our side) at toy sizes: they run end to end and
+    report their figures (no timing asserted)."""
+    ctx = _bench("context").run(argparse.Namespace(repeat=1, files=20, file_bytes=2_000))
+    assert ctx["files"] == 20 and ctx["worker_peak_rss_x_text_median"] > 0
+    fan = _bench("fanout").run(argparse.Namespace(prompts=8, concurrency=4, latency=0.01, repeat=1))
+    assert fan["ideal_s"] == 0.02 and fan["cell_s_median"] > 0 and isinstance(fan["ok"], bool)
+    out = _bench("output").run(argparse.Namespace(cells=1))
+    assert out["output_bytes"] == 1_000_000 and out["cell_1mb_ms_median"] > 0
+    off = _bench("official").run(argparse.Namespace(runs=1, rounds=1))
+    assert off["iterations"] == 10 and off["ours_root_gap_ms_median"] > 0

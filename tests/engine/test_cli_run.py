@@ -291,3 +291,20 @@ def test_a_bad_limit_flag_is_named_before_any_document_is_read(docs: Path) -> No
     assert "loaded" not in r.stderr and "budget_usd" not in r.stderr
     r2 = _cli("--docs", str(docs), "--query", "q", "--max-iterations", "0")
     assert r2.returncode == 2 and "--max-iterations must be greater than 0" in r2.stderr
+
+
+def test_batch_concurrency_flag_bounds_the_sub_calls_in_flight(srv: FakeOpenAI, docs: Path) -> None:
+    """--batch-concurrency sets RunLimits.batch_concurrency: six slow sub-calls of one batch reach
+    the server two at a time (the default, 8, would let all six in at once)."""
+    srv.handler = route([
+        "```repl\nparts = llm_query_batched([f'part {i}' for i in range(6)])\nprint(len(parts))\n```",
+        "```repl\nFINAL(str(len(parts)))\n```",
+    ], sub=lambda r: Reply(text="ok", delay=0.3))
+    r = _cli("--docs", str(docs), "--query", "q", "--base-url", srv.base_url, "--model", "m",
+             "--batch-concurrency", "2", "--json", "--quiet", "--allow-weak-sandbox", key=TEST_KEY)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["answer"] == "6" and out["sub_calls"] == 6
+    assert srv.max_open == 2
+    bad = _cli("--docs", str(docs), "--query", "q", "--batch-concurrency", "0")
+    assert bad.returncode == 2 and "--batch-concurrency must be greater than 0" in bad.stderr

@@ -88,3 +88,27 @@ def test_ollama_native_model_list(fake_openai: FakeOpenAI) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{fake_openai.port}/api/tags", timeout=5) as r:
         names = [m["name"] for m in json.load(r)["models"]]
     assert names == fake_openai.models and fake_openai.requests[-1].path == "/api/tags"
+
+
+def test_a_hundred_requests_at_once_are_all_answered(fake_openai: FakeOpenAI) -> None:
+    """Fan-out as llm_query_batched does it: many connections opened at the same moment all get
+    their answer (a listen backlog of 5 dropped some: ReadError at the client)."""
+    fake_openai.handler = lambda req: "ok " + req.last_user
+    fake_openai.latency = 0.2
+    n = 100
+
+    async def go() -> list[str]:
+        c = _client(fake_openai)
+
+        async def one(i: int) -> str:
+            s = await c.chat.completions.create(model="m", messages=[{"role": "user", "content": f"q{i}"}],
+                                                stream=True)
+            return "".join([ch.choices[0].delta.content or "" async for ch in s if ch.choices])
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(n)))
+        finally:
+            await c.close()
+
+    assert asyncio.run(go()) == [f"ok q{i}" for i in range(n)]
+    assert fake_openai.max_open == n

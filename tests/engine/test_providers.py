@@ -133,3 +133,29 @@ def test_a_refused_connection_says_what_to_check_once_retries_are_spent(srv: Fak
     assert msg.startswith("cannot reach ") and "(gave up after 2 attempts)" in msg
     assert msg.endswith("Check that the server is running and reachable, and that the base URL is right.")
     assert retries and "Check that" not in retries[0]      # advice once, when giving up
+
+
+def test_a_long_conversation_reaches_the_server_exactly_as_given(srv: FakeOpenAI) -> None:
+    """The messages go out as they are (not through the SDK's per-message transform, which cost
+    ~0.15 ms of CPU each): a 61-message conversation with any text arrives unchanged, in a body
+    with the same fields as before, streamed or not."""
+    msgs = [{"role": "system", "content": "sys ✓ \u2028 \"quoted\" \\ back"}]
+    for i in range(30):
+        msgs.append({"role": "assistant", "content": f"```repl\nx = {i}\nprint('é' * {i})\n```"})
+        msgs.append({"role": "user", "content": f"REPL output:\n{'é' * i}\n\x00 odd"})
+    srv.handler = lambda req: "fine"
+    prov = make_provider(srv)
+
+    async def go() -> list[str]:
+        try:
+            return [(await chat(prov, "fake-root", msgs, timeout_s=10, stream=stream)).text
+                    for stream in (True, False)]
+        finally:
+            await aclose_clients()
+
+    assert asyncio.run(go()) == ["fine", "fine"]
+    streamed, plain = srv.chat_requests
+    for req in (streamed, plain):
+        assert req.messages == msgs and req.model == "fake-root"
+    assert set(streamed.body) == {"model", "messages", "stream", "stream_options"}
+    assert set(plain.body) == {"model", "messages"}

@@ -478,3 +478,54 @@ def test_an_oversized_sub_call_is_refused_in_the_cell_not_by_killing_the_worker(
     a, b = run(go)
     assert a.status == "error" and not a.restarted and "too large to send" in a.error
     assert b.ok and b.stdout == "7 A(small)\n"
+
+
+def test_big_contexts_cross_whole_in_frames() -> None:
+    """A context bigger than one frame (a long str, a dict with many and with huge documents, and
+    the empty ones) arrives in the worker exactly as given."""
+    import hashlib
+
+    big = "".join(f"line {i} é ✓ {'x' * (i % 97)}\n" for i in range(60_000))   # > 1 MiB, not ASCII
+    docs = {f"d{i:03d}.txt": f"doc {i} " * (i * 50) for i in range(300)}
+    docs["huge.txt"] = big * 3
+    docs["empty.txt"] = ""
+    code = ("import hashlib\nh = hashlib.sha256()\n"
+            "items = sorted(context.items()) if isinstance(context, dict) else [('', context)]\n"
+            "for k, v in items:\n    h.update(k.encode()); h.update(b'\\0'); h.update(v.encode())\n"
+            "print(type(context).__name__, len(context), h.hexdigest())")
+
+    def expect(ctx: Any) -> str:
+        h = hashlib.sha256()
+        for k, v in (sorted(ctx.items()) if isinstance(ctx, dict) else [("", ctx)]):
+            h.update(k.encode())
+            h.update(b"\0")
+            h.update(v.encode())
+        return f"{type(ctx).__name__} {len(ctx)} {h.hexdigest()}\n"
+
+    for ctx in (big, docs, "", {}):
+        r = run(lambda sb: cell(sb, code), context=ctx)
+        assert r.ok, r.error
+        assert r.stdout == expect(ctx)
+
+
+@pytest.mark.skipif(not expected_at_least("strong"), reason="no namespace launcher on this machine")
+def test_the_namespace_launcher_never_holds_the_context() -> None:
+    """Only the worker that runs the code holds the documents: the launcher process (the
+    namespace's parent, which stays alive for the worker's life) reads no more than the init
+    frame, so its peak memory stays far below a 40 MB context (it held 3 copies before)."""
+    from tests.proctree import sandbox_processes
+
+    ctx = {f"f{i}.txt": f"{i:06d} " * 5_000 for i in range(1_200)}     # 42 MB of text
+    size = sum(len(v) for v in ctx.values())
+
+    async def go(sb: Sandbox) -> dict[int, int]:
+        r = await cell(sb, "print(sum(len(v) for v in context.values()))")
+        assert r.ok and r.stdout == f"{size}\n"
+        return {p: int(proc_status(p).get("VmHWM", "0 kB").split()[0]) * 1024
+                for p in sandbox_processes(os.getpid())}
+
+    seen = run(go, context=ctx)
+    assert len(seen) == 2, seen                          # the launcher and the worker
+    launcher = min(seen.values())
+    assert launcher < size / 4, f"the launcher's peak RSS is {launcher} bytes for {size} of text"
+    assert max(seen.values()) >= size                    # the worker holds it, once
