@@ -189,6 +189,7 @@ class EngineBridge(QObject):
         self._runs: dict[int, _RunHandle] = {}
         self._sessions: dict[int, Session] = {}     # engine thread only
         self._turns: dict[int, asyncio.Task[Any]] = {}   # engine thread only: a session's running turn
+        self._closing: set[asyncio.Task[Any]] = set()     # engine thread only: sessions being closed
         preload_engine_modules()
 
     @property
@@ -210,7 +211,12 @@ class EngineBridge(QObject):
         """Close a window session on the engine loop (its REPL stops, its trace file closes)."""
         if self._engine is None or not self._engine.alive:
             return None
-        return self._engine.submit(self._close_session(session_id))
+        async def close() -> None:
+            task = asyncio.ensure_future(self._close_session(session_id))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            await task
+        return self._engine.submit(close())
 
     def is_running(self, run_id: int) -> bool:
         h = self._runs.get(run_id)
@@ -325,6 +331,8 @@ class EngineBridge(QObject):
         loop = asyncio.get_running_loop()
         session = self._sessions.get(req.session_id)
         if session is None:
+            if self._closing:          # a session closing now releases its lock (Continue reopens it)
+                await asyncio.wait(list(self._closing))
             provider, sub_provider = await loop.run_in_executor(None, req.providers)
             session = await loop.run_in_executor(None, req.open_session, provider, sub_provider)
             self._sessions[req.session_id] = session
