@@ -563,7 +563,7 @@ class MainWindow(QMainWindow):
         self._close_window_session()
         ws.trace_path = path
         self._session = ws
-        loaded = sorted(str(d.path) for d in self.documents.documents)
+        loaded = sorted(str(d.path) for d in self.documents.document_set().documents)
         if docs and loaded != sorted(docs):
             self.documents.clear()
             self.left_tabs.setCurrentWidget(self.documents)

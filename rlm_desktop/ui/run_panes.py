@@ -332,6 +332,7 @@ def group_entries(entries: list[HistoryEntry]) -> list[HistoryGroup]:
 
 
 SOURCE_TAGS = {"cli": "CLI", "python": "Python"}
+TIME_FORMAT = "%m-%d %H:%M"      # the year is in the tooltip; the question gets the width
 
 
 class HistoryPane(QWidget):
@@ -361,7 +362,7 @@ class HistoryPane(QWidget):
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)   # the question takes what is left
         hh.setStretchLastSection(False)
         hh.setMinimumSectionSize(40)
-        for col, sample in ((1, "2026-11-24 12:00"), (2, "cancelled"), (3, "$0.0000")):
+        for col, sample in ((1, "11-24 12:00"), (2, "cancelled"), (3, "$0.0000")):
             hh.resizeSection(col, self.table.fontMetrics().horizontalAdvance(sample) + 28)
         self.table.itemActivated.connect(lambda item: self.open_row(item.row()))
         self.open_btn = QPushButton(icon("open-trace"), "&Open")
@@ -417,25 +418,29 @@ class HistoryPane(QWidget):
             if g.is_session:
                 self.rows.append(g)
             self.rows.extend(g.turns)
+        self.table.clearSpans()
         self.table.setRowCount(len(self.rows))
         for row, item in enumerate(self.rows):
             cells = self._group_cells(item) if isinstance(item, HistoryGroup) else self._turn_cells(item)
             for col, cell in enumerate(cells):
                 self.table.setItem(row, col, cell)
+            if isinstance(item, HistoryGroup):
+                self.table.setSpan(row, 0, 1, 2)     # the session's name over the time column too
         self._update_buttons()
 
     def _group_cells(self, g: HistoryGroup) -> tuple[QTableWidgetItem, ...]:
         last = g.latest
         tag = SOURCE_TAGS.get(g.source)
         n = len(g.turns)
-        title = (f"Session {g.session}" if g.session else "Session") + (f" [{tag}]" if tag else "") \
+        title = (g.session or "Session (unnamed)") + (f" [{tag}]" if tag else "") \
             + f" · {n} turn{'s' if n != 1 else ''}"
         q = QTableWidgetItem(title)
         f = q.font()
         f.setBold(True)
         q.setFont(f)
-        q.setToolTip(f"{title}\nTrace: {last.trace}" + (f"\nModels: {last.provider}" if last.provider else ""))
-        t = QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M", time.localtime(last.started)))
+        q.setToolTip(f"{title}\nLatest turn: {time.strftime('%Y-%m-%d %H:%M', time.localtime(last.started))}"
+                     f"\nTrace: {last.trace}" + (f"\nModels: {last.provider}" if last.provider else ""))
+        t = QTableWidgetItem(time.strftime(TIME_FORMAT, time.localtime(last.started)))
         st = QTableWidgetItem(last.status)
         st.setIcon(status_icon(RUN_STATUS_ICONS.get(last.status, "error")))
         st.setToolTip("The latest turn: " + STOP_REASONS.get(last.stop_reason or "", last.stop_reason or ""))
@@ -460,7 +465,8 @@ class HistoryPane(QWidget):
         q.setToolTip(e.query + (f"\n\nAsked from: {tag}" if tag else "")
                      + (f"\n\nModels: {e.provider}" if e.provider else "")
                      + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
-        t = QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M", time.localtime(e.started)))
+        t = QTableWidgetItem(time.strftime(TIME_FORMAT, time.localtime(e.started)))
+        t.setToolTip(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started)))
         st = QTableWidgetItem(e.status if exists or e.status == "running"
                               else f"{e.status} (file missing)")
         st.setIcon(status_icon(RUN_STATUS_ICONS.get(e.status, "error")))

@@ -148,9 +148,9 @@ def test_history_lists_sessions_with_turns_and_cli_runs_and_continue_rebuilds_wi
     # Rows: the session row, then its turns indented under it; the CLI session is marked.
     row = pane.row_of(app)
     texts = [pane.table.item(row + i, 0).text() for i in range(3)]
-    assert texts[0] == f"Session {first.session} · 2 turns"
+    assert texts[0] == f"{first.session} · 2 turns"
     assert texts[1] == "    1. Which supplier missed a delivery?" and texts[2].startswith("    2. ")
-    assert pane.table.item(pane.row_of(cli), 0).text() == "Session from-cli [CLI] · 1 turn"
+    assert pane.table.item(pane.row_of(cli), 0).text() == "from-cli [CLI] · 1 turn"
     assert isinstance(pane.rows[row], HistoryGroup)
 
     # Continue the app session from History after a New session: the REPL is rebuilt from the
@@ -162,6 +162,7 @@ def test_history_lists_sessions_with_turns_and_cli_runs_and_continue_rebuilds_wi
     with qtbot.waitSignal(window.trace_opened, timeout=10_000):
         qtbot.mouseClick(pane.continue_btn, Qt.MouseButton.LeftButton)
     assert window.model.rowCount() == 2 and window.query.follow_up
+    assert not window.documents.loading        # its documents are the ones loaded: nothing reloaded
     assert first.session in window.query.session_label.text()
     before = len(srv.chat_requests)
     srv.handler = route(["```repl\nFINAL('continued: ' + ','.join(late))\n```"], sub=lambda r: "unused")
@@ -176,3 +177,30 @@ def test_history_lists_sessions_with_turns_and_cli_runs_and_continue_rebuilds_wi
     assert window.model.rowCount() == 3
     trace = read_trace(third.trace_path)
     assert window.status.session.text() == SessionFigures(3, totals(trace.roots[-1]), totals(trace), 3).text()
+
+
+def test_an_unnamed_cli_run_is_continued_from_history_in_its_own_trace(  # noqa: ANN001
+        qtbot, window, settings, fake_openai, docs_folder) -> None:
+    srv = fake_openai
+    srv.handler = route(["```repl\nkeys = sorted(context)\nprint(keys)\n```", "FINAL(listed)"])
+    r = _cli("run", "--docs", str(docs_folder), "--query", "Which files are there?", "--json",
+             "--base-url", srv.base_url, "--model", "fake-root", "--allow-weak-sandbox")
+    assert r.returncode == 0, r.stderr
+    cli_trace = json.loads(r.stdout)["trace"]
+    _use_fake(window, settings, srv)
+    _load_docs(qtbot, window, docs_folder)
+    pane = window.history
+    pane.reload()
+    assert len(pane.rows) == 1 and pane.table.item(0, 0).text() == "[CLI] Which files are there?"
+    pane.table.selectRow(0)
+    with qtbot.waitSignal(window.trace_opened, timeout=10_000):
+        pane.continue_selected()
+    before = len(srv.chat_requests)
+    srv.handler = route(["```repl\nFINAL(str(len(keys)))\n```"])
+    turn = _ask(qtbot, window, "How many?")
+    assert window.answer.source() == "3" and turn.turn_number == 2 and str(turn.trace_path) == cli_trace
+    assert len(srv.chat_requests) - before == 1                       # the rebuild asked nothing
+    assert [r.attributes.get(Attr.TURN) for r in read_trace(cli_trace).roots] == [1, 2]
+    pane.reload()
+    group = pane.groups()[0]                                          # now a session of two turns
+    assert [e.turn or 1 for e in group.turns] == [1, 2] and group.session is None
