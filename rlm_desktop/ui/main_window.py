@@ -91,6 +91,7 @@ class _WindowSession:
     continue_trace: Path | None = None   # an unnamed run's trace, continued from History
     docs: tuple[str, ...] = ()           # the document files it has had since its last turn
     opened: bool = False                 # the engine loop has a Session for it
+    models: tuple[str, str, str, str] | None = None   # root profile, root model, sub profile, sub model
     turns: int = 0
     trace_path: Path | None = None
 
@@ -461,6 +462,12 @@ class MainWindow(QMainWindow):
             ws = self._session
             note = "Documents were removed since the last turn, so this question starts a new session. "
         added = tuple(p for p in paths if p not in ws.docs) if ws.opened else ()
+        chosen = (root_prof.id, root_model, sub_prof.id, sub_model)
+        if ws.opened and ws.models is not None and ws.models != chosen:
+            note += (f"This session keeps the models it started with ({ws.models[1]} / {ws.models[3]}); "
+                     "New session (Ctrl+N) uses the ones chosen now. ")
+        elif not ws.opened:
+            ws.models = chosen
         if ws.name is None and ws.continue_trace is None:
             ws.name = self._new_session_name()
         name, cont = ws.name, ws.continue_trace

@@ -204,3 +204,29 @@ def test_an_unnamed_cli_run_is_continued_from_history_in_its_own_trace(  # noqa:
     pane.reload()
     group = pane.groups()[0]                                          # now a session of two turns
     assert [e.turn or 1 for e in group.turns] == [1, 2] and group.session is None
+
+
+def test_documents_added_mid_session_reach_the_next_turn_and_the_model_is_told(  # noqa: ANN001
+        qtbot, window, settings, fake_openai, docs_folder, tmp_path) -> None:
+    srv = fake_openai
+    _use_fake(window, settings, srv)
+    _load_docs(qtbot, window, docs_folder)
+    srv.handler = route([*TURN1], sub=lambda r: "unused")
+    first = _ask(qtbot, window, "Which supplier missed a delivery?")
+    extra = tmp_path / "more"
+    extra.mkdir()
+    (extra / "memo.txt").write_text("Gamma also missed a delivery.\n")
+    window.open_paths([extra / "memo.txt"])
+    qtbot.waitUntil(lambda: len(window.documents.documents) == 5 and not window.documents.loading,
+                    timeout=10_000)
+    before = len(srv.chat_requests)
+    srv.handler = route(["```repl\nFINAL(','.join(late) + ' + ' + str('memo.txt' in context))\n```"])
+    second = _ask(qtbot, window, "Any other late supplier?")
+    assert second.session == first.session and second.turn_number == 2
+    # `late` is back (the REPL is rebuilt by replaying turn 1's cells over the new `context`, so it
+    # now counts the added memo too) and `context` holds the added document.
+    assert window.answer.source() == "memo.txt,suppliers.txt + True"
+    asked = srv.chat_requests[before:]
+    assert len(asked) == 1                                              # the rebuild asked nothing
+    told = json.dumps(asked[0].messages)
+    assert "documents were added" in told and "memo.txt" in told
