@@ -193,6 +193,7 @@ class RunStatusBar(QStatusBar):
         self.subcalls = QLabel()
         self.session = QLabel()
         self.session.setObjectName("sessionTotals")
+        self.session.setContentsMargins(12, 0, 6, 0)     # apart from a clipped status message
         self.session.setToolTip("Spend of the turn shown (its budget is the meter's) and of its whole "
                                 "session")
         self.badge = QLabel()
