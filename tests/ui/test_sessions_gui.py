@@ -230,3 +230,26 @@ def test_documents_added_mid_session_reach_the_next_turn_and_the_model_is_told( 
     assert len(asked) == 1                                              # the rebuild asked nothing
     told = json.dumps(asked[0].messages)
     assert "documents were added" in told and "memo.txt" in told
+
+
+def test_continue_says_what_the_rebuild_could_not_bring_back(  # noqa: ANN001
+        qtbot, window, settings, fake_openai, docs_folder) -> None:
+    srv = fake_openai
+    _use_fake(window, settings, srv)
+    _load_docs(qtbot, window, docs_folder)
+    srv.handler = route(["```repl\nkept = 1\n```", "```repl\nbroken = 1 / 0\n```", "FINAL(done)"])
+    first = _ask(qtbot, window, "Compute something")
+    window.new_session()
+    pane = window.history
+    pane.reload()
+    pane.table.selectRow(pane.row_of({g.session: g for g in pane.groups()}[first.session]))
+    with qtbot.waitSignal(window.trace_opened, timeout=10_000):
+        pane.continue_selected()
+    before = len(srv.chat_requests)
+    srv.handler = route(["```repl\nFINAL(str(kept))\n```"])
+    second = _ask(qtbot, window, "Still there?")
+    assert window.answer.source() == "1" and len(srv.chat_requests) - before == 1
+    problems = second.turn.rebuild.problems
+    assert problems, "the failed cell should be reported"
+    notice = window.last_notice.text()
+    assert "not all of its state came back" in notice and problems[0].text() in notice
