@@ -253,3 +253,13 @@ def test_continue_says_what_the_rebuild_could_not_bring_back(  # noqa: ANN001
     assert problems, "the failed cell should be reported"
     notice = window.last_notice.text()
     assert "not all of its state came back" in notice and problems[0].text() in notice
+
+
+def test_the_offline_demo_answers_a_follow_up_too(qtbot, window, docs_folder) -> None:  # noqa: ANN001
+    _load_docs(qtbot, window, docs_folder)          # no provider: the offline demo
+    first = _ask(qtbot, window, "Which supplier missed the delivery date?")
+    assert "Acme" in window.answer.source()
+    second = _ask(qtbot, window, "Did Acme promise a refund?")
+    assert second.turn_number == 2 and second.session == first.session
+    assert second.result.stop_reason == "final" and "refund" in window.answer.source().lower()
+    assert window.model.rowCount() == 2
