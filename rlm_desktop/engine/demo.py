@@ -64,19 +64,25 @@ def query_words(query: str) -> list[str]:
     return words[:8]
 
 
-def _question_of(messages: list[dict[str, Any]]) -> str:
-    for m in messages:
-        if m.get("role") == "user":
-            text = str(m.get("content") or "")
-            if text.startswith("Question: "):
-                return text[len("Question: "):].split("\n\n", 1)[0].strip()
-    return ""
+# The current turn's question: "Question: …", or a session follow-up's "Question (turn 2, …): …"
+# (an earlier turn's block, "[earlier turn 1] Question: …", is not the current question).
+_QUESTION = re.compile(r"Question(?: \(turn \d+[^)]*\))?: ")
+
+
+def _current_turn(messages: list[dict[str, Any]]) -> tuple[str, int]:
+    """The current turn's question and how many root replies it has had so far."""
+    at, question = -1, ""
+    for i, m in enumerate(messages):
+        text = str(m.get("content") or "") if m.get("role") == "user" else ""
+        found = _QUESTION.match(text)
+        if found:
+            at, question = i, text[found.end():].split("\n\n", 1)[0].strip()
+    return question, sum(1 for m in messages[at + 1:] if m.get("role") == "assistant")
 
 
 def root_reply(messages: list[dict[str, Any]]) -> str:
     """The demo root model's next reply for a conversation (depends only on the conversation)."""
-    step = sum(1 for m in messages if m.get("role") == "assistant")
-    question = _question_of(messages)
+    question, step = _current_turn(messages)
     words = query_words(question)
     if step == 0:
         return (
@@ -166,8 +172,7 @@ def sub_reply(prompt: str) -> str:
 
 def _is_root(messages: list[dict[str, Any]]) -> bool:
     return bool(messages) and messages[0].get("role") == "system" and any(
-        m.get("role") == "user" and str(m.get("content") or "").startswith("Question: ")
-        for m in messages)
+        m.get("role") == "user" and _QUESTION.match(str(m.get("content") or "")) for m in messages)
 
 
 async def chat(model: str, messages: list[dict[str, Any]], *, on_delta: Any = None) -> Any:

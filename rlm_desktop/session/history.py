@@ -115,5 +115,5 @@ class HistoryStore:
             else:
                 kept.append(line)
         if found:
-            write_text_atomic(self.path, "".join(k + "\n" for k in kept))
+            write_text_atomic(self.path, "".join(k + "\n" for k in kept if k))   # no blank lines added
         return len(found)

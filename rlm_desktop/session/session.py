@@ -202,6 +202,8 @@ class Session:
     """Documents + a live REPL + turns. See the module docstring; README "Python API" shows use.
 
     ``docs``: files and folders to load (or give ``context``, a ``str`` or ``dict`` of path → text).
+    ``continue_trace``: with ``trace_path`` of an existing unnamed run, continue that trace (its
+    turns are the earlier turns; the REPL is rebuilt from it) instead of starting a new file.
     ``provider``: a :class:`ProviderConfig`, ``"demo"`` (offline demo), or None with ``base_url``
     (any OpenAI-compatible server; the key from ``api_key`` or ``OPENAI_API_KEY``) — or None for
     the demo. ``name``: a saved session's name: it is created, or reopened (its REPL rebuilt from
@@ -217,7 +219,8 @@ class Session:
                  memo_cache: bool = True, source: str = "python", trace_path: str | os.PathLike[str] | None = None,
                  store: SessionStore | None = None, history: HistoryStore | None = None,
                  follow_outside_links: bool = False, record_history: bool = True,
-                 documents: DocumentSet | None = None, follow_ups: bool = True) -> None:
+                 documents: DocumentSet | None = None, follow_ups: bool = True,
+                 continue_trace: bool = False) -> None:
         self.store = store or SessionStore()
         self.name = name
         self.source = source
@@ -254,6 +257,8 @@ class Session:
                 self.trace_path = self.store.trace_path(name)
         else:
             self.trace_path = Path(trace_path) if trace_path is not None else None  # type: ignore[assignment]
+            # An unnamed run's trace continued (the app's History → Continue): its turns are ours.
+            reopened = continue_trace and self.trace_path is not None and self.trace_path.is_file()
         doc_paths = [os.fspath(p) for p in docs] if docs is not None else None
         if reopened and doc_paths is None and context is None:
             doc_paths = list(self._meta.get("docs") or [])
@@ -339,9 +344,12 @@ class Session:
                                                                "before it finished")
         self.turns, self.system_prompt = turns_from_trace(self.trace)
 
-    def add_documents(self, paths: Sequence[str | os.PathLike[str]]) -> DocumentSet:
+    def add_documents(self, paths: Sequence[str | os.PathLike[str]], *,
+                      documents: DocumentSet | None = None) -> DocumentSet:
         """Add files or folders for the next turn: ``context`` gains them (the REPL is rebuilt
-        with the new ``context`` from the recording) and the model is told what changed."""
+        with the new ``context`` from the recording) and the model is told what changed.
+        ``documents``: every document of the session, already loaded by the caller (the app's
+        documents pane), used as the new ``context`` instead of loading the paths again."""
         if not self._doc_paths:
             raise SessionError("this session's context was given as a value; it has no documents to add to")
         new = [os.path.abspath(os.fspath(p)) for p in paths]
@@ -350,7 +358,11 @@ class Session:
             assert self.docs is not None
             return self.docs
         self._doc_paths += added
-        self._load_docs()
+        if documents is not None:
+            self.docs = documents
+            self._context = documents.context_value()
+        else:
+            self._load_docs()
         self._notes.append(_added_note(added))
         if self._repl is not None:
             self._repl.kill()                  # the next turn starts a REPL on the new context

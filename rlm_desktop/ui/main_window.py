@@ -3,10 +3,11 @@ status bar; runs go through the engine bridge, saved traces open on a worker thr
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,29 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rlm_desktop.core.config import ConfigError, ProviderConfig, RunConfig
-from rlm_desktop.core.exporters import ExportError, format_for_path, totals
+from rlm_desktop.core.config import ConfigError, ProviderConfig
+from rlm_desktop.core.exporters import ExportError, format_for_path
 from rlm_desktop.core.logs import log_file, redact
 from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.profiles import ProviderProfile
-from rlm_desktop.core.trace import FORMAT_NAME, Attr, EventType, SpanKind, Trace, TraceEvent, read_trace
+from rlm_desktop.core.totals import totals
+from rlm_desktop.core.trace import FORMAT_NAME, Attr, Trace, TraceEvent, read_trace
+from rlm_desktop.session.store import SessionStore
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
-from rlm_desktop.ui.engine_bridge import EngineBridge, RunOutcome, RunRequest
+from rlm_desktop.ui.engine_bridge import EngineBridge, RunOutcome, TurnRequest
 from rlm_desktop.ui.gc_policy import GcPolicy
 from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.jobs import ThreadJob
 from rlm_desktop.ui.query_pane import ModelChoice, QueryPane
-from rlm_desktop.ui.run_panes import AnswerPane, HistoryEntry, HistoryPane, HistoryStore, RunStatusBar
+from rlm_desktop.ui.run_panes import (
+    AnswerPane,
+    HistoryEntry,
+    HistoryPane,
+    HistoryStore,
+    RunStatusBar,
+    SessionFigures,
+)
 from rlm_desktop.ui.settings import Settings, provider_config_for
 from rlm_desktop.ui.timeline import TimelinePane
 from rlm_desktop.ui.trace_model import TraceModel
@@ -96,14 +106,22 @@ def _export_stem(name: str) -> str:
     return stem[:-len(".otlp")] if stem.lower().endswith(".otlp") else stem
 
 
-class _Totals:
-    def __init__(self) -> None:
-        self.cost = 0.0
-        self.cost_unknown = 0
-        self.calls = 0
-        self.tin = self.tout = self.cached = 0
-        self.sub_calls = 0
-        self.estimated = False
+
+_SESSION_IDS = itertools.count(1)
+
+
+@dataclass
+class _WindowSession:
+    """The window's session as the GUI sees it (the Session itself lives on the engine loop)."""
+
+    id: int
+    name: str | None = None              # app-YYYYMMDD-HHMMSS, or a continued session's name
+    continue_trace: Path | None = None   # an unnamed run's trace, continued from History
+    docs: tuple[str, ...] = ()           # the document files it has had since its last turn
+    opened: bool = False                 # the engine loop has a Session for it
+    models: tuple[str, str, str, str] | None = None   # root profile, root model, sub profile, sub model
+    turns: int = 0
+    trace_path: Path | None = None
 
 
 PREFERRED_SIZE = QSize(1400, 900)
@@ -148,12 +166,18 @@ class MainWindow(QMainWindow):
 
         self.current_run: int | None = None
         self.last_outcome: RunOutcome | None = None
-        self.shown_trace_path: Path | None = None
+        self._shown_path: Path | None = None
         self._run_t0 = 0.0
-        self._totals = _Totals()
         self._max_sub_calls: int | None = None
+        self._figures_t = 0.0
+        self._figures_dirty = False
         self._open_job: ThreadJob | None = None
-        self._run_models: dict[int, str] = {}     # run id -> "provider: model" for the history
+        self.session_store = SessionStore()
+        self._session = _WindowSession(next(_SESSION_IDS))
+        self._showing_session = False       # the trace view shows the window session's turns
+        self._turn_docs: tuple[str, ...] = ()
+        self._history_seen = False
+        self.confirm_discard: Callable[[str], bool] = self._confirm
         self._last_error_dialog = -1e9
         self._open_note = ""       # said with "Opened …" (e.g. that a run was stopped for it)
         self.export_dialog: QFileDialog | None = None     # the export's save dialog while it is open
@@ -209,7 +233,9 @@ class MainWindow(QMainWindow):
         self.documents.loading_changed.connect(self._update_actions)
         self.history.open_requested.connect(self._open_from_history)
         self.history.ask_again_requested.connect(self._ask_again)
+        self.history.continue_requested.connect(self.continue_session)
         self.query.run_requested.connect(self.start_run)
+        self.query.new_session_requested.connect(self.new_session)
         self.query.stop_requested.connect(self.stop_run)
         self.query.settings_requested.connect(self.open_settings)
         self.trace_pane.span_selected.connect(self._on_span_selected)
@@ -315,9 +341,11 @@ class MainWindow(QMainWindow):
                          "Run the question over the documents")
         self.act_stop = a("&Stop run", self.stop_run, ["Esc"], "stop",
                           "Cancel every model call, kill the REPL, save the trace")
+        self.act_new_session = a("&New session", self.new_session, ["Ctrl+N"], "clear",
+                                 "Start clean: the next question gets an empty REPL and no earlier turns")
         self.act_clear_docs = a("&Clear documents", self.documents.clear, [])
         run_menu = mb.addMenu("&Run")
-        for act in (self.act_run, self.act_stop, None, self.act_clear_docs):
+        for act in (self.act_run, self.act_stop, self.act_new_session, None, self.act_clear_docs):
             run_menu.addSeparator() if act is None else run_menu.addAction(act)
 
         # Tools → Evaluate: RLM vs a direct call on generated tasks (ui/evaluate_window.py).
@@ -449,9 +477,40 @@ class MainWindow(QMainWindow):
         # and a modal question inside a drop handler would keep the drag source waiting.
         QTimer.singleShot(0, lambda: self.open_paths(paths))
 
-    # -- runs --------------------------------------------------------------------------------------
+    # -- runs: one window session (documents + a live REPL + turns) through the session layer -----
+    @property
+    def shown_trace_path(self) -> Path | None:
+        """The file of the trace shown (a turn in progress: its session's file once it is open)."""
+        if self._shown_path is None and self.current_run is not None and self.bridge.is_running(self.current_run):
+            path = self.bridge.trace_path(self.current_run)
+            return path if path is not None and path.is_file() else None
+        return self._shown_path
+
+    @shown_trace_path.setter
+    def shown_trace_path(self, path: Path | None) -> None:
+        self._shown_path = path
+
+    def _new_session_name(self) -> str:
+        """A fresh name for the window's session: app-YYYYMMDD-HHMMSS (so Continue works after a
+        restart, and `rlm-desktop sessions list` shows it)."""
+        base = "app-" + time.strftime("%Y%m%d-%H%M%S")
+        name, n = base, 2
+        while self.session_store.folder(name).exists():
+            name, n = f"{base}-{n}", n + 1
+        return name
+
+    def _close_window_session(self) -> None:
+        """Close the window's session on the engine loop; the next question starts a new one."""
+        old = self._session
+        if old.opened or old.name is not None:
+            self.bridge.close_session(old.id)
+        self._session = _WindowSession(next(_SESSION_IDS))
+        self._showing_session = False
+        self.query.set_session(None)
+
     def start_run(self) -> int | None:
-        """Start a run from the query pane. Returns its id, or None (the reason is shown)."""
+        """Ask the question of the query pane: the next turn of the window's session (a new session
+        on the first question). Returns the run id, or None (the reason is shown)."""
         if self.current_run is not None and self.bridge.is_running(self.current_run):
             return None
         if self.documents.loading:
@@ -480,54 +539,144 @@ class MainWindow(QMainWindow):
                 sub_prof, sub = root_prof, ModelChoice(root_prof.id, root_prof.sub_model or root_model)
                 self.query.sub_picker.set_profiles(self.settings.providers(), sub, sub=True)
             sub_model = sub.model or sub_prof.sub_model or sub_prof.root_model or root_model
-            config = RunConfig(query=query, root_model=root_model, sub_model=sub_model, limits=limits,
-                               sandbox=self.settings.sandbox_limits(),
-                               memo_cache=self.settings.memo_cache())
+            sandbox = self.settings.sandbox_limits()
+            memo = self.settings.memo_cache()
         except ConfigError as exc:
             self._warn(str(exc), title="Cannot start the run")
             return None
         self.settings.set_last_root_choice(root.profile_id, root_model)
         self.settings.set_last_sub_choice(sub.profile_id, sub_model)
-        header = {"documents": ds.describe(max_listed=100), "app": "rlm-desktop"}
+        paths = tuple(str(d.path) for d in ds.documents)
+        note = ""
+        ws = self._session
+        if ws.opened and any(p not in paths for p in ws.docs):
+            self._close_window_session()
+            ws = self._session
+            note = "Documents were removed since the last turn, so this question starts a new session. "
+        added = tuple(p for p in paths if p not in ws.docs) if ws.opened else ()
+        chosen = (root_prof.id, root_model, sub_prof.id, sub_model)
+        if ws.opened and ws.models is not None and ws.models != chosen:
+            note += (f"This session keeps the models it started with ({ws.models[1]} / {ws.models[3]}); "
+                     "New session (Ctrl+N) uses the ones chosen now. ")
+        elif not ws.opened:
+            ws.models = chosen
+        if ws.name is None and ws.continue_trace is None:
+            ws.name = self._new_session_name()
+        name, cont = ws.name, ws.continue_trace
+        store, history, follow = self.session_store, self.history.store, self.documents.follow_outside_links
+
         def providers() -> tuple[ProviderConfig, ProviderConfig | None]:
-            # On the engine's worker thread: the keyring may wait for an unlock prompt.
+            # On a worker thread: the keyring may wait for an unlock prompt.
             p = provider_config_for(root_prof)
             return p, (None if sub_prof is root_prof else provider_config_for(sub_prof))
 
-        request = RunRequest(config=config, context=ds.context_value(), providers=providers,
-                             provider_name=root_prof.name or root_prof.id, header=header)
+        def open_session(p: ProviderConfig, sp: ProviderConfig | None) -> Any:
+            from rlm_desktop.session.session import Session
+
+            return Session(list(paths), documents=ds, name=name, provider=p, sub_provider=sp,
+                           model=root_model, sub_model=sub_model, limits=limits, sandbox=sandbox,
+                           memo_cache=memo, source="app", store=store, history=history,
+                           follow_outside_links=follow, trace_path=cont, continue_trace=cont is not None)
+
+        expected = cont if cont is not None else store.trace_path(name) if name else None
+        request = TurnRequest(session_id=ws.id, question=query, limits=limits, providers=providers,
+                              open_session=open_session, trace_path=expected, added=added, documents=ds)
         if self.current_run is not None:
             self.bridge.discard(self.current_run)
-        self.model.set_trace(Trace({"query": query, **header}), live=True)
-        self.shown_trace_path = None
+        if self._showing_session and len(self.model.trace) > 0:
+            self.model.set_live(True)               # a follow-up: the earlier turns stay in the tree
+        else:
+            self.model.set_trace(Trace({"query": query}), live=True)
+            self.shown_trace_path = None
+        self._showing_session = True
+        self._turn_docs = paths
         self.detail.show_span(None, None)
         self.answer.clear(running=True)
-        self._totals = _Totals()
         self._max_sub_calls = limits.max_sub_calls
         self.status.reset(limits.budget_usd)
-        self._refresh_figures()
+        self._figures_t = 0.0
         self.trace_pane.set_follow(True)
-        run_id = self.bridge.start_run(request)
-        models = f"{root_prof.name or root_prof.id}: {root_model}"
-        if sub_prof is not root_prof:
-            models += f"; sub-calls {sub_prof.name or sub_prof.id}: {sub_model}"
-        elif sub_model != root_model:
-            models += f", sub-calls {sub_model}"
-        self._run_models[run_id] = models
-        # Recorded now, so that a run the app does not live to finish is listed as interrupted.
-        self.history.add(HistoryEntry(trace=str(self.bridge.trace_path(run_id)), query=query,
-                                      started=time.time(), finished=0.0, status="running",
-                                      provider=models, pid=os.getpid()))
+        run_id = self.bridge.start_turn(request)
         self.current_run = run_id
-        self.shown_trace_path = self.bridge.trace_path(run_id)
+        self._history_seen = False
         self._run_t0 = time.monotonic()
         self._elapsed.start()
         self.query.set_running(True)
         self.setWindowTitle(f"{APP_TITLE} — running: {query[:60]}")
-        self.status.showMessage("Running…", 3000)
+        self.status.showMessage(f"{note}Running…", 8000 if note else 3000)
         self._update_actions()
         self.run_started.emit(run_id)
         return run_id
+
+    def new_session(self) -> bool:
+        """Start clean: the window's session is closed (its REPL stops; it stays in History and can
+        be continued). A turn in progress is stopped, after asking."""
+        if self.current_run is not None and self.bridge.is_running(self.current_run):
+            if not self.confirm_discard("A question is still running in this session. Stop it and "
+                                        "start a new session? (Its trace is saved and listed in History.)"):
+                return False
+            self.stop_run()
+            self.bridge.discard(self.current_run)
+            self.current_run = None
+            self._elapsed.stop()
+            self.query.set_running(False)
+        self._close_window_session()
+        self.model.set_trace(Trace(), live=False)
+        self.shown_trace_path = None
+        self.detail.show_span(None, None)
+        self.answer.clear()
+        self.status.idle()
+        self.setWindowTitle(APP_TITLE)
+        self.query.question.setFocus()
+        self.status.showMessage("New session: the next question starts with an empty REPL.", 8000)
+        self._update_actions()
+        return True
+
+    def _confirm(self, text: str) -> bool:
+        answer = QMessageBox.question(self, "Start a new session?", text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def continue_session(self, entry: HistoryEntry) -> bool:
+        """History → Continue: the window's session becomes the one of ``entry`` (a named session,
+        or an unnamed run's trace). Its REPL is rebuilt from the recording on the next question,
+        without a model request."""
+        if self.current_run is not None and self.bridge.is_running(self.current_run):
+            if not self.confirm_discard("A question is still running. Stop it and continue the "
+                                        "chosen session instead?"):
+                return False
+            self.stop_run()
+        store = self.session_store
+        docs: list[str] = []
+        if entry.session and store.exists(entry.session):
+            path = store.trace_path(entry.session)
+            docs = [str(p) for p in store.load_meta(entry.session).get("docs") or []]
+            ws = _WindowSession(next(_SESSION_IDS), name=entry.session)
+        elif Path(entry.trace).is_file():
+            path = Path(entry.trace)
+            ws = _WindowSession(next(_SESSION_IDS), continue_trace=path)
+        else:
+            self._warn(f"The session's trace file is missing ({entry.trace}); it cannot be continued.")
+            return False
+        self._close_window_session()
+        ws.trace_path = path
+        self._session = ws
+        loaded = sorted(str(d.path) for d in self.documents.document_set().documents)
+        if docs and loaded != sorted(docs):
+            self.documents.clear()
+            self.left_tabs.setCurrentWidget(self.documents)
+            self.documents.add_paths(docs)
+        label = entry.session or "this run"
+        self.open_trace_file(path)
+        self.query.set_session(label, follow_up=True)
+        self.query.set_query("")
+        self.query.question.setFocus()
+        where = "" if docs else " Its documents were not recorded: the ones loaded now are used."
+        self.status.showMessage(f"Continuing {label}: the next question is a follow-up; its REPL is "
+                                f"rebuilt from the recorded cells first, without a model request.{where}",
+                                15000)
+        return True
 
     def _open_from_history(self, path: str) -> None:
         # The "running" row of the run in progress is that run: it is already shown, and opening
@@ -553,6 +702,7 @@ class MainWindow(QMainWindow):
             self.bridge.discard(self.current_run)
         run_id = self.bridge.mirror(producer)
         self.model.set_trace(Trace(dict(producer.header)), live=True)
+        self._showing_session = False
         self.current_run = run_id
         self.detail.show_span(None, None)
         self.trace_pane.set_follow(True)
@@ -569,40 +719,38 @@ class MainWindow(QMainWindow):
         if run_id != self.current_run:
             self.bridge.discard(run_id)     # a run this window no longer shows
             return
-        self.model.enqueue(self.bridge.take_events(run_id))
+        events = self.bridge.take_events(run_id)
+        if not self._history_seen and any(isinstance(e, TraceEvent) for e in events):
+            self._history_seen = True       # the session listed the turn before its first step
+            self.history.reload()
+        self.model.enqueue(events)
 
     def _on_batch(self, events: list[TraceEvent]) -> None:
         if not self.model.live:
             return
-        t = self._totals
-        trace = self.model.trace
-        for ev in events:
-            if ev.type is EventType.STARTED:
-                if ev.kind == SpanKind.SUB_CALL:
-                    t.sub_calls += 1
-            elif ev.type is EventType.ENDED:
-                span = trace.get(ev.span_id)
-                if span is None or span.kind != SpanKind.LLM_CALL:
-                    continue
-                a = span.attributes
-                t.calls += 1
-                t.tin += int(a.get(Attr.INPUT_TOKENS) or 0)
-                t.tout += int(a.get(Attr.OUTPUT_TOKENS) or 0)
-                t.cached += int(a.get(Attr.CACHED_TOKENS) or 0)
-                t.estimated = t.estimated or bool(a.get(Attr.TOKENS_ESTIMATED))
-                cost = a.get(Attr.COST_USD)
-                if cost is None:
-                    if Attr.INPUT_TOKENS in a:
-                        t.cost_unknown += 1
-                else:
-                    t.cost += float(cost)
-        self._refresh_figures()
+        # Totals walk the turn's steps: at most twice a second while a turn streams.
+        if time.monotonic() - self._figures_t >= 0.5:
+            self._refresh_figures()
+        else:
+            self._figures_dirty = True
         self._update_actions()
 
     def _refresh_figures(self) -> None:
-        t = self._totals
-        self.status.update_figures(t.cost, t.cost_unknown == 0, t.tin, t.tout, t.cached, t.sub_calls,
-                                   self._max_sub_calls, estimated=t.estimated)
+        """Turn and session totals of the shown trace, from the one totals function."""
+        self._figures_t, self._figures_dirty = time.monotonic(), False
+        trace = self.model.trace
+        if not trace.roots:
+            self.status.update_figures(0.0, True, 0, 0, 0, 0, self._max_sub_calls)
+            self.status.set_session_totals(None)
+            return
+        turn_span = trace.roots[-1]
+        t = totals(turn_span)
+        self.status.update_figures(t.cost_usd, t.cost_known, t.input_tokens, t.output_tokens,
+                                   t.cached_tokens, t.sub_calls, self._max_sub_calls,
+                                   estimated=t.tokens_estimated)
+        number = turn_span.attributes.get(Attr.TURN)
+        self.status.set_session_totals(SessionFigures(number if isinstance(number, int) else len(trace.roots),
+                                                      t, totals(trace), len(trace.roots)))
 
     def _on_header(self, attrs: dict[str, Any]) -> None:
         if "isolation" in attrs:
@@ -611,55 +759,62 @@ class MainWindow(QMainWindow):
 
     def _tick_elapsed(self) -> None:
         self.status.set_elapsed(time.monotonic() - self._run_t0)
+        if self._figures_dirty:
+            self._refresh_figures()
 
     def _on_run_finished(self, outcome: RunOutcome) -> None:
-        res = outcome.result
-        status = res.status if res is not None else "error"
-        models = self._run_models.pop(outcome.run_id, "")
+        self.history.reload()               # the session recorded the turn's outcome
         if outcome.not_started:
             self._on_run_not_started(outcome)
             return
-        self.history.add(HistoryEntry(
-            trace=str(outcome.trace_path), query=outcome.query,
-            started=outcome.started, finished=outcome.finished, status=status,
-            stop_reason=res.stop_reason if res is not None else "error",
-            cost_usd=res.cost_usd if res is not None else None,
-            cost_known=res.cost_known if res is not None else False,
-            cost_estimated=res.tokens_estimated if res is not None else False,
-            provider=models))
+        ws = self._session
+        if outcome.session_id == ws.id:
+            ws.opened, ws.docs, ws.trace_path = True, self._turn_docs, outcome.trace_path
+            ws.turns = max(ws.turns, outcome.turn_number)
         if outcome.run_id != self.current_run:
             return
+        res = outcome.result
+        status = res.status if res is not None else "error"
         self.model.enqueue(self.bridge.take_events(outcome.run_id))
         self.model.flush()
         self.model.set_live(False)
+        self.shown_trace_path = outcome.trace_path
         QTimer.singleShot(0, self.gc_policy.collect_full)
         self._elapsed.stop()
         self.status.set_elapsed(outcome.finished - outcome.started)
         self.query.set_running(False)
         self.last_outcome = outcome
+        self._refresh_figures()
         if res is not None:
             self.answer.set_result(res.answer, res.status, res.stop_reason, res.reason)
-            t = self._totals
-            self.status.update_figures(res.cost_usd or 0.0, res.cost_known, res.input_tokens,
-                                       res.output_tokens, res.cached_tokens, res.sub_calls,
-                                       self._max_sub_calls, estimated=res.tokens_estimated)
-            t.sub_calls = res.sub_calls
             if res.isolation:
                 self.status.set_isolation(res.isolation)
+        label = outcome.session or "this run"
+        if outcome.session_id == ws.id:
+            self.query.set_session(label, follow_up=True, turns=ws.turns)
+            if res is not None and res.status == "ok":
+                self.query.set_query("")            # the box now asks for a follow-up
+        rebuild = outcome.turn.rebuild if outcome.turn is not None else None
         if outcome.error:
             self.answer.set_result(None, "error", "error", outcome.error)
             self.status.showMessage(outcome.error, 15000)
+        elif rebuild is not None and rebuild.problems:
+            self._warn("The session's REPL was rebuilt from its recorded cells, but not all of its state "
+                       "came back:\n\n" + "\n".join("• " + p.text() for p in rebuild.problems)
+                       + "\n\nThe model was told; it recomputes what it needs.",
+                       title="Session rebuilt with gaps")
         else:
-            self.status.showMessage(f"Run finished: {status}. Trace saved to {outcome.trace_path}", 10000)
-        self.setWindowTitle(f"{APP_TITLE} — {self.model.trace.header.get('query', '')[:60]}")
+            rebuilt = (f" The REPL was rebuilt from {rebuild.cells} recorded cell(s) with no model request."
+                       if rebuild is not None else "")
+            self.status.showMessage(f"Turn {outcome.turn_number} finished: {status}.{rebuilt} Trace saved "
+                                    f"to {outcome.trace_path}", 10000)
+        self.setWindowTitle(f"{APP_TITLE} — {outcome.query[:60]}")
         self.detail.show_span(self.trace_pane.selected_span(), self.model.trace, live=False)
         self._update_actions()
         self.run_finished.emit(outcome)
 
     def _on_run_not_started(self, outcome: RunOutcome) -> None:
-        """No key (or no writable trace): nothing ran and nothing was spent; say what to do."""
-        self.history.store.remove({str(outcome.trace_path)})
-        self.history.reload()
+        """No key (or the session could not be opened): nothing ran and nothing was spent."""
         if outcome.run_id != self.current_run:
             return
         self.model.set_live(False)
@@ -756,28 +911,24 @@ class MainWindow(QMainWindow):
             self.current_run = None
             self._elapsed.stop()
             self.query.set_running(False)
+        ws = self._session
+        if ws.trace_path is None or Path(path) != ws.trace_path:
+            if ws.opened or ws.continue_trace is not None or ws.turns:
+                self._close_window_session()     # another trace: the next question starts anew
+            self._showing_session = False
+        else:
+            self._showing_session = True         # the session's own file (Continue, or Open)
         self.model.set_trace(trace, live=False)
         self.shown_trace_path = path
         QTimer.singleShot(0, self.gc_policy.collect_full)   # frees the previous trace, off the open path
         self.detail.show_span(None, None)
-        root = trace.roots[0] if trace.roots else None
+        root = trace.roots[-1] if trace.roots else None     # a session's latest turn
         a = root.attributes if root is not None else {}
         recorded = a.get(Attr.LIMITS)
         budget = recorded.get("budget_usd") if isinstance(recorded, dict) else None
         self.status.reset(float(budget) if isinstance(budget, (int, float)) and budget > 0 else None)
         self._max_sub_calls = None
-        if root is not None and root.end is not None and Attr.INPUT_TOKENS in a:
-            self.status.update_figures(float(a.get(Attr.COST_USD) or 0.0),
-                                       bool(a.get(Attr.COST_KNOWN, a.get(Attr.COST_USD) is not None))
-                                       if Attr.COST_USD in a else True,
-                                       int(a.get(Attr.INPUT_TOKENS) or 0), int(a.get(Attr.OUTPUT_TOKENS) or 0),
-                                       int(a.get(Attr.CACHED_TOKENS) or 0), int(a.get(Attr.SUB_CALLS) or 0),
-                                       estimated=bool(a.get(Attr.TOKENS_ESTIMATED)))
-        else:
-            # The run never recorded its totals (cut short): sum what its model calls did record.
-            t = totals(trace)
-            self.status.update_figures(t.cost_usd, t.cost_known, t.input_tokens, t.output_tokens,
-                                       t.cached_tokens, t.sub_calls, estimated=t.tokens_estimated)
+        self._refresh_figures()      # the latest turn's and the session's totals, as recorded
         if root is not None and root.duration is not None:
             self.status.set_elapsed(root.duration)
         iso = trace.header.get("isolation") or a.get(Attr.ISOLATION)

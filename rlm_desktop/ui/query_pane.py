@@ -110,6 +110,10 @@ class QueryPane(QWidget):
     run_requested = Signal()
     stop_requested = Signal()
     settings_requested = Signal()
+    new_session_requested = Signal()
+
+    QUESTION_PLACEHOLDER = "Ask a question about the documents… (Ctrl+Enter runs)"
+    FOLLOW_UP_PLACEHOLDER = "Ask a follow-up… (Ctrl+Enter asks it in this session: same REPL and variables)"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -119,7 +123,7 @@ class QueryPane(QWidget):
 
         self.question = QPlainTextEdit()
         self.question.setObjectName("question")
-        self.question.setPlaceholderText("Ask a question about the documents… (Ctrl+Enter runs)")
+        self.question.setPlaceholderText(self.QUESTION_PLACEHOLDER)
         self.question.setTabChangesFocus(True)
         self.question.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.question.setMinimumHeight(60)
@@ -213,21 +217,37 @@ class QueryPane(QWidget):
         self.run_button.setDefault(False)
         self.run_button.setMinimumHeight(30)
         self.run_button.clicked.connect(self._on_button)
+        self.new_session_button = QPushButton(icon("clear"), "&New session")
+        self.new_session_button.setObjectName("newSessionButton")
+        self.new_session_button.setToolTip("Start clean: the next question gets an empty REPL and no "
+                                           "earlier turns (Ctrl+N)")
+        self.new_session_button.clicked.connect(self.new_session_requested)
+        self.session_label = QLabel()
+        self.session_label.setObjectName("sessionLabel")
+        self.session_label.setWordWrap(True)
+        self.session_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self._base_limits = RunLimits()
         self._update_button()
+        self.set_session(None)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         qlabel = QLabel("&Question:")
         qlabel.setBuddy(self.question)
-        lay.addWidget(qlabel)
+        qrow = QHBoxLayout()
+        qrow.addWidget(qlabel)
+        qrow.addWidget(self.session_label, 1)
+        lay.addLayout(qrow)
         lay.addWidget(self.question, 1)
         lay.addLayout(models)
         lay.addWidget(self.hint)
         lay.addLayout(limits_head)
         lay.addWidget(limits)
         lay.addWidget(self.price_note)
-        lay.addWidget(self.run_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.new_session_button)
+        lay.addLayout(buttons)
 
     @staticmethod
     def _spin(lo: int, hi: int, tip: str, suffix: str = "") -> QSpinBox:
@@ -335,6 +355,23 @@ class QueryPane(QWidget):
 
     def set_query(self, text: str) -> None:
         self.question.setPlainText(text)
+
+    def set_session(self, name: str | None, *, follow_up: bool = False, turns: int = 0) -> None:
+        """Say which session the next question goes to; ``follow_up``: it continues one (the box
+        asks for a follow-up)."""
+        self.question.setPlaceholderText(self.FOLLOW_UP_PLACEHOLDER if follow_up else self.QUESTION_PLACEHOLDER)
+        if name is None:
+            self.session_label.setText("new session")
+            self.session_label.setToolTip("The next question starts a new session (an empty REPL)")
+        else:
+            done = f" · {turns} turn{'s' if turns != 1 else ''}" if turns else ""
+            self.session_label.setText(f"session {name}{done}")
+            self.session_label.setToolTip("Follow-ups share this session's REPL and variables; New "
+                                          "session (Ctrl+N) starts clean")
+
+    @property
+    def follow_up(self) -> bool:
+        return self.question.placeholderText() == self.FOLLOW_UP_PLACEHOLDER
 
     def root_choice(self) -> ModelChoice:
         return self.root_picker.choice()

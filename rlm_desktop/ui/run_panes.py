@@ -1,9 +1,11 @@
 """Smaller panes around a run: the answer, the status bar (spend meter, tokens, elapsed, sub-calls,
-sandbox isolation badge) and the run history (question, time, status, cost; kept in a JSONL file)."""
+turn and session totals, sandbox isolation badge) and the run history (sessions with their turns:
+question, time, status, cost; kept in a JSONL file by the session layer)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rlm_desktop.core.totals import Totals
 from rlm_desktop.session.history import HistoryEntry, HistoryStore  # noqa: F401 - re-exported
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import icon, status_icon
@@ -158,6 +161,24 @@ ISOLATION_TIPS = {
 }
 
 
+@dataclass(frozen=True)
+class SessionFigures:
+    """What the status bar says about a session: the shown turn's totals and the session's (both
+    from :func:`rlm_desktop.core.totals.totals`)."""
+
+    turn: int
+    turn_totals: Totals
+    session_totals: Totals
+    turns: int
+
+    def text(self) -> str:
+        t, s = self.turn_totals, self.session_totals
+        turn_cost = fmt.fmt_usd(t.cost_value, t.cost_known)
+        session_cost = fmt.fmt_usd(s.cost_value, s.cost_known)
+        return (f"turn {self.turn}: {turn_cost} · session: {session_cost} "
+                f"({self.turns} turn{'s' if self.turns != 1 else ''})")
+
+
 class RunStatusBar(QStatusBar):
     """Live spend against the budget (warns at 80%), tokens, elapsed, sub-calls, isolation badge."""
 
@@ -171,10 +192,15 @@ class RunStatusBar(QStatusBar):
         self.tokens = QLabel()
         self.elapsed = QLabel()
         self.subcalls = QLabel()
+        self.session = QLabel()
+        self.session.setObjectName("sessionTotals")
+        self.session.setContentsMargins(12, 0, 6, 0)     # apart from a clipped status message
+        self.session.setToolTip("Spend of the turn shown (its budget is the meter's) and of its whole "
+                                "session")
         self.badge = QLabel()
         self.badge.setObjectName("isolationBadge")
         self.badge.setMargin(2)
-        for w in (self.meter, self.tokens, self.subcalls, self.elapsed, self.badge):
+        for w in (self.session, self.meter, self.tokens, self.subcalls, self.elapsed, self.badge):
             self.addPermanentWidget(w)
         self.warned = False
         self.idle()
@@ -186,6 +212,13 @@ class RunStatusBar(QStatusBar):
         self.meter.setToolTip("The spend of the run shown, against its USD budget, appears here")
         self.tokens.setText("")
         self.subcalls.setText("")
+        self.set_session_totals(None)
+
+    def set_session_totals(self, figures: SessionFigures | None) -> None:
+        """"turn 2: $0.0012 · session: $0.0040 (2 turns)"; hidden without a session."""
+        self.figures = figures
+        self.session.setText(figures.text() if figures is not None else "")
+        self.session.setVisible(figures is not None)
 
     def reset(self, budget: float | None) -> None:
         self._budget = budget
@@ -264,9 +297,55 @@ RUN_STATUS_ICONS = {"ok": "ok", "limit": "budget", "cancelled": "cancelled", "er
 MISSING = "missing"        # the status shown for a run whose trace file is gone (the tooltip says more)
 
 
+@dataclass
+class HistoryGroup:
+    """A session in the history: its turns (oldest first)."""
+
+    key: str
+    turns: list[HistoryEntry] = field(default_factory=list)
+
+    @property
+    def latest(self) -> HistoryEntry:
+        return max(self.turns, key=lambda e: (e.turn or 0, e.started))
+
+    @property
+    def session(self) -> str | None:
+        return self.latest.session
+
+    @property
+    def source(self) -> str:
+        return self.latest.source
+
+    @property
+    def is_session(self) -> bool:
+        """A named session, or an unnamed run that was continued (more than one turn)."""
+        return self.session is not None or len(self.turns) > 1 or bool(self.latest.turn)
+
+
+def group_entries(entries: list[HistoryEntry]) -> list[HistoryGroup]:
+    """Turns grouped by session (its name; an unnamed session by its trace file), the session
+    with the newest turn first; turns oldest first inside a session."""
+    groups: dict[str, HistoryGroup] = {}
+    for e in entries:                      # newest first
+        key = f"session:{e.session}" if e.session else f"trace:{e.trace}"
+        groups.setdefault(key, HistoryGroup(key)).turns.append(e)
+    for g in groups.values():
+        g.turns.sort(key=lambda e: (e.turn or 0, e.started))
+    return list(groups.values())
+
+
+SOURCE_TAGS = {"cli": "CLI", "python": "Python"}
+TIME_FORMAT = "%m-%d %H:%M"      # the year is in the tooltip; the question gets the width
+
+
 class HistoryPane(QWidget):
-    open_requested = Signal(str)     # trace path
-    ask_again_requested = Signal(str)  # the question of a past run
+    """The history as sessions with their turns: a session row (name, where it was asked from,
+    turns, total cost) followed by its turns, indented; a one-turn run is one row. Open, Continue,
+    Ask again and Remove act on the selected row."""
+
+    open_requested = Signal(str)        # trace path
+    ask_again_requested = Signal(str)   # the question of a past turn
+    continue_requested = Signal(object)  # HistoryEntry: the latest turn of the session to continue
 
     def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -274,7 +353,7 @@ class HistoryPane(QWidget):
         self.store = store
         self.table = QTableWidget(0, 4)
         self.table.setObjectName("historyTable")
-        self.table.setHorizontalHeaderLabels(["Question", "Time", "Status", "Cost"])
+        self.table.setHorizontalHeaderLabels(["Session / question", "Time", "Status", "Cost"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -288,20 +367,27 @@ class HistoryPane(QWidget):
         hh.setMinimumSectionSize(40)
         fm = self.table.fontMetrics()
         longest_status = max((*RUN_STATUS_ICONS, MISSING), key=fm.horizontalAdvance)
-        for col, sample, extra in ((1, "2026-11-24 12:00", 0), (3, "$0.0000", 0),
+        for col, sample, extra in ((1, "11-24 12:00", 0), (3, "$0.0000", 0),
                                    (2, longest_status, self.table.style().pixelMetric(
                                        QStyle.PixelMetric.PM_SmallIconSize) + 8)):
             hh.resizeSection(col, fm.horizontalAdvance(sample) + 28 + extra)
         self.table.itemActivated.connect(lambda item: self.open_row(item.row()))
-        self.open_btn = QPushButton(icon("open-trace"), "&Open selected")
+        self.open_btn = QPushButton(icon("open-trace"), "&Open")
+        self.open_btn.setToolTip("Show the selected session's (or run's) trace")
         self.open_btn.clicked.connect(lambda: self.open_row(self.table.currentRow()))
-        self.again_btn = QPushButton(icon("run"), "Ask a&gain")
-        self.again_btn.setToolTip("Put this run's question in the question box (the documents loaded "
+        self.continue_btn = QPushButton(icon("run"), "Co&ntinue")
+        self.continue_btn.setToolTip("Make the selected session the window's session: the next question "
+                                     "is a follow-up (its REPL is rebuilt from the recording first, "
+                                     "without a model request)")
+        self.continue_btn.clicked.connect(self.continue_selected)
+        self.again_btn = QPushButton("Ask a&gain")
+        self.again_btn.setToolTip("Put this turn's question in the question box (the documents loaded "
                                   "now are the ones it will run on)")
         self.again_btn.clicked.connect(self.ask_again)
         self.remove_btn = QPushButton(icon("remove"), "Re&move")
-        self.remove_btn.setToolTip("Remove the selected run from the history (Delete). Its trace file "
-                                   "stays on disk and can still be opened with File → Open trace.")
+        self.remove_btn.setToolTip("Remove the selected turn (or a whole session's turns) from the history "
+                                   "(Delete). Trace files stay on disk and can still be opened with "
+                                   "File → Open trace; `rlm-desktop sessions remove` deletes a session.")
         self.remove_btn.clicked.connect(self.remove_selected)
         remove_act = QAction("Remove from history", self.table)
         remove_act.setShortcut(QKeySequence.StandardKey.Delete)
@@ -309,7 +395,8 @@ class HistoryPane(QWidget):
         remove_act.triggered.connect(self.remove_selected)
         self.table.addAction(remove_act)
         self.table.itemSelectionChanged.connect(self._update_buttons)
-        self.hint = QLabel("Finished runs appear here. Double-click or press Enter to inspect one.")
+        self.hint = QLabel("Sessions and their turns appear here (from the app, the CLI and Python). "
+                           "Double-click or press Enter to inspect one; Continue asks a follow-up.")
         self.hint.setWordWrap(True)
         self.hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         lay = QVBoxLayout(self)
@@ -318,55 +405,131 @@ class HistoryPane(QWidget):
         lay.addWidget(self.table, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_btn, 1)
+        buttons.addWidget(self.continue_btn, 1)
         buttons.addWidget(self.again_btn)
         buttons.addWidget(self.remove_btn)
         lay.addLayout(buttons)
         self._entries: list[HistoryEntry] = []
+        self.rows: list[HistoryGroup | HistoryEntry] = []   # what each table row shows
         self.reload()
 
     @property
     def entries(self) -> list[HistoryEntry]:
+        """Every turn, newest first."""
         return list(self._entries)
 
     def reload(self) -> None:
         self._entries = self.store.entries()
-        self.table.setRowCount(len(self._entries))
-        for row, e in enumerate(self._entries):
-            exists = Path(e.trace).is_file()
-            q = QTableWidgetItem(fmt.one_line(e.query, 120))
-            q.setToolTip(e.query + (f"\n\nModels: {e.provider}" if e.provider else "")
-                         + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
-            t = QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M", time.localtime(e.started)))
-            missing = not exists and e.status != "running"
-            st = QTableWidgetItem(MISSING if missing else e.status)   # one short word: it fits
-            st.setIcon(status_icon(RUN_STATUS_ICONS.get(e.status, "error")))
-            why = STOP_REASONS.get(e.stop_reason or "", e.stop_reason or "")
-            st.setToolTip(f"{e.status}: the trace file is missing ({e.trace}). {why}".strip()
-                          if missing else why)
-            c = QTableWidgetItem(("~" if e.cost_estimated and e.cost_usd else "")
-                                 + fmt.fmt_usd(e.cost_usd, e.cost_known))
-            if e.cost_estimated and e.cost_usd:
-                c.setToolTip("Estimated: some model calls reported no token usage.")
-            c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            for col, item in enumerate((q, t, st, c)):
-                self.table.setItem(row, col, item)
+        self.rows = []
+        for g in group_entries(self._entries):
+            if g.is_session:
+                self.rows.append(g)
+            self.rows.extend(g.turns)
+        self.table.clearSpans()
+        self.table.setRowCount(len(self.rows))
+        for row, item in enumerate(self.rows):
+            cells = self._group_cells(item) if isinstance(item, HistoryGroup) else self._turn_cells(item)
+            for col, cell in enumerate(cells):
+                self.table.setItem(row, col, cell)
+            if isinstance(item, HistoryGroup):
+                self.table.setSpan(row, 0, 1, 2)     # the session's name over the time column too
         self._update_buttons()
 
+    def _group_cells(self, g: HistoryGroup) -> tuple[QTableWidgetItem, ...]:
+        last = g.latest
+        tag = SOURCE_TAGS.get(g.source)
+        n = len(g.turns)
+        title = (g.session or "Session (unnamed)") + (f" [{tag}]" if tag else "") \
+            + f" · {n} turn{'s' if n != 1 else ''}"
+        q = QTableWidgetItem(title)
+        f = q.font()
+        f.setBold(True)
+        q.setFont(f)
+        q.setToolTip(f"{title}\nLatest turn: {time.strftime('%Y-%m-%d %H:%M', time.localtime(last.started))}"
+                     f"\nTrace: {last.trace}" + (f"\nModels: {last.provider}" if last.provider else ""))
+        t = QTableWidgetItem(time.strftime(TIME_FORMAT, time.localtime(last.started)))
+        st = QTableWidgetItem(last.status)
+        st.setIcon(status_icon(RUN_STATUS_ICONS.get(last.status, "error")))
+        st.setToolTip("The latest turn: " + STOP_REASONS.get(last.stop_reason or "", last.stop_reason or ""))
+        known = all(e.cost_known for e in g.turns)
+        costs = [e.cost_usd for e in g.turns if e.cost_usd is not None]
+        total = sum(costs) if costs else None
+        c = QTableWidgetItem(fmt.fmt_usd(total, known))
+        c.setToolTip("Every turn of the session together")
+        c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return q, t, st, c
+
+    def _turn_cells(self, e: HistoryEntry) -> tuple[QTableWidgetItem, ...]:
+        exists = Path(e.trace).is_file()
+        grouped = bool(e.session or e.turn)
+        tag = SOURCE_TAGS.get(e.source)
+        text = fmt.one_line(e.query, 120)
+        if grouped:
+            text = f"    {e.turn or 1}. {text}"       # indented under its session's row
+        elif tag:
+            text = f"[{tag}] {text}"
+        q = QTableWidgetItem(text)
+        q.setToolTip(e.query + (f"\n\nAsked from: {tag}" if tag else "")
+                     + (f"\n\nModels: {e.provider}" if e.provider else "")
+                     + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
+        t = QTableWidgetItem(time.strftime(TIME_FORMAT, time.localtime(e.started)))
+        t.setToolTip(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started)))
+        missing = not exists and e.status != "running"
+        st = QTableWidgetItem(MISSING if missing else e.status)   # one short word: it fits
+        st.setIcon(status_icon(RUN_STATUS_ICONS.get(e.status, "error")))
+        why = STOP_REASONS.get(e.stop_reason or "", e.stop_reason or "")
+        st.setToolTip(f"{e.status}: the trace file is missing ({e.trace}). {why}".strip()
+                      if missing else why)
+        c = QTableWidgetItem(("~" if e.cost_estimated and e.cost_usd else "")
+                             + fmt.fmt_usd(e.cost_usd, e.cost_known))
+        if e.cost_estimated and e.cost_usd:
+            c.setToolTip("Estimated: some model calls reported no token usage.")
+        c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return q, t, st, c
+
+    def _current(self) -> HistoryGroup | HistoryEntry | None:
+        row = self.table.currentRow()
+        if 0 <= row < len(self.rows) and self.table.selectedItems():
+            return self.rows[row]
+        return None
+
     def _update_buttons(self) -> None:
-        has = 0 <= self.table.currentRow() < len(self._entries) and bool(self.table.selectedItems())
-        self.open_btn.setEnabled(bool(self._entries))
-        self.again_btn.setEnabled(has)
-        self.remove_btn.setEnabled(has)
+        cur = self._current()
+        self.open_btn.setEnabled(bool(self.rows))
+        self.again_btn.setEnabled(cur is not None)
+        self.remove_btn.setEnabled(cur is not None)
+        self.continue_btn.setEnabled(cur is not None)
+
+    def row_of(self, item: HistoryGroup | HistoryEntry) -> int:
+        return next(i for i, r in enumerate(self.rows) if r is item)
+
+    def groups(self) -> list[HistoryGroup]:
+        return [r for r in self.rows if isinstance(r, HistoryGroup)]
 
     def ask_again(self) -> None:
-        row = self.table.currentRow()
-        if 0 <= row < len(self._entries):
-            self.ask_again_requested.emit(self._entries[row].query)
+        cur = self._current()
+        if cur is not None:
+            e = cur.latest if isinstance(cur, HistoryGroup) else cur
+            self.ask_again_requested.emit(e.query)
+
+    def continue_selected(self) -> None:
+        cur = self._current()
+        if cur is None:
+            return
+        if isinstance(cur, HistoryEntry):      # a turn row continues its whole session
+            key = f"session:{cur.session}" if cur.session else f"trace:{cur.trace}"
+            cur = next(g for g in group_entries(self._entries) if g.key == key)
+        self.continue_requested.emit(cur.latest)
 
     def remove_selected(self) -> int:
         rows = {i.row() for i in self.table.selectedItems()}
-        traces = {self._entries[r].trace for r in rows if 0 <= r < len(self._entries)}
-        removed = self.store.remove(traces) if traces else 0
+        keys: set[str] = set()
+        for r in rows:
+            if 0 <= r < len(self.rows):
+                item = self.rows[r]
+                turns = item.turns if isinstance(item, HistoryGroup) else [item]
+                keys.update(e.key for e in turns)
+        removed = self.store.remove(keys) if keys else 0
         self.reload()
         return removed
 
@@ -375,5 +538,6 @@ class HistoryPane(QWidget):
         self.reload()
 
     def open_row(self, row: int) -> None:
-        if 0 <= row < len(self._entries):
-            self.open_requested.emit(self._entries[row].trace)
+        if 0 <= row < len(self.rows):
+            item = self.rows[row]
+            self.open_requested.emit(item.latest.trace if isinstance(item, HistoryGroup) else item.trace)

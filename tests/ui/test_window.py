@@ -356,7 +356,7 @@ def test_demo_run_streams_under_qtmodeltester(qtbot, qtmodeltester, window, docs
     assert finished.args[0].result.tokens_estimated
     assert window.status.tokens.text().startswith("tokens in ~")
     entry = window.history.store.entries()[0]
-    assert entry.provider == "Offline demo (no model): demo-root, sub-calls demo-sub"
+    assert entry.provider == "Offline demo (no model): demo-root / demo-sub"   # the session layer writes it
     assert entry.cost_estimated and entry.cost_usd == 0
 
 
