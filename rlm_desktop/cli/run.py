@@ -20,11 +20,11 @@ from typing import Any
 
 from rlm_desktop.cli.exit_codes import (
     EXIT_CANCELLED,
-    EXIT_FAILURE,
     EXIT_LIMIT,
     EXIT_OK,
     EXIT_PROVIDER,
     EXIT_USAGE,
+    exit_code_for,
 )
 from rlm_desktop.core.textsafe import for_stream, for_terminal, json_for_terminal
 
@@ -454,7 +454,7 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
     result = turn.run
     if turn.rebuild is not None and not args.quiet:
         _err(turn.rebuild.summary())
-    code = _exit_code(result)
+    code = exit_code_for(result.status, result.stop_reason)
     if args.json:
         out = {"answer": result.answer, "status": result.status, "reason": result.reason,
                "stop_reason": result.stop_reason, "cost_usd": result.cost_usd,
@@ -538,15 +538,3 @@ def _cancelled_status() -> Any:
     return SpanStatus.CANCELLED
 
 
-def _exit_code(result: Any) -> int:
-    if result.status == "ok":
-        return EXIT_OK
-    if result.status == "limit":
-        return EXIT_LIMIT
-    if result.status == "cancelled":
-        return EXIT_CANCELLED
-    if result.stop_reason in ("provider_error", "call_timeout"):
-        return EXIT_PROVIDER
-    if result.stop_reason == "sandbox_refused":
-        return EXIT_USAGE
-    return EXIT_FAILURE

@@ -19,14 +19,13 @@ import hashlib
 import html
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlm_desktop import __version__
 from rlm_desktop.core.paths import write_text_atomic
 from rlm_desktop.core.redact import mask_urls_in
-from rlm_desktop.core.totals import Usage, subtree_usage
+from rlm_desktop.core.totals import Totals, Usage, _int, subtree_usage, totals
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
 FORMATS = ("json", "markdown", "html", "otlp")
@@ -82,71 +81,7 @@ def write_export(trace: Trace, path: Path, fmt: str | None = None) -> Path:
 
 # -- facts shared by every format ---------------------------------------------------------------
 
-@dataclass(slots=True)
-class Totals:
-    llm_calls: int = 0
-    code_cells: int = 0
-    sub_calls: int = 0
-    iterations: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_unknown_calls: int = 0
-    estimated_calls: int = 0      # model calls whose tokens (and so cost) are estimates
-    incomplete_spans: int = 0
-    errors: int = 0
-
-    @property
-    def cost_known(self) -> bool:
-        return self.cost_unknown_calls == 0
-
-    @property
-    def tokens_estimated(self) -> bool:
-        return self.estimated_calls > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"llm_calls": self.llm_calls, "code_cells": self.code_cells, "sub_calls": self.sub_calls,
-                "iterations": self.iterations, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens, "cached_tokens": self.cached_tokens,
-                "cost_usd": round(self.cost_usd, 6) if self.llm_calls > self.cost_unknown_calls else None,
-                "cost_known": self.cost_known, "tokens_estimated": self.tokens_estimated,
-                "incomplete_spans": self.incomplete_spans,
-                "errors": self.errors}
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-
-def totals(trace: Trace) -> Totals:
-    """Counts, tokens and cost summed over model calls (each call counted once, at any depth)."""
-    t = Totals()
-    for s in trace.spans.values():
-        if s.running:
-            t.incomplete_spans += 1
-        elif s.status in (SpanStatus.ERROR, SpanStatus.TIMEOUT):
-            t.errors += 1
-        if s.kind == SpanKind.LLM_CALL:
-            t.llm_calls += 1
-            a = s.attributes
-            t.input_tokens += _int(a.get(Attr.INPUT_TOKENS))
-            t.output_tokens += _int(a.get(Attr.OUTPUT_TOKENS))
-            t.cached_tokens += _int(a.get(Attr.CACHED_TOKENS))
-            if a.get(Attr.TOKENS_ESTIMATED):
-                t.estimated_calls += 1
-            cost = a.get(Attr.COST_USD)
-            if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-                t.cost_usd += float(cost)
-            elif not s.running:
-                t.cost_unknown_calls += 1
-        elif s.kind == SpanKind.CODE_CELL:
-            t.code_cells += 1
-        elif s.kind == SpanKind.SUB_CALL:
-            t.sub_calls += 1
-    for root in trace.roots:
-        t.iterations += sum(1 for c in root.children if c.kind == SpanKind.ITERATION)
-    return t
+# Totals come from the one totals function (core/totals.py).
 
 
 def status_label(span: Span) -> str:

@@ -73,11 +73,11 @@ _STOP_WORDS = {
 }
 
 # Span statuses as the tree shows them (short enough for the Status column) and explains them.
-_SPAN_WORDS = {
+SPAN_STATUS_WORDS = {
     "running": "running", "ok": "ok", "error": "error", "timeout": "timeout",
-    "cancelled": "stopped", "budget": "limit", "incomplete": "unfinished",
+    "cancelled": "cancelled", "budget": "limit", "incomplete": "incomplete",
 }
-_SPAN_EXPLANATIONS = {
+SPAN_STATUS_EXPLANATIONS = {
     "running": "Still running.",
     "ok": "Finished normally.",
     "error": "Failed; the detail pane shows the error.",
@@ -110,12 +110,13 @@ def stop_reason_text(reason: str | None) -> str:
 
 
 def span_status_text(status: str) -> str:
-    """A span status word short enough for a table column (at most 10 characters)."""
-    return _SPAN_WORDS.get(status, status)
+    """A span status word short enough for a table column (the trace pane sizes its Status column
+    to the longest of these)."""
+    return SPAN_STATUS_WORDS.get(status, status)
 
 
 def span_status_explanation(status: str) -> str:
-    return _SPAN_EXPLANATIONS.get(status, "")
+    return SPAN_STATUS_EXPLANATIONS.get(status, "")
 
 
 def cell_status_text(status: str) -> str:

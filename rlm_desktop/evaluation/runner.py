@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm_desktop.core.cancel import CancelToken
-from rlm_desktop.core.exporters import totals
 from rlm_desktop.core.pricing import cost_usd, lookup
+from rlm_desktop.core.totals import totals
 from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace, TraceWriter
 from rlm_desktop.engine.prompts import describe_context
 from rlm_desktop.engine.providers import ProviderError, chat, estimate_tokens

@@ -650,8 +650,8 @@ class Session:
             repl.kill()
 
     def summary(self) -> dict[str, Any]:
-        """The session's totals over every turn (one core function: :func:`exporters.totals`)."""
-        from rlm_desktop.core.exporters import totals
+        """The session's totals over every turn (one core function: :func:`rlm_desktop.core.totals.totals`)."""
+        from rlm_desktop.core.totals import totals
 
         t = totals(self.trace) if self.trace is not None else None
         return {"name": self.name, "turns": len(self.turns), "trace": str(self.trace_path or ""),

@@ -160,7 +160,7 @@ class SessionStore:
         return False
 
     def info(self, name: str) -> SessionInfo:
-        from rlm_desktop.core.exporters import totals
+        from rlm_desktop.core.totals import totals
         from rlm_desktop.core.trace import TraceFormatError, read_trace
         from rlm_desktop.session.session import turns_from_trace
 

@@ -5,31 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rlm_desktop.core.status import SPAN_STATUS_EXPLANATIONS, SPAN_STATUS_WORDS
 from rlm_desktop.core.trace import Attr, Span, SpanKind
 
 # Text longer than this is shown as a preview with a "Show all" action.
 PREVIEW_CHARS = 20_000
 
-STATUS_LABELS = {
-    "running": "running",
-    "ok": "ok",
-    "error": "error",
-    "timeout": "timeout",
-    "cancelled": "cancelled",
-    "budget": "limit",
-    "incomplete": "incomplete",
-}
-
-STATUS_EXPLANATIONS = {
-    "running": "Still running.",
-    "ok": "Finished normally.",
-    "error": "Failed; the detail pane shows the error.",
-    "timeout": "Stopped by a time limit.",
-    "cancelled": "Stopped by the user (or because its run stopped).",
-    "budget": "Stopped by a limit or budget (USD, tokens, sub-calls, iterations).",
-    "incomplete": "Never finished: the trace file ends before this step ended (the app or the "
-                  "run was interrupted).",
-}
+# One word per span status and its explanation, from core (the CLI and exports use the same).
+STATUS_LABELS = SPAN_STATUS_WORDS
+STATUS_EXPLANATIONS = SPAN_STATUS_EXPLANATIONS
 
 
 def span_status(span: Span, live: bool) -> str:
