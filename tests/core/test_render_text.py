@@ -174,5 +174,5 @@ def test_a_cut_trace_says_unfinished_and_no_model_call_rather_than_zero(tmp_path
 
     text = render(make_trace(tmp_path / "cut.jsonl", cut=True), errors_only=True)
     assert "↳ rlm_query · no model call · 100 ms · error" in text        # not "0 in / 0 out · $0.0000"
-    assert "(gpt-x · unfinished: no usage recorded · — · unfinished)" in text
-    assert text.rstrip().splitlines()[-1].startswith("══ unfinished · 2 iterations")
+    assert "(gpt-x · unfinished: no usage recorded · — · incomplete)" in text
+    assert text.rstrip().splitlines()[-1].startswith("══ incomplete · 2 iterations")
