@@ -544,10 +544,14 @@ class DocumentsPane(QWidget):
         last = self.preview.document().findBlockByNumber((end or start) - 1)
         if not last.isValid():
             last = self.preview.document().lastBlock()
-        cur = QTextCursor(last)
-        cur.movePosition(QTextCursor.MoveOperation.EndOfBlock)
-        cur.setPosition(block.position(), QTextCursor.MoveMode.KeepAnchor)
-        self.preview.setTextCursor(cur)       # at the first line, the range selected
+        # Room to read the range: a preview folded to a few lines grows to half the pane.
+        need = min(last.blockNumber() - block.blockNumber() + 4, 12) * self.preview.fontMetrics().lineSpacing()
+        sizes = self.splitter.sizes()
+        if self.preview.viewport().height() < need and len(sizes) == 2:
+            half = sum(sizes) // 2
+            self.splitter.setSizes([sum(sizes) - half, half])
+        # The cursor at the first cited line (no selection: the marker colour shows the range).
+        self.preview.setTextCursor(QTextCursor(block))
         self.preview.centerCursor()
         return True
 

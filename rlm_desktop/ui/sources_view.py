@@ -142,12 +142,13 @@ class SourcesView(QTreeWidget):
             head = QTreeWidgetItem(self, [f"Cited ({ok} of {len(self.cites)} verified)"])
             for c in self.cites:
                 if c.verified:
-                    text = f"{VERIFIED_MARK} {c.label()} — verified: a model in this run saw these lines"
+                    text = f"{VERIFIED_MARK} {c.label()} — verified"
                 else:
                     text = f"{UNVERIFIED_MARK} {c.label()} — unverified: {c.why or 'not checked'}"
                 it = QTreeWidgetItem(head, [text])
                 it.setData(0, Qt.ItemDataRole.UserRole, SourceTarget.of(c))
-                it.setToolTip(0, (c.text or text) if c.verified else text)
+                it.setToolTip(0, f"{text}: a model in this run saw these lines"
+                              + (f"\n\n{c.text}" if c.text else "") if c.verified else text)
                 if c.start_line is not None and c.end_line is not None:
                     self._add_steps(it, steps, c.document, c.start_line, c.end_line)
             head.setExpanded(True)
