@@ -31,6 +31,8 @@ UNVERIFIED_MARK = "⚠"
 READ_LABEL = "Read by the models, not cited"
 # Same bracket the parser reads (core.citations); a bracket holding no citation is left alone.
 _BRACKET = re.compile(r"\[([^\[\]\n]{1,500})\]")
+# Code (fenced blocks, inline spans): a citation there stays text (a link would show as its syntax).
+_CODE = re.compile(r"^ {0,3}(```|~~~).*?(?:^ {0,3}\1[^\n]*$|\Z)|(`+)[^`].*?\2", re.MULTILINE | re.DOTALL)
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 
 
@@ -64,9 +66,13 @@ def link_citations(answer: str, cites: list[Citation]) -> str:
     out: list[str] = []
     last = 0
     n = 0
+    code = [c.span() for c in _CODE.finditer(answer)]
     for m in _BRACKET.finditer(answer):
         parts = parse_citations(m.group(0))
         if not parts or n >= len(cites):
+            continue
+        if any(a <= m.start() < b for a, b in code):
+            n += len(parts)          # counted (the parser saw it) but left as code: shown as written
             continue
         links: list[str] = []
         for p in parts:

@@ -17,6 +17,7 @@ from rlm_desktop.ui.documents_pane import COL_NAME, COL_SEEN
 from rlm_desktop.ui.main_window import MainWindow
 from rlm_desktop.ui.settings import Settings
 from rlm_desktop.ui.sources_view import READ_LABEL, cite_index, link_citations
+from tests.core.pdfs import make_pdf
 from tests.engine.conftest import route
 from tests.engine.test_citations import A_TXT, B_TXT, FINAL_CITED, READ_AND_ASK
 from tests.fakeserver import FakeOpenAI
@@ -152,5 +153,37 @@ def test_link_citations_makes_each_citation_a_link_and_leaves_other_brackets() -
     assert link_citations("no cites [x]", []) == "no cites [x]"
     assert cite_index("rlmcite:3") == 3 and cite_index("https://example.com") is None
     assert cite_index("rlmcite:x") is None
+    # in code the citation stays as written (and the numbering still follows the parser's order)
+    md = link_citations("`[a.txt:L1-L2]` then [b.txt:L5]\n\n```\nx = '[a.txt:L1]'\n```\n", [ok, bad, ok])
+    assert md == "`[a.txt:L1-L2]` then [\\[b.txt:L5\\]](rlmcite:1) ⚠ *unverified*\n\n```\nx = '[a.txt:L1]'\n```\n"
+
+
+def test_a_page_citation_opens_the_pages_first_line_and_an_opened_trace_shows_its_sources(  # noqa: ANN001
+        qtbot, window, settings, fake_openai, tmp_path) -> None:
+    _run_cited(qtbot, window, settings, fake_openai, tmp_path)
+    trace_path = window.shown_trace_path
+    # the trace opened again (as from History): same links, same Sources list, same "read" mark
+    window.answer.clear()
+    window.documents.set_seen([])
+    with qtbot.waitSignal(window.trace_opened, timeout=10_000):
+        assert window.open_trace_file(Path(trace_path))
+    assert [cite_index(h) for h, _, _ in _anchors(window)] == [0, 1]
+    assert any(it.text(0).startswith("⚠ missing.txt") for it in window.answer.sources.items())
+    m = window.documents.model
+    row_b = next(i for i, d in enumerate(m.docs) if d.rel_path == "b.txt")
+    assert m.data(m.index(row_b, COL_SEEN)) == "read"
+    # a PDF cited by page: the preview opens at the page's first line
+    pdf_dir = tmp_path / "pdf"
+    pdf_dir.mkdir()
+    make_pdf(pdf_dir / "report.pdf", ["Page one text.", "Page two: the launch moved.", "Page three."])
+    window.documents.add_paths([pdf_dir / "report.pdf"])
+    qtbot.waitUntil(lambda: len(window.documents.documents) == 3 and not window.documents.loading,
+                    timeout=10_000)
+    doc = window.documents.find("report.pdf")
+    assert doc is not None and doc.page_lines
+    assert window.documents.show_range("report.pdf", None, None, page=2)
+    c = window.documents.preview.textCursor()
+    assert c.blockNumber() + 1 == doc.page_lines[1]
+    assert window.documents.marked_lines() == [doc.page_lines[1]]
 
 
