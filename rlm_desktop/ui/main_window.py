@@ -596,6 +596,7 @@ class MainWindow(QMainWindow):
         self._turn_docs = paths
         self.detail.show_span(None, None)
         self.answer.clear(running=True)
+        self.documents.set_seen([])           # the read marks are the shown turn's
         self._max_sub_calls = limits.max_sub_calls
         self.status.reset(limits.budget_usd)
         self._figures_t = 0.0
@@ -629,6 +630,7 @@ class MainWindow(QMainWindow):
         self.shown_trace_path = None
         self.detail.show_span(None, None)
         self.answer.clear()
+        self.documents.set_seen([])
         self.status.idle()
         self.setWindowTitle(APP_TITLE)
         self.query.question.setFocus()

@@ -187,3 +187,8 @@ def test_a_page_citation_opens_the_pages_first_line_and_an_opened_trace_shows_it
     assert window.documents.marked_lines() == [doc.page_lines[1]]
 
 
+    # a new session: no turn shown, so no document is marked read
+    window.new_session()
+    row_b = next(i for i, d in enumerate(m.docs) if d.rel_path == "b.txt")
+    assert m.data(m.index(row_b, COL_SEEN)) == ""
+    assert not window.answer.sources.isVisibleTo(window.answer)
