@@ -29,17 +29,7 @@ B_LONG = B_TXT + "".join(f"Filler line {i} of the minutes, unrelated to the laun
 
 def _anchors(window: MainWindow) -> list[tuple[str, int, str]]:
     """(href, position, text) of every link in the rendered answer."""
-    out = []
-    block = window.answer.text.document().begin()
-    while block.isValid():
-        it = block.begin()
-        while not it.atEnd():
-            frag = it.fragment()
-            if frag.isValid() and frag.charFormat().isAnchor():
-                out.append((frag.charFormat().anchorHref(), frag.position(), frag.text()))
-            it += 1
-        block = block.next()
-    return out
+    return _anchors_of(window.answer)
 
 
 def _run_cited(qtbot, window: MainWindow, settings: Settings, srv: FakeOpenAI, tmp_path: Path) -> None:  # noqa: ANN001
@@ -192,3 +182,38 @@ def test_a_page_citation_opens_the_pages_first_line_and_an_opened_trace_shows_it
     row_b = next(i for i, d in enumerate(m.docs) if d.rel_path == "b.txt")
     assert m.data(m.index(row_b, COL_SEEN)) == ""
     assert not window.answer.sources.isVisibleTo(window.answer)
+
+
+def test_only_the_apps_citation_links_do_anything(qtbot) -> None:  # noqa: ANN001
+    from rlm_desktop.ui.run_panes import AnswerPane
+    pane = AnswerPane()
+    qtbot.addWidget(pane)
+    pane.resize(500, 300)
+    pane.show()
+    pane.set_result("Go to [the site](https://example.com/x) ![img](http://example.com/i.png)", "ok",
+                    "final", None)
+    links = [(h, p) for h, p, _ in _anchors_of(pane)]
+    assert links and links[0][0] == "https://example.com/x"
+    clicked: list[int] = []
+    pane.text.citation_clicked.connect(clicked.append)
+    cur = QTextCursor(pane.text.document())
+    cur.setPosition(links[0][1] + 2)
+    at = pane.text.cursorRect(cur).center()
+    assert pane.text.anchorAt(at) == "https://example.com/x"
+    qtbot.mouseClick(pane.text.viewport(), Qt.MouseButton.LeftButton, pos=at)
+    assert clicked == []                                      # an outside link stays text
+    assert set(pane.text.refused) == {"http://example.com/i.png"}  # and nothing was loaded
+
+
+def _anchors_of(pane) -> list[tuple[str, int, str]]:  # noqa: ANN001
+    out = []
+    block = pane.text.document().begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            frag = it.fragment()
+            if frag.isValid() and frag.charFormat().isAnchor():
+                out.append((frag.charFormat().anchorHref(), frag.position(), frag.text()))
+            it += 1
+        block = block.next()
+    return out
