@@ -16,9 +16,10 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QBrush, QPalette
+from PySide6.QtGui import QBrush, QColor, QPalette, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
     QStyledItemDelegate,
     QStyleOptionViewItem,
     QTableView,
+    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -58,8 +60,8 @@ def file_dialog_filter() -> str:
     patterns = " ".join(f"*{suffix}" for suffix in supported_suffixes())
     return f"Documents ({patterns});;All files (*)"
 
-COLUMNS = ("Name", "Folder", "Type", "Size", "Chars", "≈ Tokens*", "Status")
-COL_NAME, COL_FOLDER, COL_TYPE, COL_SIZE, COL_CHARS, COL_TOKENS, COL_STATUS = range(len(COLUMNS))
+COLUMNS = ("Name", "Folder", "Type", "Size", "Chars", "≈ Tokens*", "Status", "Read")
+COL_NAME, COL_FOLDER, COL_TYPE, COL_SIZE, COL_CHARS, COL_TOKENS, COL_STATUS, COL_SEEN = range(len(COLUMNS))
 COLUMN_TIPS = (
     "The file's name (its path relative to the folder it came from is the key in `context`)",
     "The folder the file is in, relative to the folder it came from (two files of the same name "
@@ -69,7 +71,9 @@ COLUMN_TIPS = (
     "Characters of extracted text",
     "* Estimated tokens (characters / 4) — an estimate, not a tokenizer count",
     "Loaded, loaded with a warning, or why the file could not be used",
+    "Whether the models of the shown run read this document (the lines they saw are in the tooltip)",
 )
+SEEN_TEXT = "read"
 PREVIEW_LIMIT = 200_000
 # Ask before loading more than this many files or bytes at once.
 CONFIRM_FILES = 2_000
@@ -80,6 +84,8 @@ class DocumentsModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.docs: list[Document] = []
+        # rel_path -> the merged line ranges the shown run's models saw (set_seen).
+        self.seen: dict[str, list[tuple[int, int]]] = {}
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.docs)
@@ -117,6 +123,10 @@ class DocumentsModel(QAbstractTableModel):
                 return f"~{d.est_tokens:,}" if d.ok else ""
             if col == COL_STATUS:
                 return status_text(d)
+            if col == COL_SEEN:
+                return SEEN_TEXT if d.rel_path in self.seen else ""
+        if role == Qt.ItemDataRole.ToolTipRole and col == COL_SEEN:
+            return seen_tip(self.seen.get(d.rel_path))
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == COL_STATUS:
                 return status_text(d, full=True)
@@ -124,6 +134,8 @@ class DocumentsModel(QAbstractTableModel):
                 # The whole relative path (the key in `context`) and where the file is on disk (a
                 # name that is not UTF-8 shown with \xNN escapes, not a surrogate).
                 where = f"{d.rel_path}\n{display_name(str(d.path))}"
+                if d.rel_path in self.seen:
+                    where += "\n" + seen_tip(self.seen[d.rel_path])
                 return where if d.ok else f"{where}\n{status_text(d, full=True)}"
         if role == Qt.ItemDataRole.ForegroundRole and not d.ok:
             return QBrush(Qt.GlobalColor.red)
@@ -137,6 +149,20 @@ class DocumentsModel(QAbstractTableModel):
         self.beginResetModel()
         self.docs = docs
         self.endResetModel()
+
+    def set_seen(self, seen: dict[str, list[tuple[int, int]]]) -> None:
+        self.seen = dict(seen)
+        if self.docs:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.docs) - 1, len(COLUMNS) - 1))
+
+
+def lines_text(ranges: list[tuple[int, int]]) -> str:
+    """``L3–L4, L20–L31``."""
+    return ", ".join(f"L{a}" if a == b else f"L{a}–L{b}" for a, b in ranges)
+
+
+def seen_tip(ranges: list[tuple[int, int]] | None) -> str:
+    return f"seen by models: {lines_text(ranges)}" if ranges else "not read by the models of this run"
 
 
 def doc_name(d: Document) -> str:
@@ -224,7 +250,8 @@ class DocumentsPane(QWidget):
         hh.setMinimumSectionSize(36)
         fm = self.table.fontMetrics()
         for col, sample in ((COL_FOLDER, "folder/sub"), (COL_TYPE, "markdown"), (COL_SIZE, "999.9 KB"),
-                            (COL_CHARS, "99,999"), (COL_TOKENS, "~99,999"), (COL_STATUS, "loaded")):
+                            (COL_CHARS, "99,999"), (COL_TOKENS, "~99,999"), (COL_STATUS, "loaded"),
+                            (COL_SEEN, SEEN_TEXT)):
             hh.resizeSection(col, fm.horizontalAdvance(sample) + 16)
         # On a laptop-width pane the name needs the room: characters are in the totals line, the
         # type is in the name's extension (and the preview's title), and the header's menu (right
@@ -256,6 +283,14 @@ class DocumentsPane(QWidget):
         self.totals.setWordWrap(True)
 
         self.preview_label = QLabel("Preview")
+        self.preview_label.setWordWrap(True)
+        self.show_seen = QCheckBox("Show what the &models saw")
+        self.show_seen.setObjectName("showSeen")
+        self.show_seen.setToolTip("Highlight the lines the shown run's models saw in this document")
+        self.show_seen.toggled.connect(self._mark_preview)
+        # The cited range shown (document rel_path, first line, last line), highlighted in the preview.
+        self._cited: tuple[str, int, int] | None = None
+        self._shown: str | None = None          # rel_path of the previewed document
         self.preview = QPlainTextEdit()
         self.preview.setObjectName("documentPreview")
         self.preview.setReadOnly(True)
@@ -274,7 +309,10 @@ class DocumentsPane(QWidget):
         bottom = QWidget()
         bl = QVBoxLayout(bottom)
         bl.setContentsMargins(0, 0, 0, 0)
-        bl.addWidget(self.preview_label)
+        ph = QHBoxLayout()
+        ph.addWidget(self.preview_label, 1)
+        ph.addWidget(self.show_seen)
+        bl.addLayout(ph)
         bl.addWidget(self.preview, 1)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.setObjectName("documentsSplitter")
@@ -457,23 +495,131 @@ class DocumentsPane(QWidget):
             act.toggled.connect(lambda on, c=col: hh.setSectionHidden(c, not on))
         menu.popup(hh.mapToGlobal(pos))
 
+    # -- where answers came from --------------------------------------------------------------------
+    def set_seen(self, ranges: Iterable[tuple[str, int, int]]) -> None:
+        """What the shown run's models saw: ``(document, first line, last line)`` each. A row of a
+        document they read says so; the preview can highlight the lines (``show_seen``)."""
+        seen: dict[str, list[tuple[int, int]]] = {}
+        for name, a, b in ranges:
+            doc = self.find(name)
+            if doc is not None:
+                seen.setdefault(doc.rel_path, []).append((a, b))
+        self.model.set_seen({k: sorted(v) for k, v in seen.items()})
+        self._mark_preview()
+
+    def find(self, name: str) -> Document | None:
+        """The loaded document a recorded or cited name means: its relative path, or the one document
+        whose path ends with ``/name``."""
+        docs = [d for d in self.model.docs if d.ok]
+        exact = [d for d in docs if d.rel_path == name]
+        if exact:
+            return exact[0]
+        tail = [d for d in docs if d.rel_path.endswith("/" + name.removeprefix("./"))]
+        return tail[0] if len(tail) == 1 else None
+
+    def show_range(self, name: str, start: int | None, end: int | None, page: int | None = None) -> bool:
+        """Select ``name`` and show lines ``start``..``end`` in the preview, scrolled to them and
+        highlighted (a page without lines: the page's first line). False, with a status message,
+        when the document is not here or the lines are not in the preview."""
+        doc = self.find(name)
+        if doc is None:
+            self.status_message.emit(f"{name} is not in the Documents list; add it to see the cited lines.")
+            return False
+        if start is None and page is not None and doc.page_lines and 1 <= page <= len(doc.page_lines):
+            start = end = doc.page_lines[page - 1]
+        row = self.model.docs.index(doc)
+        self._cited = (doc.rel_path, start, end or start) if start is not None else None
+        if self._shown != doc.rel_path or not self.table.selectionModel().isRowSelected(row, QModelIndex()):
+            self.select_row(row)
+        else:
+            self._mark_preview()
+        self.table.scrollTo(self.model.index(row, 0))
+        if start is None:
+            self.status_message.emit(f"{name}: the citation names no lines; showing the document.")
+            return True
+        block = self.preview.document().findBlockByNumber(start - 1)
+        if not block.isValid():
+            self.status_message.emit(f"{name} L{start} is past what the preview shows.")
+            return False
+        last = self.preview.document().findBlockByNumber((end or start) - 1)
+        if not last.isValid():
+            last = self.preview.document().lastBlock()
+        # Room to read the range: a preview folded to a few lines grows to half the pane.
+        need = min(last.blockNumber() - block.blockNumber() + 4, 12) * self.preview.fontMetrics().lineSpacing()
+        sizes = self.splitter.sizes()
+        if self.preview.viewport().height() < need and len(sizes) == 2:
+            half = sum(sizes) // 2
+            self.splitter.setSizes([sum(sizes) - half, half])
+        # The cursor at the first cited line (no selection: the marker colour shows the range).
+        self.preview.setTextCursor(QTextCursor(block))
+        self.preview.centerCursor()
+        return True
+
+    def _mark_preview(self, *args: Any) -> None:
+        """Highlight in the preview the cited range (strong) and, with ``show_seen``, what the
+        models saw (light)."""
+        marks: list[QTextEdit.ExtraSelection] = []
+        pal = self.preview.palette()
+        if self._shown is not None and self.show_seen.isChecked():
+            light = QColor(pal.color(QPalette.ColorRole.Highlight))
+            light.setAlpha(60)
+            for a, b in self.model.seen.get(self._shown, []):
+                marks += self._line_marks(a, b, light)
+        if self._cited is not None and self._cited[0] == self._shown:
+            strong = QColor(255, 214, 10, 150)          # a marker pen: readable on light and dark
+            marks += self._line_marks(self._cited[1], self._cited[2], strong)
+        self.preview.setExtraSelections(marks)
+
+    def _line_marks(self, a: int, b: int, colour: QColor) -> list[QTextEdit.ExtraSelection]:
+        doc = self.preview.document()
+        first, last = doc.findBlockByNumber(a - 1), doc.findBlockByNumber(b - 1)
+        if not first.isValid():
+            return []
+        if not last.isValid():
+            last = doc.lastBlock()
+        fmt = QTextCharFormat()
+        fmt.setBackground(colour)
+        fmt.setProperty(QTextFormat.Property.FullWidthSelection, True)
+        out = []
+        block = first
+        while block.isValid() and block.blockNumber() <= last.blockNumber():
+            s = QTextEdit.ExtraSelection()
+            s.format = fmt
+            s.cursor = QTextCursor(block)
+            out.append(s)
+            block = block.next()
+        return out
+
+    def marked_lines(self) -> list[int]:
+        """The preview's highlighted lines (1-based), for tests and accessibility."""
+        return sorted({s.cursor.blockNumber() + 1 for s in self.preview.extraSelections()})
+
     def _on_selection(self, *args: Any) -> None:
         rows = self.table.selectionModel().selectedRows()
         if not rows:
+            self._shown = None
             self.preview.setPlainText("")
             self.preview_label.setText("Preview")
+            self._mark_preview()
             return
         d = self.model.docs[rows[0].row()]
+        if self._cited is not None and self._cited[0] != d.rel_path:
+            self._cited = None
         if not d.ok:
+            self._shown = None
             self.preview_label.setText(f"Preview — {d.rel_path}")
             self.preview.setPlainText(f"Not loaded: {d.error}")
+            self._mark_preview()
             return
         text = d.text or ""
         shown = text[:PREVIEW_LIMIT]
         note = (f" (first {PREVIEW_LIMIT:,} of {len(text):,} characters)" if len(text) > PREVIEW_LIMIT
                 else f" ({len(text):,} characters)")
         self.preview_label.setText(f"Preview — {d.rel_path}{note}")
-        self.preview.setPlainText(shown)
+        if self._shown != d.rel_path or self.preview.toPlainText() != shown:
+            self.preview.setPlainText(shown)
+        self._shown = d.rel_path
+        self._mark_preview()
 
     def cancel_and_wait(self, timeout: float = 5.0) -> None:
         job = self._job

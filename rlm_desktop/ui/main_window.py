@@ -34,13 +34,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rlm_desktop.core.citations import sources_for
 from rlm_desktop.core.config import ConfigError, ProviderConfig
 from rlm_desktop.core.exporters import ExportError, format_for_path
 from rlm_desktop.core.logs import log_file, redact
 from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.profiles import ProviderProfile
 from rlm_desktop.core.totals import totals
-from rlm_desktop.core.trace import FORMAT_NAME, Attr, Trace, TraceEvent, read_trace
+from rlm_desktop.core.trace import FORMAT_NAME, Attr, SpanKind, Trace, TraceEvent, read_trace
 from rlm_desktop.session.store import SessionStore
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
@@ -58,6 +59,7 @@ from rlm_desktop.ui.run_panes import (
     SessionFigures,
 )
 from rlm_desktop.ui.settings import Settings, provider_config_for
+from rlm_desktop.ui.sources_view import SourceTarget
 from rlm_desktop.ui.timeline import TimelinePane
 from rlm_desktop.ui.trace_model import TraceModel
 from rlm_desktop.ui.trace_pane import TracePane
@@ -239,6 +241,8 @@ class MainWindow(QMainWindow):
         self.query.stop_requested.connect(self.stop_run)
         self.query.settings_requested.connect(self.open_settings)
         self.trace_pane.span_selected.connect(self._on_span_selected)
+        self.answer.source_activated.connect(self._show_source)
+        self.answer.step_activated.connect(self.trace_pane.select_span)
         self._elapsed = QTimer(self)
         self._elapsed.setInterval(500)
         self._elapsed.timeout.connect(self._tick_elapsed)
@@ -592,6 +596,7 @@ class MainWindow(QMainWindow):
         self._turn_docs = paths
         self.detail.show_span(None, None)
         self.answer.clear(running=True)
+        self.documents.set_seen([])           # the read marks are the shown turn's
         self._max_sub_calls = limits.max_sub_calls
         self.status.reset(limits.budget_usd)
         self._figures_t = 0.0
@@ -625,6 +630,7 @@ class MainWindow(QMainWindow):
         self.shown_trace_path = None
         self.detail.show_span(None, None)
         self.answer.clear()
+        self.documents.set_seen([])
         self.status.idle()
         self.setWindowTitle(APP_TITLE)
         self.query.question.setFocus()
@@ -787,6 +793,7 @@ class MainWindow(QMainWindow):
         self._refresh_figures()
         if res is not None:
             self.answer.set_result(res.answer, res.status, res.stop_reason, res.reason)
+            self._show_sources()
             if res.isolation:
                 self.status.set_isolation(res.isolation)
         label = outcome.session or "this run"
@@ -812,6 +819,21 @@ class MainWindow(QMainWindow):
         self.detail.show_span(self.trace_pane.selected_span(), self.model.trace, live=False)
         self._update_actions()
         self.run_finished.emit(outcome)
+
+    def _show_sources(self) -> None:
+        """The shown turn's citations and sources: links and the Sources list in the answer pane,
+        the "read" mark on the documents' rows."""
+        trace = self.model.trace
+        runs = [r for r in trace.roots if r.kind == SpanKind.RUN]
+        run = runs[-1] if runs else None
+        self.answer.set_sources(trace if run is not None else None, run)
+        seen = sources_for(trace, run) if run is not None else []
+        self.documents.set_seen([(r.document, r.start_line, r.end_line) for r in seen])
+
+    def _show_source(self, target: SourceTarget) -> None:
+        """A citation or source activated in the answer pane: its lines in the document preview."""
+        self.left_tabs.setCurrentWidget(self.documents)
+        self.documents.show_range(target.document, target.start_line, target.end_line, target.page)
 
     def _on_run_not_started(self, outcome: RunOutcome) -> None:
         """No key (or the session could not be opened): nothing ran and nothing was spent."""
@@ -943,6 +965,7 @@ class MainWindow(QMainWindow):
             status = "ok" if str(root.status) == "ok" else (
                 "cancelled" if str(root.status) == "cancelled" else "limit")
             self.answer.set_result(a.get(Attr.ANSWER), status, a.get(Attr.STOP_REASON), a.get(Attr.ERROR))
+        self._show_sources()
         query = str(trace.header.get("query") or a.get(Attr.QUERY) or "")
         self.setWindowTitle(f"{APP_TITLE} — {path.name}")
         if query and not self.query.query():

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPalette, QTextDocument
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QMouseEvent, QPalette, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSplitter,
     QStatusBar,
     QStyle,
     QTableWidget,
@@ -28,10 +29,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rlm_desktop.core.citations import Citation
 from rlm_desktop.core.totals import Totals
+from rlm_desktop.core.trace import Span, Trace
 from rlm_desktop.session.history import HistoryEntry, HistoryStore  # noqa: F401 - re-exported
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import icon, status_icon
+from rlm_desktop.ui.sources_view import SourcesView, SourceTarget, cite_index, link_citations
 
 BUDGET_WARN = 0.8
 
@@ -61,7 +65,10 @@ MARKDOWN = (QTextDocument.MarkdownFeature.MarkdownDialectGitHub
 class AnswerView(QTextEdit):
     """Read-only rich view of an answer that never loads what the answer points at: an image
     ``![](http://…)`` or ``![](file:///…)`` written by a prompt-injected model shows as its alt
-    text, and nothing is fetched or read (each refused name is kept in ``refused``)."""
+    text, and nothing is fetched or read (each refused name is kept in ``refused``). A click on a
+    citation link (``rlmcite:N``) emits ``citation_clicked(N)``; other links do nothing."""
+
+    citation_clicked = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,6 +76,21 @@ class AnswerView(QTextEdit):
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
                                      | Qt.TextInteractionFlag.TextSelectableByKeyboard)
         self.refused: list[str] = []
+        self.viewport().setMouseTracking(True)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
+        super().mouseMoveEvent(event)
+        inside = cite_index(self.anchorAt(event.position().toPoint())) is not None
+        self.viewport().setCursor(Qt.CursorShape.PointingHandCursor if inside
+                                  else Qt.CursorShape.IBeamCursor)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt's name
+        super().mouseReleaseEvent(event)
+        # Only the app's own citation links do anything; any other link stays text.
+        n = cite_index(self.anchorAt(event.position().toPoint()))
+        if n is not None and event.button() == Qt.MouseButton.LeftButton \
+                and not self.textCursor().hasSelection():
+            self.citation_clicked.emit(n)
 
     def loadResource(self, kind: int, name: QUrl) -> Any:  # noqa: N802 - Qt's name
         self.refused.append(name.toString())
@@ -76,6 +98,13 @@ class AnswerView(QTextEdit):
 
 
 class AnswerPane(QWidget):
+    """The answer (Markdown, its citations as links) and the *Sources* list under it.
+    ``source_activated(SourceTarget)``: show a source in the document preview;
+    ``step_activated(Span)``: select a step in the trace."""
+
+    source_activated = Signal(object)
+    step_activated = Signal(object)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("answerPane")
@@ -100,6 +129,19 @@ class AnswerPane(QWidget):
         self.copy_btn.setToolTip("Copy the answer exactly as the model wrote it (Markdown source)")
         self.copy_btn.clicked.connect(self.copy)
         self._answer = ""
+        self.text.citation_clicked.connect(self.activate_citation)
+        self.sources = SourcesView()
+        self.sources.source_activated.connect(self.source_activated)
+        self.sources.step_activated.connect(self.step_activated)
+        self.sources.setVisible(False)
+        self.sources.setMinimumHeight(3 * self.sources.fontMetrics().lineSpacing() + 8)
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.setObjectName("answerSplit")
+        self.split.setChildrenCollapsible(False)
+        self.split.addWidget(self.text)
+        self.split.addWidget(self.sources)
+        self.split.setStretchFactor(0, 3)
+        self.split.setStretchFactor(1, 2)
         top = QHBoxLayout()
         top.addWidget(self.heading, 1)
         top.addWidget(self.formatted)
@@ -108,7 +150,7 @@ class AnswerPane(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
         lay.addWidget(self.reason)
-        lay.addWidget(self.text, 1)
+        lay.addWidget(self.split, 1)
         self.clear()
 
     def clear(self, running: bool = False) -> None:
@@ -118,6 +160,28 @@ class AnswerPane(QWidget):
         self._answer = ""
         self.text.setPlainText("")
         self.copy_btn.setEnabled(False)
+        self.sources.set_run(None, None)
+        self.sources.setVisible(False)
+
+    def set_sources(self, trace: Trace | None, run: Span | str | None) -> None:
+        """Show where the answer of ``run`` came from: its citations become links (unverified ones
+        marked in the text) and the Sources list fills. None clears."""
+        self.sources.set_run(trace, run)
+        shown = trace is not None and run is not None
+        self.sources.setVisible(shown)
+        sizes = self.split.sizes()
+        if shown and sizes[1] < self.sources.minimumHeight():
+            total = sum(sizes) or self.split.height()
+            self.split.setSizes([max(total - total * 2 // 5, 1), max(total * 2 // 5, 1)])
+        self._render()
+
+    def citations(self) -> list[Citation]:
+        return list(self.sources.cites)
+
+    def activate_citation(self, n: int) -> None:
+        """Show citation ``n`` (as numbered in the answer's links) in the document preview."""
+        if 0 <= n < len(self.sources.cites):
+            self.source_activated.emit(SourceTarget.of(self.sources.cites[n]))
 
     def set_result(self, answer: str | None, status: str, stop_reason: str | None,
                    reason: str | None) -> None:
@@ -138,7 +202,7 @@ class AnswerPane(QWidget):
 
     def _render(self) -> None:
         if self.formatted.isChecked():
-            self.text.document().setMarkdown(self._answer, MARKDOWN)
+            self.text.document().setMarkdown(link_citations(self._answer, self.sources.cites), MARKDOWN)
         else:
             self.text.setPlainText(self._answer)
 
