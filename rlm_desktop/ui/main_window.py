@@ -239,6 +239,7 @@ class MainWindow(QMainWindow):
         self.query.stop_requested.connect(self.stop_run)
         self.query.settings_requested.connect(self.open_settings)
         self.trace_pane.span_selected.connect(self._on_span_selected)
+        self.trace_pane.filter_text_changed.connect(self.detail.set_highlight)
         self._elapsed = QTimer(self)
         self._elapsed.setInterval(500)
         self._elapsed.timeout.connect(self._tick_elapsed)
