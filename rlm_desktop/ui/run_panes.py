@@ -390,6 +390,7 @@ class HistoryPane(QWidget):
     open_requested = Signal(str)        # trace path
     ask_again_requested = Signal(str)   # the question of a past turn
     continue_requested = Signal(object)  # HistoryEntry: the latest turn of the session to continue
+    compare_requested = Signal(str, str)  # two runs (trace path, or path#turn)
 
     def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -400,7 +401,8 @@ class HistoryPane(QWidget):
         self.table.setHorizontalHeaderLabels(["Session / question", "Time", "Status", "Cost"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Two rows (Ctrl+click) can be compared.
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
         self.table.setShowGrid(False)
@@ -433,6 +435,11 @@ class HistoryPane(QWidget):
                                    "(Delete). Trace files stay on disk and can still be opened with "
                                    "File → Open trace; `rlm-desktop sessions remove` deletes a session.")
         self.remove_btn.clicked.connect(self.remove_selected)
+        self.compare_btn = QPushButton("Com&pare")
+        self.compare_btn.setObjectName("historyCompare")
+        self.compare_btn.setToolTip("Compare the two selected runs (Ctrl+click a second row): answers, "
+                                    "cost, tokens, time, models, limits, and their traces side by side")
+        self.compare_btn.clicked.connect(self.compare_selected)
         remove_act = QAction("Remove from history", self.table)
         remove_act.setShortcut(QKeySequence.StandardKey.Delete)
         remove_act.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
@@ -451,14 +458,15 @@ class HistoryPane(QWidget):
         self.model_filter = QComboBox()
         self.model_filter.setObjectName("historyModel")
         self.model_filter.setToolTip("Show the turns asked of this provider and model")
-        self.model_filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_filter.setMinimumContentsLength(8)
         self.date_filter = QComboBox()
         self.date_filter.setObjectName("historyDate")
         for label, days in DATE_RANGES.items():
             self.date_filter.addItem(label, days)
         for combo in (self.status_filter, self.model_filter, self.date_filter):
             combo.activated.connect(lambda _i: self.reload())
+            # Narrow (the left pane is narrow at 1280×720); the open list shows the whole names.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(5)
         # Sorting by any column: sessions move as a whole (by their latest turn / total cost);
         # the turns inside a session stay in their order.
         self.sort_column, self.sort_descending = 1, True
@@ -475,10 +483,11 @@ class HistoryPane(QWidget):
         lay.addWidget(self.hint)
         search_row = QHBoxLayout()
         search_row.addWidget(self.search, 1)
+        search_row.addWidget(self.compare_btn)
         filter_row = QHBoxLayout()
-        filter_row.addWidget(self.status_filter)
-        filter_row.addWidget(self.model_filter, 1)
-        filter_row.addWidget(self.date_filter)
+        filter_row.addWidget(self.status_filter, 1)
+        filter_row.addWidget(self.model_filter, 2)
+        filter_row.addWidget(self.date_filter, 1)
         lay.addLayout(search_row)
         lay.addLayout(filter_row)
         lay.addWidget(self.table, 1)
@@ -629,6 +638,25 @@ class HistoryPane(QWidget):
         self.again_btn.setEnabled(cur is not None)
         self.remove_btn.setEnabled(cur is not None)
         self.continue_btn.setEnabled(cur is not None)
+        self.compare_btn.setEnabled(len(self.selected_runs()) == 2)
+
+    def selected_runs(self) -> list[HistoryEntry]:
+        """The turns the selected rows stand for (a session row: its latest turn), top to bottom."""
+        out: list[HistoryEntry] = []
+        for r in sorted({i.row() for i in self.table.selectedItems()}):
+            if 0 <= r < len(self.rows):
+                item = self.rows[r]
+                e = item.latest if isinstance(item, HistoryGroup) else item
+                if e not in out:
+                    out.append(e)
+        return out
+
+    def compare_selected(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 2:
+            # The older run is A: "before and after".
+            a, b = sorted(runs, key=lambda e: e.started)
+            self.compare_requested.emit(a.key, b.key)
 
     def row_of(self, item: HistoryGroup | HistoryEntry) -> int:
         return next(i for i, r in enumerate(self.rows) if r is item)
