@@ -115,7 +115,10 @@ def _fmt_delta(name: str, d: float | int | None, a: Any) -> str:
     mag = abs(d)
     text = fmt.fmt_usd(mag, True) if name == "cost_usd" else (
         fmt.fmt_duration(mag) if name == "duration_s" else f"{mag:,}")
-    pct = f" ({d / a:+.0%})" if isinstance(a, int | float) and a else ""
+    pct = ""
+    if isinstance(a, int | float) and a:
+        r = d / a
+        pct = f" ({r:+.1%})" if abs(r) < 0.1 else f" ({r:+.0%})"   # -0.4%, not -0%
     return f"{sign}{text}{pct}"
 
 
@@ -234,6 +237,9 @@ class CompareWindow(QWidget):
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         for c in (1, 2, 3):
             hh.setSectionResizeMode(c, QHeaderView.ResizeMode.Stretch)
+        vh = self.facts.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(self.facts.fontMetrics().height() + 6)   # compact rows: all facts fit
 
         # The two trees, aligned by iteration.
         self.tree_a = CompareTree(trace_a, run_a)
@@ -270,13 +276,11 @@ class CompareWindow(QWidget):
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.facts)
         bottom.addWidget(trees)
-        bottom.setStretchFactor(0, 2)
-        bottom.setStretchFactor(1, 5)
+        bottom.setSizes([420, 860])      # the facts readable with their deltas; the trees get the rest
         main = QSplitter(Qt.Orientation.Vertical)
         main.addWidget(answers_box)
         main.addWidget(bottom)
-        main.setStretchFactor(0, 1)
-        main.setStretchFactor(1, 2)
+        main.setSizes([170, 550])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         lay.addWidget(main)
