@@ -451,7 +451,7 @@ class HistoryPane(QWidget):
         self.search.setObjectName("historySearch")
         self.search.setPlaceholderText("Search questions and answers")
         self.search.setClearButtonEnabled(True)
-        self.search.textChanged.connect(lambda _t: self.reload())
+        self.search.textChanged.connect(lambda _t: self.rebuild())   # no re-reading per key
         self.status_filter = QComboBox()
         self.status_filter.setObjectName("historyStatus")
         self.status_filter.setToolTip("Show the turns that ended this way")
@@ -463,7 +463,7 @@ class HistoryPane(QWidget):
         for label, days in DATE_RANGES.items():
             self.date_filter.addItem(label, days)
         for combo in (self.status_filter, self.model_filter, self.date_filter):
-            combo.activated.connect(lambda _i: self.reload())
+            combo.activated.connect(lambda _i: self.rebuild())
             # Narrow (the left pane is narrow at 1280×720); the open list shows the whole names.
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(5)
@@ -513,13 +513,13 @@ class HistoryPane(QWidget):
             self.sort_column, self.sort_descending = col, col != 0   # names A→Z, the rest biggest first
         self.table.horizontalHeader().setSortIndicator(
             col, Qt.SortOrder.DescendingOrder if self.sort_descending else Qt.SortOrder.AscendingOrder)
-        self.reload()
+        self.rebuild()
 
     def sort_by(self, col: int, descending: bool) -> None:
         self.sort_column, self.sort_descending = col, descending
         self.table.horizontalHeader().setSortIndicator(
             col, Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder)
-        self.reload()
+        self.rebuild()
 
     def _fill_combo(self, combo: QComboBox, any_label: str, values: list[str]) -> None:
         current = combo.currentData()
@@ -547,7 +547,12 @@ class HistoryPane(QWidget):
         return bool(c["text"].strip()) or any(c[k] is not None for k in ("status", "model", "since"))
 
     def reload(self) -> None:
+        """Read the history again and show it (searched, filtered and sorted as chosen)."""
         self._entries = self.store.entries()
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Show the entries read last, searched, filtered and sorted as chosen now."""
         self._fill_combo(self.status_filter, ANY_STATUS, sorted({e.status for e in self._entries}))
         self._fill_combo(self.model_filter, ANY_MODEL, sorted({e.provider for e in self._entries if e.provider}))
         crit = self.filter_criteria()
