@@ -639,10 +639,12 @@ class HistoryPane(QWidget):
 
     def _update_buttons(self) -> None:
         cur = self._current()
+        selected = {i.row() for i in self.table.selectedItems()}
+        one = cur is not None and len(selected) <= 1     # Continue / Ask again act on one row
         self.open_btn.setEnabled(bool(self.rows))
-        self.again_btn.setEnabled(cur is not None)
-        self.remove_btn.setEnabled(cur is not None)
-        self.continue_btn.setEnabled(cur is not None)
+        self.again_btn.setEnabled(one)
+        self.remove_btn.setEnabled(bool(selected))       # removes every selected row
+        self.continue_btn.setEnabled(one)
         self.compare_btn.setEnabled(len(self.selected_runs()) == 2)
 
     def selected_runs(self) -> list[HistoryEntry]:

@@ -122,6 +122,8 @@ def test_history_compares_two_selected_runs(qtbot, tmp_path: Path) -> None:  # n
     sel = pane.table.selectionModel()
     sel.select(pane.table.model().index(1, 0), sel.SelectionFlag.Select | sel.SelectionFlag.Rows)
     assert pane.compare_btn.isEnabled()
+    # Two rows: Remove removes both; Continue and Ask again want one row.
+    assert pane.remove_btn.isEnabled() and not pane.continue_btn.isEnabled() and not pane.again_btn.isEnabled()
     with qtbot.waitSignal(pane.compare_requested) as got:
         pane.compare_btn.click()
     assert got.args == [str(tmp_path / "old.jsonl"), str(tmp_path / "new.jsonl")]   # older is A
