@@ -47,7 +47,8 @@ class FilterPopup(QWidget):
     """The "Filters" popup: kind, status, model, minimum cost, minimum duration (combined with the
     text box and "errors only")."""
 
-    changed = Signal()
+    changed = Signal()   # a choice: apply now
+    edited = Signal()    # a number being typed: apply once the keys pause
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -93,7 +94,7 @@ class FilterPopup(QWidget):
         for combo in (self.kind, self.status, self.model):
             combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
         for spin in (self.min_cost, self.min_duration):
-            spin.valueChanged.connect(lambda _v: self.changed.emit())
+            spin.valueChanged.connect(lambda _v: self.edited.emit())
 
     def values(self) -> dict[str, object]:
         return {"kind": self.kind.currentData(), "status": self.status.currentData(),
@@ -156,6 +157,7 @@ class TracePane(QWidget):
         self.errors_only.toggled.connect(self._on_errors_only)
         self.filters = FilterPopup()
         self.filters.changed.connect(self._apply_filter)
+        self.filters.edited.connect(lambda: self._filter_timer.start())   # debounced like the text
         self.filters_btn = QToolButton()
         self.filters_btn.setObjectName("traceFiltersButton")
         self.filters_btn.setText("Filters")

@@ -112,9 +112,12 @@ def test_filter_by_model_offers_the_trace_models(qtbot) -> None:  # noqa: ANN001
 def test_filter_by_minimum_cost_and_duration(qtbot) -> None:  # noqa: ANN001
     pane, _ = _pane(qtbot)
     pane.filters.min_cost.setValue(0.01)
+    assert pane.visible_model() is pane.model                 # typed numbers apply once keys pause
+    qtbot.waitUntil(lambda: pane.visible_model() is pane.proxy, timeout=5000)
     assert _matched(pane) == {"chat beta"}
     pane.filters.min_cost.setValue(0.0)
     pane.filters.min_duration.setValue(10.0)
+    pane._apply_filter()
     # the slow model call, its iteration (12 s + 2 s) and the run (200 s)
     assert _matched(pane) == {"chat beta", "iteration 2", "run"}
 
@@ -127,6 +130,7 @@ def test_filters_combine_with_the_text_filter_and_errors_only(qtbot) -> None:  #
     _set_combo(pane.filters.kind, "code_cell")
     assert _matched(pane) == {"cell"} and len([s for s in _visible(pane) if s.name == "cell"]) == 2
     pane.filters.min_duration.setValue(10.0)     # no cell took 10 s
+    pane._apply_filter()
     assert _visible(pane) == []
     pane.filters.clear()
     assert _matched(pane) == {"run", "cell"}
