@@ -636,6 +636,8 @@ class TraceFilterProxy(QSortFilterProxyModel):
         span = model.child_span(source_parent, source_row)
         if span is None:
             return False
+        if not self._errors_only and not self.field_filters_active:   # the text alone: the hot path
+            return not self._text or self._text in self._search_text(span)
         return self.matches(span, model.live)
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
