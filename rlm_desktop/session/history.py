@@ -14,6 +14,8 @@ from pathlib import Path
 from rlm_desktop.core.paths import data_dir, open_private, write_text_atomic
 from rlm_desktop.core.trace import safe_json_line
 
+ANSWER_PREVIEW_CHARS = 2_000
+
 
 @dataclass
 class HistoryEntry:
@@ -31,6 +33,7 @@ class HistoryEntry:
     session: str | None = None      # the session's name (None: a one-turn run)
     turn: int | None = None         # the turn's number in its session
     source: str = "app"             # app | cli | python
+    answer_preview: str = ""        # the start of the answer (History searches it)
 
     @property
     def key(self) -> str:

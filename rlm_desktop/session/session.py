@@ -30,7 +30,7 @@ from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits, Sandbo
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace, TraceWriter, read_trace
 from rlm_desktop.engine.repl import Repl, new_repl
 from rlm_desktop.engine.run import VARIABLES_CELL_NAME, RunResult, TurnContext, parse_show_vars, run_rlm
-from rlm_desktop.session.history import HistoryEntry, HistoryStore
+from rlm_desktop.session.history import ANSWER_PREVIEW_CHARS, HistoryEntry, HistoryStore
 from rlm_desktop.session.replay import ReplayReport, rebuild, recorded_cells
 from rlm_desktop.session.store import SessionLock, SessionStore, default_trace_path
 
@@ -525,7 +525,8 @@ class Session:
             raise
         self._history(replace(entry, finished=time.time(), status=result.status,
                               stop_reason=result.stop_reason, cost_usd=result.cost_usd,
-                              cost_known=result.cost_known, cost_estimated=result.tokens_estimated))
+                              cost_known=result.cost_known, cost_estimated=result.tokens_estimated,
+                              answer_preview=(result.answer or "")[:ANSWER_PREVIEW_CHARS]))
         if self.system_prompt is None:
             self.system_prompt = result.system_prompt
         run_span = next((r.id for r in reversed(self.trace.roots)

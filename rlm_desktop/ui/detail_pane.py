@@ -10,7 +10,16 @@ import time
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont, QFontDatabase, QGuiApplication, QPalette, QTextCharFormat, QTextCursor
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontDatabase,
+    QGuiApplication,
+    QPalette,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+)
 from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
@@ -18,6 +27,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QTabWidget,
+    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -67,7 +77,35 @@ class TextSection(QWidget):
         lay.addLayout(bar)
         self._full = ""
         self._expanded = False
+        self._highlight = ""
         self.highlighter: PygmentsHighlighter | None = None
+
+    # The trace filter's text, marked where it occurs (extra selections: the syntax colours stay).
+    MAX_MARKS = 1000
+
+    def set_highlight(self, text: str) -> None:
+        self._highlight = text
+        self.apply_highlight()
+
+    def apply_highlight(self) -> None:
+        marks: list[QTextEdit.ExtraSelection] = []
+        doc = self.edit.document()
+        if self._highlight:
+            fmt_ = QTextCharFormat()
+            fmt_.setBackground(QColor(255, 214, 0, 160))
+            fmt_.setFontWeight(QFont.Weight.Bold)
+            cur = doc.find(self._highlight, 0)   # case-insensitive by default, like the filter
+            while not cur.isNull() and len(marks) < self.MAX_MARKS:
+                sel = QTextEdit.ExtraSelection()
+                sel.cursor = cur  # type: ignore[attr-defined]
+                sel.format = fmt_  # type: ignore[attr-defined]
+                marks.append(sel)
+                cur = doc.find(self._highlight, cur, QTextDocument.FindFlag(0))
+        self.edit.setExtraSelections(marks)
+
+    @property
+    def highlight_count(self) -> int:
+        return len(self.edit.extraSelections())
 
     @property
     def full_text(self) -> str:
@@ -101,6 +139,7 @@ class TextSection(QWidget):
             self.note.setText(f"{n:,} characters" if n > 500 else "")
         self.show_all_btn.setVisible(self.truncated)
         bar.setValue(bar.maximum() if at_end and old > 0 else old)
+        self.apply_highlight()
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self._full)
@@ -148,6 +187,7 @@ class MessagesSection(TextSection):
         self.edit.moveCursor(QTextCursor.MoveOperation.Start)
         self.show_all_btn.setVisible(cut > 0)
         self.note.setText(f"{len(self._messages)} messages" + (f", {cut} shortened" if cut else ""))
+        self.apply_highlight()
 
     @property
     def truncated(self) -> bool:
@@ -219,6 +259,11 @@ class DetailPane(QWidget):
         lay.addLayout(self.facts)
         lay.addWidget(self.tabs, 1)
         self.show_span(None, None)
+
+    def set_highlight(self, text: str) -> None:
+        """Mark ``text`` (the trace filter's text) wherever it occurs in the step's texts."""
+        for section in self.sections:
+            section.set_highlight(text)
 
     def update_palette(self) -> None:
         for section in (self.code, self.response, self.messages):

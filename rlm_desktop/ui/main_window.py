@@ -236,6 +236,7 @@ class MainWindow(QMainWindow):
         self.history.open_requested.connect(self._open_from_history)
         self.history.ask_again_requested.connect(self._ask_again)
         self.history.continue_requested.connect(self.continue_session)
+        self.history.compare_requested.connect(self.open_compare)
         self.query.run_requested.connect(self.start_run)
         self.query.new_session_requested.connect(self.new_session)
         self.query.stop_requested.connect(self.stop_run)
@@ -243,6 +244,7 @@ class MainWindow(QMainWindow):
         self.trace_pane.span_selected.connect(self._on_span_selected)
         self.answer.source_activated.connect(self._show_source)
         self.answer.step_activated.connect(self.trace_pane.select_span)
+        self.trace_pane.filter_text_changed.connect(self.detail.set_highlight)
         self._elapsed = QTimer(self)
         self._elapsed.setInterval(500)
         self._elapsed.timeout.connect(self._tick_elapsed)
@@ -332,12 +334,14 @@ class MainWindow(QMainWindow):
         self.act_show_trace = a("Show the trace &file", self.show_trace_file, [],
                                 tip="Open the folder that holds the shown trace's .jsonl file")
         self.act_copy_trace_path = a("Cop&y the trace file's path", self.copy_trace_path, [])
+        self.act_compare = a("Co&mpare runs…", self.choose_compare, [],
+                             tip="Put two runs side by side: answers, cost, tokens, time, models, limits, traces")
         self.act_settings = a("&Settings…", self.open_settings, ["Ctrl+,"], "settings",
                               "Providers, keys, default limits, sandbox")
         self.act_quit = a("&Quit", self.close, [QKeySequence.StandardKey.Quit, "Ctrl+Q"])
         file_menu = mb.addMenu("&File")
         for act in (self.act_add_files, self.act_add_folder, None, self.act_open_trace, self.act_export,
-                    self.act_show_trace, self.act_copy_trace_path, None, self.act_settings, None,
+                    self.act_show_trace, self.act_copy_trace_path, self.act_compare, None, self.act_settings, None,
                     self.act_quit):
             file_menu.addSeparator() if act is None else file_menu.addAction(act)
 
@@ -850,6 +854,30 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self._update_actions()
         self.run_finished.emit(outcome)
+
+    def choose_compare(self) -> None:
+        """File → Compare runs…: pick two traces (or FILE#N turns), then compare them."""
+        from rlm_desktop.ui.compare_window import CompareDialog
+
+        dlg = CompareDialog(self)
+        if dlg.exec():
+            self.open_compare(*dlg.specs())
+
+    def open_compare(self, spec_a: str, spec_b: str) -> QWidget | None:
+        """Show two runs side by side (a window of their own; several can be open)."""
+        from rlm_desktop.core.compare import CompareError
+        from rlm_desktop.ui.compare_window import CompareWindow
+
+        try:
+            w = CompareWindow(spec_a, spec_b, parent=self)
+        except CompareError as exc:
+            QMessageBox.warning(self, "Cannot compare", f"{exc}")
+            return None
+        w.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        w.show()
+        w.raise_()
+        self.compare_window = w
+        return w
 
     def open_evaluate(self) -> QWidget:
         """Show the Evaluate window (one per main window; its item traces open here)."""

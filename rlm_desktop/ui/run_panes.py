@@ -14,9 +14,11 @@ from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QMouseEvent, Q
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -399,6 +401,48 @@ def group_entries(entries: list[HistoryEntry]) -> list[HistoryGroup]:
 
 
 SOURCE_TAGS = {"cli": "CLI", "python": "Python"}
+# History's date filter: label -> how many days back (None: all).
+DATE_RANGES = {"All dates": None, "Today": 0, "Last 7 days": 7, "Last 30 days": 30}
+ANY_STATUS, ANY_MODEL = "Any status", "Any model"
+
+
+def _day_start(days_back: int, now: float | None = None) -> float:
+    """Local midnight ``days_back`` days before today (0: today's midnight)."""
+    t = time.localtime(time.time() if now is None else now)
+    midnight = time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+    return midnight - days_back * 86_400
+
+
+def entry_matches(e: HistoryEntry, *, text: str = "", status: str | None = None,
+                  model: str | None = None, since: float | None = None) -> bool:
+    """Whether a turn passes History's search (question and answer, case-insensitive) and its
+    status, model and date filters."""
+    if status is not None and e.status != status:
+        return False
+    if model is not None and e.provider != model:
+        return False
+    if since is not None and e.started < since:
+        return False
+    if text:
+        needle = text.strip().lower()
+        if needle not in e.query.lower() and needle not in (e.answer_preview or "").lower() \
+                and needle not in (e.session or "").lower():
+            return False
+    return True
+
+
+def _group_cost(g: HistoryGroup) -> float:
+    costs = [e.cost_usd for e in g.turns if e.cost_usd is not None]
+    return sum(costs) if costs else -1.0
+
+
+# The sort key of a session (and of a one-turn run) for each column.
+GROUP_SORT_KEYS = (
+    lambda g: (g.session or g.latest.query).lower(),
+    lambda g: g.latest.started,
+    lambda g: g.latest.status,
+    _group_cost,
+)
 TIME_FORMAT = "%m-%d %H:%M"      # the year is in the tooltip; the question gets the width
 
 
@@ -410,6 +454,7 @@ class HistoryPane(QWidget):
     open_requested = Signal(str)        # trace path
     ask_again_requested = Signal(str)   # the question of a past turn
     continue_requested = Signal(object)  # HistoryEntry: the latest turn of the session to continue
+    compare_requested = Signal(str, str)  # two runs (trace path, or path#turn)
 
     def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -420,7 +465,8 @@ class HistoryPane(QWidget):
         self.table.setHorizontalHeaderLabels(["Session / question", "Time", "Status", "Cost"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Two rows (Ctrl+click) can be compared.
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
         self.table.setShowGrid(False)
@@ -453,12 +499,45 @@ class HistoryPane(QWidget):
                                    "(Delete). Trace files stay on disk and can still be opened with "
                                    "File → Open trace; `rlm-desktop sessions remove` deletes a session.")
         self.remove_btn.clicked.connect(self.remove_selected)
+        self.compare_btn = QPushButton("Com&pare")
+        self.compare_btn.setObjectName("historyCompare")
+        self.compare_btn.setToolTip("Compare the two selected runs (Ctrl+click a second row): answers, "
+                                    "cost, tokens, time, models, limits, and their traces side by side")
+        self.compare_btn.clicked.connect(self.compare_selected)
         remove_act = QAction("Remove from history", self.table)
         remove_act.setShortcut(QKeySequence.StandardKey.Delete)
         remove_act.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
         remove_act.triggered.connect(self.remove_selected)
         self.table.addAction(remove_act)
         self.table.itemSelectionChanged.connect(self._update_buttons)
+        # Search and filters: one compact row over the table.
+        self.search = QLineEdit()
+        self.search.setObjectName("historySearch")
+        self.search.setPlaceholderText("Search questions and answers")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(lambda _t: self.rebuild())   # no re-reading per key
+        self.status_filter = QComboBox()
+        self.status_filter.setObjectName("historyStatus")
+        self.status_filter.setToolTip("Show the turns that ended this way")
+        self.model_filter = QComboBox()
+        self.model_filter.setObjectName("historyModel")
+        self.model_filter.setToolTip("Show the turns asked of this provider and model")
+        self.date_filter = QComboBox()
+        self.date_filter.setObjectName("historyDate")
+        for label, days in DATE_RANGES.items():
+            self.date_filter.addItem(label, days)
+        for combo in (self.status_filter, self.model_filter, self.date_filter):
+            combo.activated.connect(lambda _i: self.rebuild())
+            # Narrow (the left pane is narrow at 1280×720); the open list shows the whole names.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(5)
+        # Sorting by any column: sessions move as a whole (by their latest turn / total cost);
+        # the turns inside a session stay in their order.
+        self.sort_column, self.sort_descending = 1, True
+        hh.setSectionsClickable(True)
+        hh.setSortIndicatorShown(True)
+        hh.setSortIndicator(1, Qt.SortOrder.DescendingOrder)
+        hh.sectionClicked.connect(self._on_header_clicked)
         self.hint = QLabel("Sessions and their turns appear here (from the app, the CLI and Python). "
                            "Double-click or press Enter to inspect one; Continue asks a follow-up.")
         self.hint.setWordWrap(True)
@@ -466,6 +545,15 @@ class HistoryPane(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.hint)
+        search_row = QHBoxLayout()
+        search_row.addWidget(self.search, 1)
+        search_row.addWidget(self.compare_btn)
+        filter_row = QHBoxLayout()
+        filter_row.addWidget(self.status_filter, 1)
+        filter_row.addWidget(self.model_filter, 2)
+        filter_row.addWidget(self.date_filter, 1)
+        lay.addLayout(search_row)
+        lay.addLayout(filter_row)
         lay.addWidget(self.table, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_btn, 1)
@@ -482,13 +570,69 @@ class HistoryPane(QWidget):
         """Every turn, newest first."""
         return list(self._entries)
 
+    def _on_header_clicked(self, col: int) -> None:
+        if col == self.sort_column:
+            self.sort_descending = not self.sort_descending
+        else:
+            self.sort_column, self.sort_descending = col, col != 0   # names A→Z, the rest biggest first
+        self.table.horizontalHeader().setSortIndicator(
+            col, Qt.SortOrder.DescendingOrder if self.sort_descending else Qt.SortOrder.AscendingOrder)
+        self.rebuild()
+
+    def sort_by(self, col: int, descending: bool) -> None:
+        self.sort_column, self.sort_descending = col, descending
+        self.table.horizontalHeader().setSortIndicator(
+            col, Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder)
+        self.rebuild()
+
+    def _fill_combo(self, combo: QComboBox, any_label: str, values: list[str]) -> None:
+        current = combo.currentData()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(any_label, None)
+        for v in values:
+            combo.addItem(v, v)
+        i = combo.findData(current) if current is not None else 0
+        if i < 0:                         # the chosen value is gone from the history: keep it
+            combo.addItem(current, current)
+            i = combo.count() - 1
+        combo.setCurrentIndex(i)
+        combo.blockSignals(False)
+
+    def filter_criteria(self) -> dict[str, Any]:
+        days = self.date_filter.currentData()
+        return {"text": self.search.text(), "status": self.status_filter.currentData(),
+                "model": self.model_filter.currentData(),
+                "since": None if days is None else _day_start(days)}
+
+    @property
+    def filtering(self) -> bool:
+        c = self.filter_criteria()
+        return bool(c["text"].strip()) or any(c[k] is not None for k in ("status", "model", "since"))
+
     def reload(self) -> None:
+        """Read the history again and show it (searched, filtered and sorted as chosen)."""
         self._entries = self.store.entries()
-        self.rows = []
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Show the entries read last, searched, filtered and sorted as chosen now."""
+        self._fill_combo(self.status_filter, ANY_STATUS, sorted({e.status for e in self._entries}))
+        self._fill_combo(self.model_filter, ANY_MODEL, sorted({e.provider for e in self._entries if e.provider}))
+        crit = self.filter_criteria()
+        groups = []
         for g in group_entries(self._entries):
+            turns = [e for e in g.turns if entry_matches(e, **crit)]
+            if turns:
+                groups.append((g, turns))
+        key = GROUP_SORT_KEYS[self.sort_column] if 0 <= self.sort_column < len(GROUP_SORT_KEYS) \
+            else GROUP_SORT_KEYS[1]
+        groups.sort(key=lambda gt: key(gt[0]), reverse=self.sort_descending)
+        self.rows = []
+        for g, turns in groups:
             if g.is_session:
                 self.rows.append(g)
-            self.rows.extend(g.turns)
+            self.rows.extend(turns)
         self.table.clearSpans()
         self.table.setRowCount(len(self.rows))
         for row, item in enumerate(self.rows):
@@ -559,10 +703,31 @@ class HistoryPane(QWidget):
 
     def _update_buttons(self) -> None:
         cur = self._current()
+        selected = {i.row() for i in self.table.selectedItems()}
+        one = cur is not None and len(selected) <= 1     # Continue / Ask again act on one row
         self.open_btn.setEnabled(bool(self.rows))
-        self.again_btn.setEnabled(cur is not None)
-        self.remove_btn.setEnabled(cur is not None)
-        self.continue_btn.setEnabled(cur is not None)
+        self.again_btn.setEnabled(one)
+        self.remove_btn.setEnabled(bool(selected))       # removes every selected row
+        self.continue_btn.setEnabled(one)
+        self.compare_btn.setEnabled(len(self.selected_runs()) == 2)
+
+    def selected_runs(self) -> list[HistoryEntry]:
+        """The turns the selected rows stand for (a session row: its latest turn), top to bottom."""
+        out: list[HistoryEntry] = []
+        for r in sorted({i.row() for i in self.table.selectedItems()}):
+            if 0 <= r < len(self.rows):
+                item = self.rows[r]
+                e = item.latest if isinstance(item, HistoryGroup) else item
+                if e not in out:
+                    out.append(e)
+        return out
+
+    def compare_selected(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 2:
+            # The older run is A: "before and after".
+            a, b = sorted(runs, key=lambda e: e.started)
+            self.compare_requested.emit(a.key, b.key)
 
     def row_of(self, item: HistoryGroup | HistoryEntry) -> int:
         return next(i for i, r in enumerate(self.rows) if r is item)

@@ -13,6 +13,7 @@ trace nested thousands deep (a crafted file) would otherwise crash the app on "e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
@@ -27,6 +28,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
+from PySide6.QtGui import QBrush, QColor, QFont
 
 from rlm_desktop.core.exporters import MAX_NESTING
 from rlm_desktop.core.totals import Totals, totals
@@ -59,6 +61,9 @@ _ZERO = Totals()
 BACKGROUND_ROLLUP_SPANS = 20_000
 SpanRole = Qt.ItemDataRole.UserRole + 1
 StatusRole = Qt.ItemDataRole.UserRole + 2
+MatchRole = Qt.ItemDataRole.UserRole + 3   # the filter proxy: the row matches the filter itself
+# A translucent yellow: readable over light and dark alternating rows alike.
+MATCH_BACKGROUND = QColor(255, 214, 0, 70)
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 FLUSH_INTERVAL_MS = 75
@@ -533,7 +538,9 @@ ERROR_STATUSES = frozenset({"error", "timeout", "budget", "incomplete"})
 
 
 class TraceFilterProxy(QSortFilterProxyModel):
-    """Filters the trace by text (names and contents) and/or "errors only"; ancestors stay visible."""
+    """Filters the trace by text (names and contents), "errors only", kind, status, model, minimum
+    cost and minimum duration (all combined); ancestors stay visible. Rows that match themselves (not
+    only kept as an ancestor) are bold with a highlight background (:data:`MatchRole` says which)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -541,6 +548,11 @@ class TraceFilterProxy(QSortFilterProxyModel):
         self.setDynamicSortFilter(True)
         self._text = ""
         self._errors_only = False
+        self._kind: str | None = None
+        self._status: str | None = None
+        self._model: str | None = None
+        self._min_cost = 0.0
+        self._min_duration = 0.0
         # Lower-cased searchable text of ended spans (they no longer change): a 100,000-step trace
         # is searched again on every filter change, and building the text was most of the time.
         self._search: dict[str, str] = {}
@@ -548,7 +560,13 @@ class TraceFilterProxy(QSortFilterProxyModel):
 
     @property
     def active(self) -> bool:
-        return bool(self._text) or self._errors_only
+        return bool(self._text) or self._errors_only or self.field_filters_active
+
+    @property
+    def field_filters_active(self) -> bool:
+        """A kind, status, model, minimum cost or minimum duration filter is set."""
+        return (self._kind is not None or self._status is not None or self._model is not None
+                or self._min_cost > 0 or self._min_duration > 0)
 
     @property
     def text(self) -> str:
@@ -557,6 +575,11 @@ class TraceFilterProxy(QSortFilterProxyModel):
     @property
     def errors_only(self) -> bool:
         return self._errors_only
+
+    def criteria(self) -> tuple[Any, ...]:
+        """Everything the filter depends on (to skip recomputing when nothing changed)."""
+        return (self._text, self._errors_only, self._kind, self._status, self._model,
+                self._min_cost, self._min_duration)
 
     def set_text(self, text: str) -> None:
         text = text.strip().lower()
@@ -571,6 +594,41 @@ class TraceFilterProxy(QSortFilterProxyModel):
             self._errors_only = on
             self.endFilterChange()
 
+    def set_fields(self, *, kind: str | None = None, status: str | None = None,
+                   model: str | None = None, min_cost: float = 0.0,
+                   min_duration: float = 0.0) -> None:
+        """Kind (a SpanKind value), status (a status word as :func:`fmt.span_status` gives it),
+        model (exact), minimum cost in USD and minimum duration in seconds; None / 0 = any."""
+        new = (kind or None, status or None, model or None, max(0.0, float(min_cost)),
+               max(0.0, float(min_duration)))
+        if new != (self._kind, self._status, self._model, self._min_cost, self._min_duration):
+            self.beginFilterChange()
+            self._kind, self._status, self._model, self._min_cost, self._min_duration = new
+            self.endFilterChange()
+
+    def matches(self, span: Span, live: bool) -> bool:
+        """Whether ``span`` itself passes every filter (its descendants not considered)."""
+        if self._kind is not None and str(span.kind) != self._kind:
+            return False
+        if self._errors_only or self._status is not None:
+            status = fmt.span_status(span, live)
+            if self._errors_only and status not in ERROR_STATUSES:
+                return False
+            if self._status is not None and status != self._status:
+                return False
+        a = span.attributes
+        if self._model is not None and self._model not in (a.get(Attr.MODEL), a.get(Attr.RESPONSE_MODEL)):
+            return False
+        if self._min_cost > 0:
+            cost = a.get(Attr.COST_USD)
+            if not isinstance(cost, int | float) or cost < self._min_cost:
+                return False
+        if self._min_duration > 0:
+            end = span.end if span.end is not None else (time.time() if live else None)
+            if end is None or end - span.start < self._min_duration:
+                return False
+        return not self._text or self._text in self._search_text(span)
+
     def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
         model = self.sourceModel()
         if not isinstance(model, TraceModel):
@@ -578,9 +636,26 @@ class TraceFilterProxy(QSortFilterProxyModel):
         span = model.child_span(source_parent, source_row)
         if span is None:
             return False
-        if self._errors_only and fmt.span_status(span, model.live) not in ERROR_STATUSES:
-            return False
-        return not self._text or self._text in self._search_text(span)
+        if not self._errors_only and not self.field_filters_active:   # the text alone: the hot path
+            return not self._text or self._text in self._search_text(span)
+        return self.matches(span, model.live)
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role in (MatchRole, Qt.ItemDataRole.FontRole, Qt.ItemDataRole.BackgroundRole):
+            model = self.sourceModel()
+            span = index.data(SpanRole) if index.isValid() else None
+            hit = (self.active and isinstance(model, TraceModel) and isinstance(span, Span)
+                   and self.matches(span, model.live))
+            if role == MatchRole:
+                return bool(hit)
+            if not hit:
+                return super().data(index, role)
+            if role == Qt.ItemDataRole.FontRole:
+                font = QFont()
+                font.setBold(True)
+                return font
+            return QBrush(MATCH_BACKGROUND)
+        return super().data(index, role)
 
     def _search_text(self, span: Span) -> str:
         if span.end is None:               # still changing (streamed text): not cached

@@ -9,17 +9,23 @@ from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
     QHBoxLayout,
     QHeaderView,
     QLineEdit,
+    QMenu,
+    QPushButton,
     QStyle,
     QToolButton,
     QTreeView,
     QVBoxLayout,
     QWidget,
+    QWidgetAction,
 )
 
-from rlm_desktop.core.trace import EventType, Span, TraceEvent
+from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, TraceEvent
 from rlm_desktop.ui.fmt import STATUS_LABELS
 from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.trace_model import (
@@ -34,11 +40,96 @@ from rlm_desktop.ui.trace_model import (
 )
 
 FILTER_DELAY_MS = 200
+ANY = "Any"
+
+
+class FilterPopup(QWidget):
+    """The "Filters" popup: kind, status, model, minimum cost, minimum duration (combined with the
+    text box and "errors only")."""
+
+    changed = Signal()   # a choice: apply now
+    edited = Signal()    # a number being typed: apply once the keys pause
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.kind = QComboBox()
+        self.kind.setObjectName("filterKind")
+        self.kind.addItem(ANY, None)
+        for k in SpanKind:
+            self.kind.addItem(str(k).replace("_", " "), str(k))
+        self.status = QComboBox()
+        self.status.setObjectName("filterStatus")
+        self.status.addItem(ANY, None)
+        for key, word in STATUS_LABELS.items():
+            self.status.addItem(word, key)
+        self.model = QComboBox()
+        self.model.setObjectName("filterModel")
+        self.model.addItem(ANY, None)
+        self.min_cost = QDoubleSpinBox()
+        self.min_cost.setObjectName("filterMinCost")
+        self.min_cost.setPrefix("$ ")
+        self.min_cost.setDecimals(4)
+        self.min_cost.setRange(0.0, 1000.0)
+        self.min_cost.setSingleStep(0.001)
+        self.min_cost.setSpecialValueText("any")
+        self.min_cost.setToolTip("Model calls that cost at least this much")
+        self.min_duration = QDoubleSpinBox()
+        self.min_duration.setObjectName("filterMinDuration")
+        self.min_duration.setSuffix(" s")
+        self.min_duration.setDecimals(1)
+        self.min_duration.setRange(0.0, 86_400.0)
+        self.min_duration.setSingleStep(0.5)
+        self.min_duration.setSpecialValueText("any")
+        self.min_duration.setToolTip("Steps that took at least this long")
+        self.clear_btn = QPushButton("C&lear filters")
+        self.clear_btn.clicked.connect(self.clear)
+        form = QFormLayout(self)
+        form.setContentsMargins(8, 8, 8, 8)
+        form.addRow("&Kind:", self.kind)
+        form.addRow("&Status:", self.status)
+        form.addRow("&Model:", self.model)
+        form.addRow("Min. &cost:", self.min_cost)
+        form.addRow("Min. &duration:", self.min_duration)
+        form.addRow(self.clear_btn)
+        for combo in (self.kind, self.status, self.model):
+            combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
+        for spin in (self.min_cost, self.min_duration):
+            spin.valueChanged.connect(lambda _v: self.edited.emit())
+
+    def values(self) -> dict[str, object]:
+        return {"kind": self.kind.currentData(), "status": self.status.currentData(),
+                "model": self.model.currentData(), "min_cost": self.min_cost.value(),
+                "min_duration": self.min_duration.value()}
+
+    def set_models(self, models: list[str]) -> None:
+        """The models the trace used (kept: the current choice)."""
+        current = self.model.currentData()
+        self.model.blockSignals(True)
+        self.model.clear()
+        self.model.addItem(ANY, None)
+        for m in models:
+            self.model.addItem(m, m)
+        i = self.model.findData(current) if current is not None else 0
+        self.model.setCurrentIndex(max(i, 0))
+        self.model.blockSignals(False)
+
+    def clear(self) -> None:
+        for w in (self.kind, self.status, self.model, self.min_cost, self.min_duration):
+            w.blockSignals(True)
+        self.kind.setCurrentIndex(0)
+        self.status.setCurrentIndex(0)
+        self.model.setCurrentIndex(0)
+        self.min_cost.setValue(0.0)
+        self.min_duration.setValue(0.0)
+        for w in (self.kind, self.status, self.model, self.min_cost, self.min_duration):
+            w.blockSignals(False)
+        self.changed.emit()
 
 
 class TracePane(QWidget):
     span_selected = Signal(object)     # Span | None
     follow_changed = Signal(bool)
+    filter_text_changed = Signal(str)  # the text filter applied (the detail pane highlights it)
 
     def __init__(self, model: TraceModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -64,6 +155,22 @@ class TracePane(QWidget):
         self.errors_only.setToolTip("Show only failed, timed-out, limited and incomplete steps "
                                     "(with their ancestors)")
         self.errors_only.toggled.connect(self._on_errors_only)
+        self.filters = FilterPopup()
+        self.filters.changed.connect(self._apply_filter)
+        self.filters.edited.connect(lambda: self._filter_timer.start())   # debounced like the text
+        self.filters_btn = QToolButton()
+        self.filters_btn.setObjectName("traceFiltersButton")
+        self.filters_btn.setText("Filters")
+        self.filters_btn.setToolTip("Filter by kind, status, model, minimum cost and minimum duration")
+        self.filters_btn.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.filters_btn)
+        action = QWidgetAction(menu)
+        action.setDefaultWidget(self.filters)
+        menu.addAction(action)
+        menu.aboutToShow.connect(self._refresh_models)
+        self.filters_btn.setMenu(menu)
+        # Spans expanded before a filter applied: restored when every filter is cleared again.
+        self._saved_expanded: list[Span] | None = None
         self.expand_btn = QToolButton()
         self.expand_btn.setIcon(icon("expand"))
         self.expand_btn.setToolTip("Expand all (Ctrl+Shift+Down)")
@@ -84,6 +191,7 @@ class TracePane(QWidget):
         bar = QHBoxLayout()
         bar.addWidget(self.filter_edit, 1)
         bar.addWidget(self.errors_only)
+        bar.addWidget(self.filters_btn)
         bar.addWidget(self.expand_btn)
         bar.addWidget(self.collapse_btn)
         bar.addWidget(self.follow_btn)
@@ -208,12 +316,44 @@ class TracePane(QWidget):
         if not self._programmatic:
             self.set_follow(False)
 
-    def _use_proxy(self, on: bool) -> None:
+    def _refresh_models(self) -> None:
+        models: set[str] = set()
+        for span in self.model.trace.spans.values():
+            m = span.attributes.get(Attr.MODEL)
+            if isinstance(m, str) and m:
+                models.add(m)
+        self.filters.set_models(sorted(models))
+
+    def expanded_spans(self) -> list[Span]:
+        """The spans whose rows are expanded in the view (walks expanded rows only)."""
+        out: list[Span] = []
+        model = self.view.model()
+        stack = [QModelIndex()]
+        while stack:
+            parent = stack.pop()
+            for row in range(model.rowCount(parent)):
+                idx = model.index(row, 0, parent)
+                if self.view.isExpanded(idx):
+                    span = self.model.span_for_index(self._to_source(idx))
+                    if span is not None:
+                        out.append(span)
+                    stack.append(idx)
+        return out
+
+    def _restore_expanded(self, spans: list[Span]) -> None:
+        for span in spans:
+            idx = self._to_view(self.model.index_for_span(span))
+            if idx.isValid():
+                self.view.setExpanded(idx, True)
+
+    def _use_proxy(self, on: bool, *, keep_saved: bool = False) -> None:
         want = self.proxy if on else self.model
         if self.view.model() is want:
             return
         selected = self.selected_span()
         header_state = self.view.header().saveState()
+        if on and self._saved_expanded is None:
+            self._saved_expanded = self.expanded_spans()
         self._programmatic += 1
         try:
             self.view.setModel(want)
@@ -221,6 +361,9 @@ class TracePane(QWidget):
             self.view.header().restoreState(header_state)
             if on:
                 self.view.expandAll()
+            elif self._saved_expanded is not None and not keep_saved:
+                self._restore_expanded(self._saved_expanded)
+                self._saved_expanded = None
             if selected is not None:
                 self.select_span(selected)
         finally:
@@ -235,13 +378,29 @@ class TracePane(QWidget):
         trace expanded, those took minutes)."""
         self._filter_timer.stop()
         text, errors = self.filter_edit.text(), self.errors_only.isChecked()
-        if (text.strip().lower(), errors) == (self.proxy.text, self.proxy.errors_only):
+        fields = self.filters.values()
+        n = sum(1 for v in fields.values() if v)
+        self.filters_btn.setText(f"Filters ({n})" if n else "Filters")
+        wanted = (text.strip().lower(), errors, fields["kind"], fields["status"], fields["model"],
+                  max(0.0, float(fields["min_cost"] or 0)),      # type: ignore[arg-type]
+                  max(0.0, float(fields["min_duration"] or 0)))  # type: ignore[arg-type]
+        if wanted == self.proxy.criteria():
             return
         if self.view.model() is self.proxy:
-            self._use_proxy(False)
+            self._use_proxy(False, keep_saved=True)   # detached while it recomputes
         self.proxy.set_text(text)
         self.proxy.set_errors_only(errors)
-        self._use_proxy(self.proxy.active)
+        self.proxy.set_fields(**fields)  # type: ignore[arg-type]
+        self.filter_text_changed.emit(self.proxy.text)
+        if self.proxy.active:
+            self._use_proxy(True)
+        elif self._saved_expanded is not None:     # every filter cleared: the user's expansion
+            self._programmatic += 1
+            try:
+                self._restore_expanded(self._saved_expanded)
+            finally:
+                self._programmatic -= 1
+            self._saved_expanded = None
 
     def _on_reset(self) -> None:
         self._programmatic += 1

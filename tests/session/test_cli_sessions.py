@@ -78,6 +78,8 @@ def test_a_second_process_continues_the_session_with_the_first_ones_variables(
     # The history has both turns, marked as CLI runs of this session.
     rows = [e for e in HistoryStore().entries() if e.session == "contracts"]
     assert sorted((e.turn, e.source, e.status) for e in rows) == [(1, "cli", "ok"), (2, "cli", "ok")]
+    # Each turn's answer is kept with it, for History's search (issue 11).
+    assert {e.turn: e.answer_preview for e in rows}[2] == "['acme.md']"
 
     shown = _rlm("sessions", "show", "contracts", "--json")
     assert shown.returncode == 0, shown.stderr
