@@ -381,6 +381,8 @@ class Session:
                                "reuses unchanged; start a new session to use another note (this one "
                                "keeps " + (f"the note {self.note!r}" if self.note else "no note") + ")")
         self.note = cleaned
+        if self.name is not None and self._writer is not None:   # its meta is written: keep it current
+            self._save_meta()
 
     def add_documents(self, paths: Sequence[str | os.PathLike[str]], *,
                       documents: DocumentSet | None = None) -> DocumentSet:

@@ -124,3 +124,11 @@ def test_the_note_cannot_change_mid_session_and_a_named_session_keeps_it(
         assert s2.ask("Second?").status == "ok"
     sent = [q.system for q in fake_openai.chat_requests if is_root(q)]
     assert sent[0] == sent[1] and NOTE in sent[1]
+
+
+def test_a_note_set_after_the_trace_opened_is_saved_with_the_session(
+        fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    with _session(fake_openai, tmp_path) as s:
+        s.open_trace("First?")
+        s.set_note(NOTE)
+    assert SessionStore(tmp_path).load_meta("s1")["note"] == NOTE
