@@ -95,6 +95,15 @@ def add_parser(subparsers: Any) -> None:
                    help="follow links in the --docs folders whose targets lie outside them (by "
                         "default such links are reported and skipped; the app's setting of the same "
                         "name also turns this on)")
+    p.add_argument("--note", metavar="TEXT",
+                   help="a short note about the documents for the model (at most 1,000 characters), "
+                        "e.g. \"incident tickets from 2025; severity is in column 1\"; it goes into "
+                        "the system prompt and is saved with a --session (which keeps it)")
+    p.add_argument("--system-prompt-file", metavar="FILE",
+                   help="a UTF-8 file whose text replaces the default system prompt (default: the "
+                        "app's Settings, else the built-in prompt); {context_description} and {note} "
+                        "in it are filled in, else appended. A prompt that does not mention context, "
+                        "llm_query, ```repl fences and FINAL gets a warning on stderr")
     p.add_argument("--show", action="store_true",
                    help="stream each iteration as it happens: the model's text, the code, its output, "
                         "sub-calls (on stdout; on stderr with --json); no progress line")
@@ -313,6 +322,7 @@ def _handle(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"no such file or folder: {missing[0]}")
     _limits(args, RunLimits())        # a bad flag is said before any document is read
+    _check_note(args)
     settings, settings_note = _app_settings()
     provider, note = _resolve_provider(args, settings, settings_note)
     if note and not args.quiet:
@@ -320,6 +330,7 @@ def _handle(args: argparse.Namespace) -> int:
     elif note:
         _err(note.split(".")[0] + ".")   # say it even when quiet: the answers are not a model's
     args.follow_outside_links = _follow_outside_links(args, settings)
+    args.custom_prompt = _custom_prompt(args, settings)
     docs = load_documents(args.docs, follow_outside_links=args.follow_outside_links)
     for bad in docs.errors:
         _err(f"skipped {bad.rel_path}: {bad.error}")
@@ -408,7 +419,8 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
                           model=config.root_model, sub_model=config.sub_model, limits=config.limits,
                           sandbox=config.sandbox, memo_cache=config.memo_cache, source="cli",
                           trace_path=trace_path, follow_outside_links=args.follow_outside_links,
-                          follow_ups=bool(args.session))
+                          follow_ups=bool(args.session), note=args.note,
+                          custom_prompt=args.custom_prompt)
     except (SessionBusy, SessionError) as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -538,3 +550,57 @@ def _cancelled_status() -> Any:
     return SpanStatus.CANCELLED
 
 
+
+
+def _check_note(args: argparse.Namespace) -> None:
+    """--note: UTF-8 and short enough, said before any document is read."""
+    from rlm_desktop.engine.prompts import PromptError, clean_note
+
+    if args.note is None:
+        return
+    _check_text_is_utf8("--note", args.note)
+    try:
+        clean_note(args.note)
+    except PromptError as exc:
+        raise UsageError(f"--note: {exc}") from None
+
+
+def _custom_prompt(args: argparse.Namespace, settings: Any | None) -> str | None:
+    """The custom system prompt: --system-prompt-file, else the app's Settings, else None (the
+    built-in prompt). One lacking the REPL contract gets a ``warning:`` line naming what is missing
+    (even with --quiet: the run may not work); the run goes on."""
+    from rlm_desktop.engine.prompts import missing_contract
+
+    where = "the app's Settings"
+    if args.system_prompt_file:
+        path = Path(args.system_prompt_file)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--system-prompt-file {path} is not UTF-8 text (byte {exc.start + 1}); "
+                             "save it as UTF-8") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read --system-prompt-file {path}: {exc.strerror or exc}") from None
+        if not text.strip():
+            raise UsageError(f"--system-prompt-file {path} is empty; give a prompt, or leave the flag "
+                             "out for the built-in one")
+    else:
+        text = ""
+        if settings is not None:
+            try:
+                text = settings.custom_system_prompt()
+            except Exception as exc:   # unreadable preferences: the built-in prompt, said plainly
+                _err(f"note: the app's custom system prompt could not be read ({exc}); the built-in "
+                     "prompt applies")
+        if not text.strip():
+            return None
+        if not args.quiet:
+            _err("note: using the custom system prompt from the app's Settings "
+                 "(--system-prompt-file overrides it)")
+    missing = missing_contract(text)
+    if missing:
+        _err(f"warning: the custom system prompt ({where}) does not mention " + ", ".join(missing)
+             + "; without them the model may not know how to use the REPL, and the run may end "
+               "without an answer. Running anyway.")
+    return text

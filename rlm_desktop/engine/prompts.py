@@ -94,8 +94,9 @@ def kinds_description(info: ContextInfo) -> str:
 
 def system_prompt(info: ContextInfo, *, sub_model: str, depth: int, max_depth: int,
                   max_iterations: int, max_output_chars: int, cell_timeout_s: float,
-                  max_sub_calls: int) -> str:
-    """The root model's system prompt for a run at ``depth``."""
+                  max_sub_calls: int, note: str | None = None) -> str:
+    """The root model's system prompt for a run at ``depth`` (with the user's note, when given, as
+    the last paragraph)."""
     rlm_line = (
         "- `rlm_query(prompt, context=None) -> str` — a nested recursive run: a fresh REPL whose "
         "`context` is the value you pass (default: this `context`), driven by a model like you. Use it "
@@ -106,6 +107,7 @@ def system_prompt(info: ContextInfo, *, sub_model: str, depth: int, max_depth: i
     where = "" if depth == 0 else f" You are a nested run at depth {depth}."
     kinds = kinds_description(info)
     kinds_part = f"\n\n{kinds}" if kinds else ""
+    note_part = f"\n\n{note_paragraph(note)}" if note else ""
     return f"""You answer a question about documents that you cannot see directly.{where}
 The documents are loaded in a persistent Python REPL as the variable `context`; look at them by
 writing code. Sub-models can read pieces of text for you.
@@ -138,7 +140,7 @@ How to work:
    code whose output you have not seen yet.
 
 Limits: at most {max_iterations} replies from you, {cell_timeout_s:g} s of computing per cell (time
-spent waiting for sub-calls does not count), {_fmt_int(max_sub_calls)} sub-calls in total. Be economical: every sub-call costs money.{CITATION_PARAGRAPH if depth == 0 else ''}"""
+spent waiting for sub-calls does not count), {_fmt_int(max_sub_calls)} sub-calls in total. Be economical: every sub-call costs money.{CITATION_PARAGRAPH if depth == 0 else ''}{note_part}"""
 
 
 # Asked of the root model only (its answer is the one checked); the same words every run.
@@ -148,6 +150,72 @@ Cite your sources: after each claim, name the passage it rests on as [path:L12-L
 [path:L5]; a PDF page: [file.pdf p.3]), where path is the document's key in `context` (`context`
 itself when it is one str) and line n is `text.split("\\n")[n - 1]` (1-based). Cite only lines you
 or a sub-model actually read; each citation is checked against what the models of this run saw."""
+
+
+# -- the user's note and a custom system prompt -------------------------------------------------
+MAX_NOTE_CHARS = 1_000
+NOTE_HEADING = "Note from the user about these documents:"
+
+
+class PromptError(ValueError):
+    """A note or a custom system prompt that cannot be used; the message says what to change."""
+
+
+def clean_note(note: str | None) -> str | None:
+    """The session note as it goes into the system prompt (stripped; None when empty). Raises
+    PromptError for one longer than MAX_NOTE_CHARS: it is sent with every request."""
+    if note is None or not note.strip():
+        return None
+    text = note.strip()
+    if len(text) > MAX_NOTE_CHARS:
+        raise PromptError(f"the note is {len(text):,} characters; keep it to {MAX_NOTE_CHARS:,} or "
+                          "fewer (it is sent with every request): say what the documents are and "
+                          "where things are, and put longer material in a document")
+    return text
+
+
+def note_paragraph(note: str) -> str:
+    """The note's clearly delimited paragraph (the same note gives the same bytes)."""
+    return f"{NOTE_HEADING}\n<<<\n{note}\n>>>"
+
+
+# What a system prompt must tell the root model for this REPL to work: (what is checked, words
+# that satisfy it). ``FINAL`` also matches ``FINAL_VAR``.
+CONTRACT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("`context` (the documents variable)", ("context",)),
+    ("`llm_query` (sub-model calls)", ("llm_query",)),
+    ("```repl code fences (or ```python)", ("```repl", "```python")),
+    ("FINAL / FINAL_VAR (how to answer)", ("FINAL",)),
+)
+CONTEXT_PLACEHOLDER = "{context_description}"
+NOTE_PLACEHOLDER = "{note}"
+
+
+def missing_contract(prompt: str) -> list[str]:
+    """What of the REPL contract a custom system prompt does not mention ([] when it is complete).
+    The context description the app adds does not count: it names `context` but not how to work."""
+    return [what for what, words in CONTRACT if not any(w in prompt for w in words)]
+
+
+def custom_system_prompt(template: str, info: ContextInfo, note: str | None = None) -> str:
+    """A user's system prompt with what the app knows filled in: ``{context_description}`` is
+    replaced by the documents' description (type, sizes, kinds) and ``{note}`` by the note's
+    paragraph; whichever the template does not place is appended, in that order, after a blank line.
+    Plain replacement (not str.format): braces in the user's text stay as written."""
+    kinds = kinds_description(info)
+    described = context_description(info) + (f"\n\n{kinds}" if kinds else "")
+    noted = note_paragraph(note) if note else ""
+    text = template.rstrip()
+    tail: list[str] = []
+    if CONTEXT_PLACEHOLDER in text:
+        text = text.replace(CONTEXT_PLACEHOLDER, described)
+    else:
+        tail.append(described)
+    if NOTE_PLACEHOLDER in text:
+        text = text.replace(NOTE_PLACEHOLDER, noted)
+    elif noted:
+        tail.append(noted)
+    return "\n\n".join([text, *tail])
 
 
 def first_user_message(query: str) -> str:

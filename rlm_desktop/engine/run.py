@@ -110,6 +110,11 @@ class TurnContext:
     # Ask the REPL which variables it holds once the turn is answered (for the next turn's block);
     # off for a run that can have no next turn (a one-off CLI run).
     read_variables: bool = True
+    # The user's note about the documents (engine/prompts.note_paragraph) and a custom system prompt
+    # that replaces the default (engine/prompts.custom_system_prompt): the root run's first system
+    # prompt only; nested runs keep the default.
+    note: str | None = None
+    custom_prompt: str | None = None
 
 
 # The internal cell a session runs after each turn to learn which variables the REPL holds.
@@ -623,10 +628,16 @@ class _RLM:
         cfg = s.config
         lim = s.limits
         turn = self.turn
-        system = (turn.system_prompt if turn is not None and turn.system_prompt else prompts.system_prompt(
-            info, sub_model=cfg.sub_model, depth=self.depth, max_depth=lim.max_depth,
-            max_iterations=lim.max_iterations, max_output_chars=lim.max_output_chars,
-            cell_timeout_s=lim.cell_timeout_s, max_sub_calls=lim.max_sub_calls))
+        if turn is not None and turn.system_prompt:
+            system = turn.system_prompt
+        elif turn is not None and turn.custom_prompt:
+            system = prompts.custom_system_prompt(turn.custom_prompt, info, turn.note)
+        else:
+            system = prompts.system_prompt(
+                info, sub_model=cfg.sub_model, depth=self.depth, max_depth=lim.max_depth,
+                max_iterations=lim.max_iterations, max_output_chars=lim.max_output_chars,
+                cell_timeout_s=lim.cell_timeout_s, max_sub_calls=lim.max_sub_calls,
+                note=turn.note if turn is not None else None)
         self.system_prompt = system
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
         if turn is not None and turn.turn > 1:

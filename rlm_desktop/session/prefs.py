@@ -433,3 +433,17 @@ class Preferences:
         self._qs.set_value("choices/sub_profile", profile_id)
         self._qs.set_value("choices/sub_model", model)
         self.sync()
+
+    # -- the root model's system prompt -------------------------------------------------------------
+    def custom_system_prompt(self) -> str:
+        """A system prompt that replaces the default ("" for the default). The CLI reads it too;
+        ``engine.prompts.missing_contract`` says what of the REPL contract it lacks."""
+        value = self._qs.value("prompt/custom_system_prompt")
+        return value if isinstance(value, str) else ""
+
+    def set_custom_system_prompt(self, text: str) -> None:
+        if text.strip():
+            self._qs.set_value("prompt/custom_system_prompt", text)
+        else:
+            self._qs.remove("prompt/custom_system_prompt")
+        self.sync()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from rlm_desktop.core.cancel import CancelToken
 from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits, SandboxLimits
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace, TraceWriter, read_trace
+from rlm_desktop.engine import prompts
 from rlm_desktop.engine.repl import Repl, new_repl
 from rlm_desktop.engine.run import VARIABLES_CELL_NAME, RunResult, TurnContext, parse_show_vars, run_rlm
 from rlm_desktop.session.history import ANSWER_PREVIEW_CHARS, HistoryEntry, HistoryStore
@@ -208,6 +209,11 @@ class Session:
     (any OpenAI-compatible server; the key from ``api_key`` or ``OPENAI_API_KEY``) — or None for
     the demo. ``name``: a saved session's name: it is created, or reopened (its REPL rebuilt from
     its trace, without a model request, before the next turn). ``limits`` apply per turn.
+    ``note``: a short note about the documents (at most 1,000 characters) that the system prompt
+    carries; saved with a named session. It cannot change once the session has a turn (the system
+    prompt is reused byte for byte by every turn): start a new session for another note.
+    ``custom_prompt``: a system prompt that replaces the default (see
+    ``engine.prompts.custom_system_prompt``; ``missing_contract`` says what it lacks).
     """
 
     def __init__(self, docs: Sequence[str | os.PathLike[str]] | None = None, *,
@@ -220,7 +226,12 @@ class Session:
                  store: SessionStore | None = None, history: HistoryStore | None = None,
                  follow_outside_links: bool = False, record_history: bool = True,
                  documents: DocumentSet | None = None, follow_ups: bool = True,
-                 continue_trace: bool = False) -> None:
+                 continue_trace: bool = False, note: str | None = None,
+                 custom_prompt: str | None = None) -> None:
+        try:
+            prompts.clean_note(note)           # a bad note is said before anything is opened
+        except prompts.PromptError as exc:
+            raise SessionError(str(exc)) from None
         self.store = store or SessionStore()
         self.name = name
         self.source = source
@@ -286,6 +297,17 @@ class Session:
                                        limits, sandbox, memo_cache)
         if reopened:
             self._reopen()
+        saved = self._meta.get("note")
+        self.note: str | None = saved if isinstance(saved, str) and saved else None
+        self.custom_prompt = custom_prompt if custom_prompt and custom_prompt.strip() else None
+        if note is not None:
+            try:
+                self.set_note(note)
+            except SessionError:
+                if self._lock is not None:      # not opened after all: another may open it
+                    self._lock.release()
+                    self._lock = None
+                raise
         _ = self.source_index   # start building it now: it is ready by the time a model needs it
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -343,6 +365,24 @@ class Session:
         self.trace.end_open_spans(SpanStatus.CANCELLED, reason="the process running this turn ended "
                                                                "before it finished")
         self.turns, self.system_prompt = turns_from_trace(self.trace)
+
+    def set_note(self, note: str | None) -> None:
+        """Set the note about the documents for the next turn. Refused (SessionError) once the
+        session has a turn and the note differs: every turn reuses the first turn's system prompt
+        byte for byte (prefix caching; earlier answers were given under it)."""
+        try:
+            cleaned = prompts.clean_note(note)
+        except prompts.PromptError as exc:
+            raise SessionError(str(exc)) from None
+        if cleaned == self.note:
+            return
+        if self.turns or self.system_prompt is not None:
+            raise SessionError("the note is part of this session's system prompt, which every turn "
+                               "reuses unchanged; start a new session to use another note (this one "
+                               "keeps " + (f"the note {self.note!r}" if self.note else "no note") + ")")
+        self.note = cleaned
+        if self.name is not None and self._writer is not None:   # its meta is written: keep it current
+            self._save_meta()
 
     def add_documents(self, paths: Sequence[str | os.PathLike[str]], *,
                       documents: DocumentSet | None = None) -> DocumentSet:
@@ -459,7 +499,8 @@ class Session:
                 "docs": self._doc_paths, "context_inline": not self._doc_paths,
                 "provider": s.provider.id, "provider_name": s.provider.name,
                 "base_url": base_url,
-                "root_model": s.root_model, "sub_model": s.sub_model, "source": self.source}
+                "root_model": s.root_model, "sub_model": s.sub_model, "source": self.source,
+                "note": self.note}
         assert self.name is not None
         self.store.save_meta(self.name, meta)
         self._meta = meta
@@ -509,7 +550,8 @@ class Session:
         turn = TurnContext(repl=self._repl, turn=number,
                            earlier=tuple((t.question, t.answer, t.status, t.variables) for t in self.turns),
                            system_prompt=self.system_prompt, notes=notes, prepare=prepare,
-                           kinds=self._kinds(), read_variables=self.follow_ups)
+                           kinds=self._kinds(), read_variables=self.follow_ups,
+                           note=self.note, custom_prompt=self.custom_prompt)
         s = self._setup
         started = time.time()
         models = f"{s.provider.name}: {s.root_model}" + (f" / {s.sub_model}" if s.sub_model != s.root_model else "")

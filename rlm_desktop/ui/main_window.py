@@ -543,6 +543,9 @@ class MainWindow(QMainWindow):
             chosen = self._confirm_model_mix(root_prof, root_model, sub_prof)
             if chosen is None:
                 return None
+            custom_prompt = self._custom_prompt_confirmed()
+            if custom_prompt is False:
+                return None
             if chosen is not sub_prof:              # the root's provider answers sub-calls too
                 sub_prof, sub = root_prof, ModelChoice(root_prof.id, root_prof.sub_model or root_model)
                 self.query.sub_picker.set_profiles(self.settings.providers(), sub, sub=True)
@@ -568,6 +571,9 @@ class MainWindow(QMainWindow):
                      "New session (Ctrl+N) uses the ones chosen now. ")
         elif not ws.opened:
             ws.models = chosen
+        # A new session takes the pane's note; a continued one keeps its own (the session refuses
+        # another: its system prompt is fixed).
+        session_note = self.query.note() if ws.name is None and ws.continue_trace is None else None
         if ws.name is None and ws.continue_trace is None:
             ws.name = self._new_session_name()
         name, cont = ws.name, ws.continue_trace
@@ -584,7 +590,8 @@ class MainWindow(QMainWindow):
             return Session(list(paths), documents=ds, name=name, provider=p, sub_provider=sp,
                            model=root_model, sub_model=sub_model, limits=limits, sandbox=sandbox,
                            memo_cache=memo, source="app", store=store, history=history,
-                           follow_outside_links=follow, trace_path=cont, continue_trace=cont is not None)
+                           follow_outside_links=follow, trace_path=cont, continue_trace=cont is not None,
+                           note=session_note, custom_prompt=custom_prompt or None)
 
         expected = cont if cont is not None else store.trace_path(name) if name else None
         request = TurnRequest(session_id=ws.id, question=query, limits=limits, providers=providers,
@@ -1156,6 +1163,29 @@ class MainWindow(QMainWindow):
             self.status.showMessage("Not started: choose the sub model, then Run.", 8000)
             return None
         return root_prof if answer == 0 else sub_prof
+
+    def _custom_prompt_confirmed(self) -> str | bool | None:
+        """The custom system prompt from Settings (None: the built-in one), or False when it lacks
+        part of the REPL contract and the user chose not to run. Asked before a session's first
+        turn only: later turns reuse the system prompt the session started with."""
+        from rlm_desktop.engine.prompts import missing_contract
+
+        ws = self._session
+        if ws.opened or ws.name is not None or ws.continue_trace is not None:
+            return None
+        custom = self.settings.custom_system_prompt()
+        if not custom.strip():
+            return None
+        missing = missing_contract(custom)
+        if missing and self.ask(
+                "The custom system prompt lacks the REPL contract",
+                "The custom system prompt (Settings ▸ Prompt) does not mention " + ", ".join(missing)
+                + ". Without them the model may not know how to use the REPL, and the run may end "
+                  "without an answer.", ["&Run anyway"]) is None:
+            self.status.showMessage("Not started: fix the system prompt in Settings ▸ Prompt, or Run "
+                                    "anyway.", 8000)
+            return False
+        return custom
 
     def _warn(self, text: str, title: str = APP_TITLE) -> None:
         self.status.showMessage(text, 10000)

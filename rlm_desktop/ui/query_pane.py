@@ -8,6 +8,8 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
 from rlm_desktop.core.config import RunLimits
 from rlm_desktop.core.pricing import unpriced_models
 from rlm_desktop.core.profiles import ProviderProfile
+from rlm_desktop.engine.prompts import MAX_NOTE_CHARS, PromptError, clean_note
 from rlm_desktop.ui.icons import icon
 
 
@@ -104,6 +107,61 @@ class ModelPicker(QWidget):
         return ModelChoice(str(self.provider.currentData() or ""), self.model.currentText().strip())
 
 
+class NoteDialog(QDialog):
+    """The session's note about the documents: a short text the system prompt carries. Read-only
+    once the session has begun (every turn reuses its system prompt byte for byte)."""
+
+    def __init__(self, note: str, *, locked: bool, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("noteDialog")
+        self.setWindowTitle("Note about the documents")
+        self.editor = QPlainTextEdit(note)
+        self.editor.setObjectName("noteEditor")
+        self.editor.setPlaceholderText('e.g. "incident tickets from 2025; severity is in column 1"')
+        self.editor.setTabChangesFocus(True)
+        self.editor.setAccessibleName("Note about the documents")
+        self.editor.setReadOnly(locked)
+        intro = QLabel("This session's note is part of its system prompt and cannot change now: New "
+                       "session (Ctrl+N) starts one with another note." if locked else
+                       "Tell the model what these documents are and where things are. It goes into "
+                       "the system prompt of this session (every turn), as the last paragraph.")
+        intro.setWordWrap(True)
+        self.count = QLabel()
+        self.count.setObjectName("noteCount")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close if locked else
+                                        QDialogButtonBox.StandardButton.Ok
+                                        | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.editor.textChanged.connect(self._update_count)
+        lay = QVBoxLayout(self)
+        lay.addWidget(intro)
+        lay.addWidget(self.editor, 1)
+        lay.addWidget(self.count)
+        lay.addWidget(self.buttons)
+        self.resize(460, 220)
+        self._update_count()
+
+    def _update_count(self) -> None:
+        n = len(self.editor.toPlainText().strip())
+        ok = n <= MAX_NOTE_CHARS
+        self.count.setText(f"{n:,} of {MAX_NOTE_CHARS:,} characters" + ("" if ok else " — too long"))
+        self.count.setStyleSheet("" if ok else "color: #c62828;")
+        button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        if button is not None:
+            button.setEnabled(ok)
+
+    def accept(self) -> None:
+        """Closes only with a note short enough (the count says why not)."""
+        try:
+            clean_note(self.editor.toPlainText())
+        except PromptError as exc:
+            self.count.setText(str(exc))
+            self.count.setStyleSheet("color: #c62828;")
+            return
+        super().accept()
+
+
 class QueryPane(QWidget):
     """``run_requested`` when Run is pressed, ``stop_requested`` when Stop is."""
 
@@ -111,6 +169,7 @@ class QueryPane(QWidget):
     stop_requested = Signal()
     settings_requested = Signal()
     new_session_requested = Signal()
+    note_changed = Signal(str)
 
     QUESTION_PLACEHOLDER = "Ask a question about the documents… (Ctrl+Enter runs)"
     FOLLOW_UP_PLACEHOLDER = "Ask a follow-up… (Ctrl+Enter asks it in this session: same REPL and variables)"
@@ -222,6 +281,12 @@ class QueryPane(QWidget):
         self.new_session_button.setToolTip("Start clean: the next question gets an empty REPL and no "
                                            "earlier turns (Ctrl+N)")
         self.new_session_button.clicked.connect(self.new_session_requested)
+        self._note = ""
+        self._note_locked = False
+        self.note_dialog: NoteDialog | None = None
+        self.note_button = QPushButton("N&ote…")
+        self.note_button.setObjectName("noteButton")
+        self.note_button.clicked.connect(self.edit_note)
         self.session_label = QLabel()
         self.session_label.setObjectName("sessionLabel")
         self.session_label.setWordWrap(True)
@@ -246,8 +311,10 @@ class QueryPane(QWidget):
         lay.addWidget(self.price_note)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.note_button)
         buttons.addWidget(self.new_session_button)
         lay.addLayout(buttons)
+        self._update_note_button()
 
     @staticmethod
     def _spin(lo: int, hi: int, tip: str, suffix: str = "") -> QSpinBox:
@@ -353,6 +420,39 @@ class QueryPane(QWidget):
     def query(self) -> str:
         return self.question.toPlainText().strip()
 
+    # -- the session's note ------------------------------------------------------------------------
+    def note(self) -> str:
+        """The note for a new session ("" for none)."""
+        return self._note
+
+    def set_note(self, text: str) -> None:
+        """Set the note (raises PromptError when too long)."""
+        self._note = clean_note(text) or ""
+        self._update_note_button()
+        self.note_changed.emit(self._note)
+
+    def edit_note(self) -> NoteDialog:
+        """Open the note's editor (window-modal, it does not block a run's events)."""
+        dlg = NoteDialog(self._note, locked=self._note_locked or self._running, parent=self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def done(result: int) -> None:
+            self.note_dialog = None
+            if result == QDialog.DialogCode.Accepted and not dlg.editor.isReadOnly():
+                self.set_note(dlg.editor.toPlainText())     # accept() checked its length
+        dlg.finished.connect(done)
+        self.note_dialog = dlg
+        dlg.open()
+        return dlg
+
+    def _update_note_button(self) -> None:
+        self.note_button.setText("N&ote ✓" if self._note else "N&ote…")
+        locked = " (kept by this session: New session to change it)" if self._note_locked else ""
+        self.note_button.setToolTip(
+            (f"Note for the model about these documents{locked}:\n{self._note}") if self._note else
+            "Add a short note about the documents for the model (goes into the system prompt)" +
+            (" — this session started without one" if self._note_locked else ""))
+
     def set_query(self, text: str) -> None:
         self.question.setPlainText(text)
 
@@ -360,6 +460,8 @@ class QueryPane(QWidget):
         """Say which session the next question goes to; ``follow_up``: it continues one (the box
         asks for a follow-up)."""
         self.question.setPlaceholderText(self.FOLLOW_UP_PLACEHOLDER if follow_up else self.QUESTION_PLACEHOLDER)
+        self._note_locked = follow_up         # the session's system prompt (with its note) is fixed
+        self._update_note_button()
         if name is None:
             self.session_label.setText("new session")
             self.session_label.setToolTip("The next question starts a new session (an empty REPL)")
@@ -386,7 +488,7 @@ class QueryPane(QWidget):
     def set_running(self, running: bool) -> None:
         self._running = running
         self._stopping = False
-        for w in (self.root_picker, self.sub_picker, self.max_iterations, self.max_depth,
+        for w in (self.note_button, self.root_picker, self.sub_picker, self.max_iterations, self.max_depth,
                   self.max_sub_calls, self.budget, self.max_tokens, self.cell_timeout, self.run_timeout):
             w.setEnabled(not running)
         self.question.setReadOnly(running)

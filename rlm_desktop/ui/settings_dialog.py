@@ -172,6 +172,7 @@ class SettingsDialog(QDialog):
         tabs.addTab(self._build_providers_tab(), "&Providers")
         tabs.addTab(self._build_limits_tab(), "Run &limits")
         tabs.addTab(self._build_sandbox_tab(), "&Sandbox")
+        tabs.addTab(self._build_prompt_tab(), "Pr&ompt")
         self.tabs = tabs
 
         self.button_box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
@@ -426,8 +427,46 @@ class SettingsDialog(QDialog):
         lay.addStretch(1)
         return page
 
+    def _build_prompt_tab(self) -> QWidget:
+        from rlm_desktop.engine.prompts import CONTEXT_PLACEHOLDER, NOTE_PLACEHOLDER
+
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        intro = QLabel(
+            "A system prompt for the root model that replaces the built-in one (empty: the built-in "
+            f"prompt). {CONTEXT_PLACEHOLDER} is replaced by the description of the loaded documents "
+            f"(sizes, kinds) and {NOTE_PLACEHOLDER} by the session's note; whichever is not in the "
+            "text is added at its end. The prompt sent is recorded in the trace (the first model "
+            "call of each run). Applies to new sessions.")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setObjectName("customSystemPrompt")
+        self.prompt_edit.setAccessibleName("Custom system prompt")
+        self.prompt_edit.setPlaceholderText("(the built-in system prompt)")
+        self.prompt_edit.textChanged.connect(self._update_prompt_warning)
+        lay.addWidget(self.prompt_edit, 1)
+        self.prompt_warning = QLabel()
+        self.prompt_warning.setObjectName("promptWarning")
+        self.prompt_warning.setWordWrap(True)
+        self.prompt_warning.setStyleSheet("color: #b26a00;")
+        self.prompt_warning.hide()
+        lay.addWidget(self.prompt_warning)
+        return page
+
+    def _update_prompt_warning(self) -> None:
+        from rlm_desktop.engine.prompts import missing_contract
+
+        text = self.prompt_edit.toPlainText()
+        missing = missing_contract(text) if text.strip() else []
+        self.prompt_warning.setText("It does not mention " + ", ".join(missing) + ": without them the "
+                                    "model may not know how to use the REPL (you are asked before a "
+                                    "run)." if missing else "")
+        self.prompt_warning.setVisible(bool(missing))
+
     # -- general ----------------------------------------------------------------------------------
     def _load_general(self) -> None:
+        self.prompt_edit.setPlainText(self.settings.custom_system_prompt())
         self.limits_form.set_value(self.settings.default_limits())
         sb = self.settings.sandbox_limits()
         self.sandbox_form.set_value(sb)
@@ -903,6 +942,7 @@ class SettingsDialog(QDialog):
             self.settings.set_sandbox_limits(sb)
             self.settings.set_memo_cache(self.memo_check.isChecked())
             self.settings.set_follow_outside_links(self.follow_links_check.isChecked())
+            self.settings.set_custom_system_prompt(self.prompt_edit.toPlainText())
         except (SettingsError, ProfileError, secrets.SecretsError) as exc:
             self.apply_error.setText(f"Not saved: {exc}")
             self.apply_error.show()
