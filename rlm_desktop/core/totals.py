@@ -26,16 +26,7 @@ class Usage:
 
     def add_call(self, a: dict[str, Any], running: bool) -> None:
         self.calls += 1
-        self.input_tokens += _int(a.get(Attr.INPUT_TOKENS))
-        self.output_tokens += _int(a.get(Attr.OUTPUT_TOKENS))
-        self.cached_tokens += _int(a.get(Attr.CACHED_TOKENS))
-        if a.get(Attr.TOKENS_ESTIMATED):
-            self.estimated_calls += 1
-        cost = a.get(Attr.COST_USD)
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-            self.cost_usd += float(cost)
-        elif not running:
-            self.cost_unknown_calls += 1
+        _add_usage(self, a, running)
 
     def add(self, other: Usage) -> None:
         self.calls += other.calls
@@ -111,6 +102,20 @@ class Totals:
                 "by_depth": {str(d): u.as_dict() for d, u in sorted(self.by_depth.items())}}
 
 
+def _add_usage(into: Usage | Totals, a: dict[str, Any], running: bool) -> None:
+    """Add one model call's tokens and cost (known, unknown or estimated) to ``into``."""
+    into.input_tokens += _int(a.get(Attr.INPUT_TOKENS))
+    into.output_tokens += _int(a.get(Attr.OUTPUT_TOKENS))
+    into.cached_tokens += _int(a.get(Attr.CACHED_TOKENS))
+    if a.get(Attr.TOKENS_ESTIMATED):
+        into.estimated_calls += 1
+    cost = a.get(Attr.COST_USD)
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        into.cost_usd += float(cost)
+    elif not running:
+        into.cost_unknown_calls += 1
+
+
 def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
@@ -146,16 +151,7 @@ def totals(source: Trace | Span | Iterable[Span]) -> Totals:
         if s.kind == SpanKind.LLM_CALL:
             t.llm_calls += 1
             a = s.attributes
-            t.input_tokens += _int(a.get(Attr.INPUT_TOKENS))
-            t.output_tokens += _int(a.get(Attr.OUTPUT_TOKENS))
-            t.cached_tokens += _int(a.get(Attr.CACHED_TOKENS))
-            if a.get(Attr.TOKENS_ESTIMATED):
-                t.estimated_calls += 1
-            cost = a.get(Attr.COST_USD)
-            if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-                t.cost_usd += float(cost)
-            elif not s.running:
-                t.cost_unknown_calls += 1
+            _add_usage(t, a, s.running)
             model = str(a.get(Attr.MODEL) or "?")
             t.by_model.setdefault(model, Usage()).add_call(a, s.running)
             t.by_depth.setdefault(_int(a.get(Attr.DEPTH)), Usage()).add_call(a, s.running)
