@@ -45,15 +45,44 @@ def _bus_owner_pid() -> int | None:
 
 
 @pytest.fixture(scope="module")
-def secret_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
-    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
-        pytest.skip("no D-Bus session bus: run under dbus-run-session (`bash packaging/dev.sh test` does)")
+def private_bus() -> Iterator[str]:
+    """A D-Bus session bus of these tests' own (our child, stopped by pid): whatever runs on the
+    ambient bus — a desktop's keyring, or one another test's subprocess got D-Bus to activate —
+    is never touched and never makes these tests skip."""
+    bus_daemon = shutil.which("dbus-daemon")
+    if bus_daemon is None:
+        pytest.fail("dbus-daemon is not installed (apt-get install dbus; packaging/dev.sh does)")
+    proc = subprocess.Popen([bus_daemon, "--session", "--nofork", "--print-address=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    address = proc.stdout.readline().strip()
+    if not address:
+        proc.kill()
+        pytest.fail("dbus-daemon did not print its address")
+    old = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        if old is None:
+            os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        else:
+            os.environ["DBUS_SESSION_BUS_ADDRESS"] = old
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def secret_service(tmp_path_factory: pytest.TempPathFactory, private_bus: str) -> Iterator[subprocess.Popen[bytes]]:
     daemon = shutil.which("gnome-keyring-daemon")
     if daemon is None:
-        pytest.skip("gnome-keyring-daemon is not installed (apt-get install gnome-keyring)")
-    if _bus_owner_pid() is not None:
-        pytest.skip("a Secret Service already runs on this session bus (a desktop's own keyring?): "
-                    "not touching it; run the tests under dbus-run-session")
+        pytest.fail("gnome-keyring-daemon is not installed (apt-get install gnome-keyring; "
+                    "packaging/dev.sh does)")
+    assert _bus_owner_pid() is None, "our own bus already has a Secret Service"
     base = tmp_path_factory.mktemp("gnome-keyring")
     env = dict(os.environ)
     for var in ("HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
