@@ -3,6 +3,7 @@ cost against context size per method."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -57,8 +58,15 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     page.write_text(to_html(EvalOutcome([], _rows(), None, 4, []),
                             {"provider": "P", "root_model": "m", "sub_model": "s", "seed": 1}, tmp_path))
-    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                        page.as_uri()], capture_output=True, text=True, timeout=120)
+    # Its own profile in the temporary folder, no password store, no D-Bus: a browser left to its
+    # defaults writes under ~/.config and starts the user's keyring through D-Bus activation.
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    env["HOME"] = str(tmp_path / "home")
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--password-store=basic", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                       capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     dom = r.stdout
     assert dom.count("<svg") == 2 and dom.count("<polyline") >= 2 and "needle: accuracy" in dom
