@@ -131,3 +131,21 @@ def test_a_malformed_header_stays_in_the_dialog_and_names_no_value(qtbot, window
     assert dlg.isVisible() and "NAME=VALUE" in dlg.error.text() and SECRET not in dlg.error.text()
     dlg.reject()
     qtbot.waitUntil(lambda: window.send_dialog is None)
+
+
+def test_the_endpoint_preference_refuses_secrets_and_forgets_on_empty(tmp_path: Path) -> None:
+    from rlm_desktop.core.config import ConfigError
+    from rlm_desktop.session.prefs import Preferences
+
+    prefs = Preferences(tmp_path / "prefs.ini")
+    prefs.set_otlp_endpoint("https://otel.example.com/v1/traces?api-version=1")
+    assert prefs.otlp_endpoint() == "https://otel.example.com/v1/traces?api-version=1"
+    for bad in (f"https://otel.example.com/v1/traces?api_key={SECRET}", f"https://u:{SECRET}@otel.example.com",
+                "ftp://otel.example.com"):
+        with pytest.raises(ConfigError) as err:
+            prefs.set_otlp_endpoint(bad)
+        assert SECRET not in str(err.value)
+    assert prefs.otlp_endpoint() == "https://otel.example.com/v1/traces?api-version=1"
+    assert SECRET not in (tmp_path / "prefs.ini").read_text()
+    prefs.set_otlp_endpoint("")
+    assert prefs.otlp_endpoint() == ""
