@@ -26,7 +26,7 @@ from rlm_desktop.core.profiles import (
     env_var_for,
     profile_from_preset,
 )
-from rlm_desktop.core.redact import mask_url
+from rlm_desktop.core.redact import is_secret_param, mask_url
 from rlm_desktop.engine.demo import DEMO_PROVIDER
 from rlm_desktop.session import secrets
 from rlm_desktop.session.ini import IniStore
@@ -447,3 +447,38 @@ class Preferences:
         else:
             self._qs.remove("prompt/custom_system_prompt")
         self.sync()
+
+    # -- where File ▸ Send trace to… sends (its headers are secrets: see secrets.get_otlp_headers) --
+    def otlp_endpoint(self) -> str:
+        """The OTLP/HTTP endpoint last remembered ("" for none). Never carries a credential."""
+        value = self._qs.value("otlp/endpoint")
+        return value if isinstance(value, str) else ""
+
+    def set_otlp_endpoint(self, url: str) -> None:
+        """Remember ``url`` ("" forgets it). A URL with a user name, a password or a secret query
+        parameter is refused (ConfigError): the preferences file is no place for a credential."""
+        url = url.strip()
+        if url:
+            check_otlp_url(url)
+            self._qs.set_value("otlp/endpoint", url)
+        else:
+            self._qs.remove("otlp/endpoint")
+        self.sync()
+
+
+def check_otlp_url(url: str) -> None:
+    """Refuse an endpoint that cannot be kept in the preferences file (see set_otlp_endpoint)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise ConfigError(f"the endpoint {mask_url(url)!r} is not an http:// or https:// URL "
+                          "(e.g. http://localhost:4318/v1/traces)")
+    if parts.username or parts.password:
+        raise ConfigError("the endpoint must not contain a user name or password to be remembered: "
+                          "give the credential as a header (e.g. Authorization=Bearer …), which is "
+                          "kept in the system keyring")
+    secret = [n for n, _, v in (q.partition("=") for q in parts.query.split("&")) if v and is_secret_param(n)]
+    if secret:
+        raise ConfigError(f"the endpoint must not carry a secret in its query ({', '.join(secret)}) to be "
+                          "remembered: give it as a header instead, which is kept in the system keyring")

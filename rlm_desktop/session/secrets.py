@@ -280,3 +280,59 @@ def describe_source(resolved: ResolvedKey) -> str:
     if src == "keyring":
         return "stored in the system keyring"
     return "for this session only (not saved)"
+
+
+# -- the headers of File ▸ Send trace to… (OTLP) ------------------------------------------------------
+
+OTLP_HEADERS_USER = "otlp-headers"     # the keyring username: one JSON object {name: value}
+
+
+def get_otlp_headers() -> dict[str, str]:
+    """The OTLP headers kept in the keyring ({} when none). Every value is registered as a secret."""
+    import json
+
+    b = _backend()
+    raw = _call(lambda: b.get_password(SERVICE, OTLP_HEADERS_USER), "read the headers", "OTLP export")
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise SecretsError("the OTLP headers kept in the keyring are unreadable: enter them again "
+                           "and tick Remember") from None
+    if not isinstance(doc, dict):
+        raise SecretsError("the OTLP headers kept in the keyring are unreadable: enter them again "
+                           "and tick Remember")
+    headers = {str(k): str(v) for k, v in doc.items()}
+    for v in headers.values():
+        register_secret(v)
+    return headers
+
+
+def set_otlp_headers(headers: dict[str, str]) -> None:
+    """Keep ``headers`` in the keyring (replacing the old ones; empty: forget them)."""
+    import json
+
+    for v in headers.values():
+        register_secret(v)
+    if not headers:
+        delete_otlp_headers()
+        return
+    raw = json.dumps(headers)
+    b = _backend()
+    _call(lambda: b.set_password(SERVICE, OTLP_HEADERS_USER, raw), "store the headers", "OTLP export", raw)
+
+
+def delete_otlp_headers() -> bool:
+    """Forget the kept OTLP headers (True if some were there)."""
+    from keyring.errors import PasswordDeleteError
+
+    b = _backend()
+
+    def go() -> bool:
+        try:
+            b.delete_password(SERVICE, OTLP_HEADERS_USER)
+        except PasswordDeleteError:
+            return False
+        return True
+    return _call(go, "delete the headers", "OTLP export")

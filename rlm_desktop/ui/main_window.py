@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
     run_started = Signal(int)
     run_finished = Signal(object)     # RunOutcome of the run shown
     export_finished = Signal(object)  # Path of a finished export
+    send_finished = Signal(object)    # File ▸ Send trace to…: a SendResult, or the error message (str)
 
     def __init__(self, settings: Settings | None = None, *, history: HistoryStore | None = None,
                  window_state: WindowState | None = None, parent: QWidget | None = None) -> None:
@@ -182,6 +183,7 @@ class MainWindow(QMainWindow):
         self.confirm_discard: Callable[[str], bool] = self._confirm
         self._last_error_dialog = -1e9
         self._open_note = ""       # said with "Opened …" (e.g. that a run was stopped for it)
+        self.send_dialog: QWidget | None = None     # File ▸ Send trace to…'s dialog while it is open
         self.export_dialog: QFileDialog | None = None     # the export's save dialog while it is open
         self.question_box: QMessageBox | None = None      # a question waiting for the user's answer
 
@@ -331,6 +333,8 @@ class MainWindow(QMainWindow):
                                 "Open a saved trace (.jsonl)")
         self.act_export = a("&Export trace…", self.export_trace, ["Ctrl+E"], "export",
                             "Export the shown trace as HTML, Markdown, JSON or OTLP")
+        self.act_send = a("Se&nd trace to…", self.send_trace, [], tip="Send the shown trace to an "
+                          "OpenTelemetry (OTLP/HTTP) endpoint: Phoenix, Langfuse, Jaeger, a Collector")
         self.act_show_trace = a("Show the trace &file", self.show_trace_file, [],
                                 tip="Open the folder that holds the shown trace's .jsonl file")
         self.act_copy_trace_path = a("Cop&y the trace file's path", self.copy_trace_path, [])
@@ -341,7 +345,7 @@ class MainWindow(QMainWindow):
         self.act_quit = a("&Quit", self.close, [QKeySequence.StandardKey.Quit, "Ctrl+Q"])
         file_menu = mb.addMenu("&File")
         for act in (self.act_add_files, self.act_add_folder, None, self.act_open_trace, self.act_export,
-                    self.act_show_trace, self.act_copy_trace_path, self.act_compare, None, self.act_settings, None,
+                    self.act_send, self.act_show_trace, self.act_copy_trace_path, self.act_compare, None, self.act_settings, None,
                     self.act_quit):
             file_menu.addSeparator() if act is None else file_menu.addAction(act)
 
@@ -429,6 +433,7 @@ class MainWindow(QMainWindow):
         self.act_run.setEnabled(not running)
         self.act_stop.setEnabled(running)
         self.act_export.setEnabled(len(self.model.trace) > 0)
+        self.act_send.setEnabled(len(self.model.trace) > 0)
         has_file = self.shown_trace_path is not None
         self.act_show_trace.setEnabled(has_file)
         self.act_copy_trace_path.setEnabled(has_file)
@@ -1065,6 +1070,73 @@ class MainWindow(QMainWindow):
         job.failed.connect(failed)
         self.status.showMessage(f"Exporting to {target}…")
         return job.start()
+
+    def send_trace(self) -> ThreadJob | None:
+        """File ▸ Send trace to…: read the kept headers from the keyring (off the GUI thread), ask in
+        :class:`SendTraceDialog`, then remember what was asked and send, on a worker thread. The
+        result or the error goes to the status bar and a message; ``send_finished`` follows."""
+        from rlm_desktop.session import secrets
+
+        if len(self.model.trace) == 0:
+            self._warn("There is no trace to send yet: run a query or open a trace.")
+            return None
+
+        def read(_job: ThreadJob) -> tuple[dict[str, str], str]:
+            try:
+                return secrets.get_otlp_headers(), ""
+            except secrets.SecretsError as exc:
+                return {}, f"The kept headers could not be read: {exc}"
+
+        job = ThreadJob(read, name="otlp-headers", parent=self)
+        job.finished.connect(lambda got: self._ask_send(*got))
+        job.failed.connect(lambda message: self._ask_send({}, message))
+        return job.start()
+
+    def _ask_send(self, headers: dict[str, str], note: str) -> None:
+        from rlm_desktop.core.otlp_send import send_otlp
+        from rlm_desktop.session import secrets
+        from rlm_desktop.ui.send_dialog import SendTraceDialog
+
+        dlg = SendTraceDialog(self.settings.otlp_endpoint(), headers, note, self)
+        self.send_dialog = dlg
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        trace = self.model.trace
+        source = self.shown_trace_path if self.model.live else None    # as export_trace does
+
+        def go() -> None:
+            self.send_dialog = None
+            endpoint, hdrs, remember = dlg.endpoint, dlg.headers, dlg.remember
+            if remember:
+                self.settings.set_otlp_endpoint(endpoint)    # checked by the dialog already
+
+            def work(_job: ThreadJob) -> tuple[Any, str]:
+                kept = ""
+                if remember:
+                    try:
+                        secrets.set_otlp_headers(hdrs)
+                    except secrets.SecretsError as exc:
+                        kept = f" (the headers were not remembered: {exc})"
+                return send_otlp(read_trace(source) if source is not None else trace, endpoint, hdrs), kept
+
+            def done(got: tuple[Any, str]) -> None:
+                result, kept = got
+                extra = f", {result.rejected_spans} rejected" if result.rejected_spans else ""
+                self.status.showMessage(f"Sent {result.spans} spans to {result.endpoint}{extra}{kept}", 15000)
+                self.send_finished.emit(result)
+
+            def failed(message: str) -> None:
+                self._warn(f"Could not send the trace: {message}", title="Send failed")
+                self.send_finished.emit(message)
+
+            job = ThreadJob(work, name="otlp-send", parent=self)
+            job.finished.connect(done)
+            job.failed.connect(failed)
+            self.status.showMessage("Sending the trace…")
+            job.start()
+
+        dlg.accepted.connect(go)
+        dlg.rejected.connect(lambda: setattr(self, "send_dialog", None))
+        dlg.open()
 
     def _export_dialog(self, base: Path) -> QFileDialog:
         """The save dialog of an export. Choosing another format changes the extension of the
