@@ -101,16 +101,15 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     from rlm_desktop.cli.run import (
         UsageError,
         _app_settings,
         _limits,
         _resolve_provider,
-        choose_models,
+        build_config,
     )
-    from rlm_desktop.core.config import ConfigError, RunConfig, RunLimits, SandboxLimits
+    from rlm_desktop.core.config import RunLimits
     from rlm_desktop.evaluation.runner import METHODS, EvalPlan, new_out_dir
     from rlm_desktop.evaluation.scorers import SCORERS
     from rlm_desktop.evaluation.tasks import TASKS, load_questions, parse_size
@@ -154,23 +153,8 @@ def _handle(args: argparse.Namespace) -> int:
         if not docs.documents:
             raise UsageError(f"no readable documents in {args.docs}")
         docs_context = docs.context_value()
-    try:
-        base_limits, sandbox, memo = RunLimits(), SandboxLimits(), True
-        if settings is not None:
-            try:
-                base_limits, sandbox, memo = (settings.default_limits(), settings.sandbox_limits(),
-                                              settings.memo_cache())
-            except Exception as exc:   # unreadable preferences: built-in defaults, said plainly
-                _err(f"note: the app's default limits could not be read ({exc}); built-in defaults apply")
-        limits = _limits(run_args, base_limits)
-        sandbox = replace(sandbox, allow_weak=sandbox.allow_weak or bool(args.allow_weak_sandbox))
-        root_model, sub_model = choose_models(run_args, provider)
-        if not root_model:
-            raise UsageError(f"no model chosen for {provider.name}: pass --model")
-        config = RunConfig(query="(set per item)", root_model=root_model, sub_model=sub_model,
-                           limits=limits, sandbox=sandbox, memo_cache=memo)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = build_config(run_args, settings, provider, "(set per item)",
+                          allow_weak=bool(args.allow_weak_sandbox))
     plan = EvalPlan(tasks=tuple(tasks), sizes=sizes, items=args.items or 5, methods=tuple(methods),
                     seed=args.seed, docs_context=docs_context, docs_questions=questions)
     out_dir = Path(args.out) if args.out else new_out_dir()

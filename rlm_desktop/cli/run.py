@@ -309,9 +309,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from rlm_desktop.core.config import ConfigError, RunConfig, RunLimits, SandboxLimits
+    from rlm_desktop.core.config import RunLimits
     from rlm_desktop.core.documents import load_documents
 
     if not args.query.strip():
@@ -342,23 +340,8 @@ def _handle(args: argparse.Namespace) -> int:
     if not docs.documents:
         raise UsageError("no readable documents in " + ", ".join(args.docs) +
                          " (see the messages above); give text, Markdown, PDF, code … files")
-    try:
-        base_limits, sandbox, memo = RunLimits(), SandboxLimits(), True
-        if settings is not None:     # the app's defaults, then the flags
-            try:
-                base_limits, sandbox, memo = (settings.default_limits(), settings.sandbox_limits(),
-                                              settings.memo_cache())
-            except Exception as exc:   # unreadable preferences: built-in defaults, said plainly
-                _err(f"note: the app's default limits could not be read ({exc}); built-in defaults apply")
-        limits = _limits(args, base_limits)
-        sandbox = replace(sandbox, allow_weak=sandbox.allow_weak or bool(args.allow_weak_sandbox))
-        root_model, sub_model = choose_models(args, provider)
-        if not root_model:
-            raise UsageError(f"no model chosen for {provider.name}: pass --model")
-        config = RunConfig(query=args.query, root_model=root_model, sub_model=sub_model,
-                           limits=limits, sandbox=sandbox, memo_cache=memo and not args.no_memo)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = build_config(args, settings, provider, args.query, allow_weak=bool(args.allow_weak_sandbox),
+                          no_memo=bool(args.no_memo))
     from rlm_desktop.engine.run import price_warning
 
     warning = price_warning(config, provider)
@@ -369,6 +352,33 @@ def _handle(args: argparse.Namespace) -> int:
                          "own folder (see `rlm-desktop sessions show NAME`)")
     trace_path = Path(args.trace) if args.trace else None
     return asyncio.run(_run(args, config, docs, provider, trace_path))
+
+
+def build_config(args: argparse.Namespace, settings: Any | None, provider: Any, query: str, *,
+                 allow_weak: bool, no_memo: bool = False) -> Any:
+    """The RunConfig of a headless run (also `eval`): the app's default limits, sandbox limits and
+    memo setting when readable, then the limit flags in ``args``, then the models."""
+    from dataclasses import replace
+
+    from rlm_desktop.core.config import ConfigError, RunConfig, RunLimits, SandboxLimits
+
+    try:
+        base_limits, sandbox, memo = RunLimits(), SandboxLimits(), True
+        if settings is not None:     # the app's defaults, then the flags
+            try:
+                base_limits, sandbox, memo = (settings.default_limits(), settings.sandbox_limits(),
+                                              settings.memo_cache())
+            except Exception as exc:   # unreadable preferences: built-in defaults, said plainly
+                _err(f"note: the app's default limits could not be read ({exc}); built-in defaults apply")
+        limits = _limits(args, base_limits)
+        sandbox = replace(sandbox, allow_weak=sandbox.allow_weak or allow_weak)
+        root_model, sub_model = choose_models(args, provider)
+        if not root_model:
+            raise UsageError(f"no model chosen for {provider.name}: pass --model")
+        return RunConfig(query=query, root_model=root_model, sub_model=sub_model,
+                         limits=limits, sandbox=sandbox, memo_cache=memo and not no_memo)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def choose_models(args: argparse.Namespace, provider: Any) -> tuple[str, str]:
