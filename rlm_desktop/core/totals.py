@@ -12,8 +12,34 @@ from typing import Any
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
 
 
+class _CostFacts:
+    """What a sum of model calls says about its cost: known, estimated, or unknown (None)."""
+
+    __slots__ = ()
+    cost_usd: float
+    cost_unknown_calls: int
+    estimated_calls: int
+
+    def _model_calls(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def cost_known(self) -> bool:
+        return self.cost_unknown_calls == 0
+
+    @property
+    def tokens_estimated(self) -> bool:
+        return self.estimated_calls > 0
+
+    @property
+    def cost_value(self) -> float | None:
+        """The cost, or None when no call's price is known (a partial sum is still a sum)."""
+        n = self._model_calls()
+        return None if n and self.cost_unknown_calls == n else self.cost_usd
+
+
 @dataclass(slots=True)
-class Usage:
+class Usage(_CostFacts):
     """Tokens and cost of some model calls."""
 
     calls: int = 0
@@ -37,18 +63,8 @@ class Usage:
         self.cost_unknown_calls += other.cost_unknown_calls
         self.estimated_calls += other.estimated_calls
 
-    @property
-    def cost_known(self) -> bool:
-        return self.cost_unknown_calls == 0
-
-    @property
-    def tokens_estimated(self) -> bool:
-        return self.estimated_calls > 0
-
-    @property
-    def cost_value(self) -> float | None:
-        """The cost, or None when no call's price is known (a partial sum is still a sum)."""
-        return None if self.calls and self.cost_unknown_calls == self.calls else self.cost_usd
+    def _model_calls(self) -> int:
+        return self.calls
 
     def as_dict(self) -> dict[str, Any]:
         cost = self.cost_value
@@ -59,7 +75,7 @@ class Usage:
 
 
 @dataclass(slots=True)
-class Totals:
+class Totals(_CostFacts):
     llm_calls: int = 0
     code_cells: int = 0
     sub_calls: int = 0
@@ -76,17 +92,8 @@ class Totals:
     by_model: dict[str, Usage] = field(default_factory=dict)
     by_depth: dict[int, Usage] = field(default_factory=dict)
 
-    @property
-    def cost_known(self) -> bool:
-        return self.cost_unknown_calls == 0
-
-    @property
-    def tokens_estimated(self) -> bool:
-        return self.estimated_calls > 0
-
-    @property
-    def cost_value(self) -> float | None:
-        return None if self.llm_calls and self.cost_unknown_calls == self.llm_calls else self.cost_usd
+    def _model_calls(self) -> int:
+        return self.llm_calls
 
     def as_dict(self) -> dict[str, Any]:
         return {"llm_calls": self.llm_calls, "code_cells": self.code_cells, "sub_calls": self.sub_calls,
