@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlm_desktop.engine.demo import DEMO_LABEL
 from rlm_desktop.evaluation.runner import EvalOutcome, Row
 from rlm_desktop.evaluation.tasks import format_size
 
@@ -178,7 +179,7 @@ def to_html(outcome: EvalOutcome, meta: dict[str, Any], out_dir: Path) -> str:
              f"<div class='meta'>provider {e(str(meta.get('provider')))} · root model "
              f"{e(str(meta.get('root_model')))} · sub model {e(str(meta.get('sub_model')))} · seed "
              f"{e(str(meta.get('seed')))} · {e(str(meta.get('created', '')))}"
-             + (" · <b>offline demo: answers are extracted text, not a model's</b>" if meta.get("demo") else "")
+             + (f" · <b>{html.escape(DEMO_LABEL)}</b>" if meta.get("demo") else "")
              + "</div>"]
     if outcome.stopped:
         parts.append(f"<p class='warn'>Stopped early ({e(outcome.stopped)}); the results below are "

@@ -3,6 +3,7 @@ SDK unpatched), real sandboxes for the RLM runs, real signals."""
 
 from __future__ import annotations
 
+import html
 import inspect
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from rlm_desktop.core.trace import SpanStatus, read_trace
+from rlm_desktop.engine.demo import DEMO_LABEL
 from tests.evaluation import solvers
 from tests.fakeserver import FakeOpenAI, Reply, Request
 
@@ -127,6 +129,9 @@ def test_demo_dry_run_completes_and_reports_what_the_demo_scores(tmp_path: Path)
     assert all(x["items"] == 1 and 0.0 <= x["accuracy"] <= 1.0 and x["cost_usd"] == 0.0
                for x in obj["results"])
     assert all(Path(i["trace"]).exists() for i in obj["items"])
+    # the report says what the demo is in the same words as everywhere else, not a cut-off phrase
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert html.escape(DEMO_LABEL) in report
 
 
 def test_budget_stops_before_a_run_that_could_pass_it(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
