@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
@@ -40,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from rlm_desktop.core.config import ConfigError, RunConfig
+from rlm_desktop.core.documents import load_documents
 from rlm_desktop.evaluation import report
 from rlm_desktop.evaluation.runner import (
     METHODS,
@@ -50,7 +52,8 @@ from rlm_desktop.evaluation.runner import (
     new_out_dir,
     summarise,
 )
-from rlm_desktop.evaluation.tasks import GENERATED_TASKS, TaskError, format_size, parse_size
+from rlm_desktop.evaluation.scorers import SCORERS
+from rlm_desktop.evaluation.tasks import GENERATED_TASKS, TaskError, format_size, load_questions, parse_size
 from rlm_desktop.ui.settings import provider_config_for
 
 if TYPE_CHECKING:
@@ -88,6 +91,7 @@ class EvaluateWindow(QWidget):
         self._future: concurrent.futures.Future[Any] | None = None
         self._stop_asked: str | None = None
         self._results: list[ItemResult] = []
+        self._skipped_note = ""
         self._plan: EvalPlan | None = None
         self._total = 0
         self.out_dir: Path | None = None
@@ -109,12 +113,38 @@ class EvaluateWindow(QWidget):
             tasks_row.addWidget(box)
         tasks_row.addStretch(1)
         form.addRow("Tasks", tasks_row)
+        # The "your documents" task: a folder of the user's own and a JSONL file of questions about
+        # it (question, answer, optional scorer), as `rlm-desktop eval --task docs`.
+        docs_box = QCheckBox("your documents")
+        docs_box.setToolTip("Your own folder and a JSONL file of questions about it, one object per "
+                            'line: {"question": "…", "answer": "…", "scorer": "exact"} (scorer optional). '
+                            "Every question is asked; the sizes above do not apply.")
+        docs_box.toggled.connect(lambda _on: self._update_docs_fields())
+        self.task_boxes["docs"] = docs_box
+        form.addRow("", docs_box)
+        self.docs_folder = QLineEdit()
+        self.docs_folder.setPlaceholderText("folder of your documents")
+        self.questions_file = QLineEdit()
+        self.questions_file.setPlaceholderText("questions.jsonl")
+        self._docs_rows: list[QWidget] = []
+        for label, edit, pick in (("Folder", self.docs_folder, self._pick_docs_folder),
+                                  ("Questions", self.questions_file, self._pick_questions_file)):
+            row = QWidget()
+            rl = QHBoxLayout(row)
+            rl.setContentsMargins(0, 0, 0, 0)
+            rl.addWidget(edit, 1)
+            browse = QPushButton("Browse…")
+            browse.clicked.connect(pick)
+            rl.addWidget(browse)
+            form.addRow(label, row)
+            self._docs_rows.append(row)
         self.sizes = QLineEdit("8k,64k")
         self.sizes.setToolTip("Context sizes in characters, comma-separated: 8k, 64k, 1m …")
         form.addRow("Sizes", self.sizes)
         self.items = QSpinBox()
         self.items.setRange(1, 1000)
         self.items.setValue(3)
+        self.items.setToolTip("Items of each generated task at each size (your documents: every question)")
         form.addRow("Items per task and size", self.items)
         self.provider = QComboBox()
         for prof in self.settings.providers():
@@ -176,7 +206,7 @@ class EvaluateWindow(QWidget):
         self.accuracy_chart = QSvgWidget()
         self.cost_chart = QSvgWidget()
         for w in (self.accuracy_chart, self.cost_chart):
-            w.setMinimumSize(420, 240)
+            w.setMinimumSize(300, 200)
         charts = QWidget()
         cl = QVBoxLayout(charts)
         cl.setContentsMargins(0, 0, 0, 0)
@@ -209,7 +239,24 @@ class EvaluateWindow(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(split)
         self._on_provider_changed()
+        self._update_docs_fields()
         self._update_buttons()
+
+    def _update_docs_fields(self) -> None:
+        on = self.task_boxes["docs"].isChecked()
+        for row in self._docs_rows:
+            row.setEnabled(on)
+
+    def _pick_docs_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder of your documents", self.docs_folder.text())
+        if folder:
+            self.docs_folder.setText(folder)
+
+    def _pick_questions_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Questions about your documents",
+                                              self.questions_file.text(), "JSON Lines (*.jsonl *.json);;All files (*)")
+        if path:
+            self.questions_file.setText(path)
 
     def _on_provider_changed(self) -> None:
         pid = self.provider.currentData()
@@ -240,8 +287,17 @@ class EvaluateWindow(QWidget):
         if not methods:
             raise ConfigError("choose at least one method (rlm, direct)")
         sizes = tuple(parse_size(s) for s in self.sizes.text().split(",") if s.strip())
-        if not sizes:
+        if not sizes and any(t != "docs" for t in tasks):
             raise ConfigError("give at least one size, e.g. 8k,64k")
+        questions: tuple[Any, ...] = ()
+        if "docs" in tasks:
+            folder = self.docs_folder.text().strip()
+            qfile = self.questions_file.text().strip()
+            if not folder or not qfile:
+                raise ConfigError("your documents: choose a folder and a questions file (JSONL)")
+            if not Path(folder).is_dir():
+                raise ConfigError(f"your documents: no such folder: {folder}")
+            questions = tuple(load_questions(Path(qfile), SCORERS))
         prof = self.settings.profile(self.provider.currentData())
         root = prof.root_model if prof.is_demo else (self.root_model.text().strip() or prof.root_model)
         sub = prof.sub_model if prof.is_demo else (self.sub_model.text().strip() or prof.sub_model or root)
@@ -251,7 +307,7 @@ class EvaluateWindow(QWidget):
                            limits=self.settings.default_limits(), sandbox=self.settings.sandbox_limits(),
                            memo_cache=self.settings.memo_cache())
         plan = EvalPlan(tasks=tasks, sizes=sizes, items=self.items.value(), methods=methods,
-                        seed=self.seed.value())
+                        seed=self.seed.value(), docs_questions=questions)
         return plan, config, prof
 
     def start(self) -> bool:
@@ -267,6 +323,7 @@ class EvaluateWindow(QWidget):
         self._results = []
         self._stop_asked = None
         self._evaluation = None
+        self._skipped_note = ""
         self.outcome = None
         self.out_dir = new_out_dir()
         self._total = len(plan.jobs()) * len(plan.methods)
@@ -288,14 +345,27 @@ class EvaluateWindow(QWidget):
                      "budget_usd": budget, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                      "out": str(out_dir), "report": str(out_dir / "report.html"), "source": "app"}
 
+        docs_folder = self.docs_folder.text().strip()
+        follow = self.settings.follow_outside_links()
+
         async def go() -> EvalOutcome:
             # The key may wait for a keyring unlock prompt: never on the GUI thread.
             provider = await asyncio.to_thread(provider_config_for, prof)
+            plan_ = plan
+            if "docs" in plan.tasks:
+                # Read the folder off the GUI thread, with the same link rule as the Documents pane.
+                docs = await asyncio.to_thread(load_documents, [docs_folder],
+                                               follow_outside_links=follow)
+                if not docs.documents:
+                    raise TaskError(f"no readable documents in {docs_folder}"
+                                    + "".join(f"; {d.rel_path}: {d.error}" for d in docs.errors[:3]))
+                plan_ = replace(plan, docs_context=docs.context_value())
+                self.sig_progress.emit("planned", (plan_, [(d.rel_path, d.error) for d in docs.errors]))
             if self.settings.allow_weak_sandbox():
                 config_ = replace(config, sandbox=replace(config.sandbox, allow_weak=True))
             else:
                 config_ = config
-            ev = Evaluation(plan, provider=provider, config=config_, out_dir=out_dir,
+            ev = Evaluation(plan_, provider=provider, config=config_, out_dir=out_dir,
                             context_window=window, budget_usd=budget, concurrency=concurrency,
                             on_progress=lambda kind, payload: self.sig_progress.emit(kind, payload))
             self._evaluation = ev
@@ -330,6 +400,16 @@ class EvaluateWindow(QWidget):
 
     # -- progress and results -------------------------------------------------------------------
     def _on_progress(self, kind: str, payload: Any) -> None:
+        if kind == "planned":          # the docs folder is read: its questions join the plan
+            plan, skipped = payload
+            self._plan = plan
+            self._total = len(plan.jobs()) * len(plan.methods)
+            self.progress.setRange(0, self._total)
+            if skipped:
+                self._skipped_note = (f" Skipped {len(skipped)} unreadable file(s) in your documents: "
+                                      + "; ".join(f"{p}: {e}" for p, e in skipped[:3])
+                                      + (" …" if len(skipped) > 3 else "") + ".")
+            return
         if kind == "started":
             task, size, index, method = payload
             self.status.setText(f"Running {task} {format_size(size)} item {index + 1} ({method})…")
@@ -358,7 +438,7 @@ class EvaluateWindow(QWidget):
         head = (f"Stopped early ({outcome.stopped}): {done} of {outcome.planned_items} runs finished."
                 if outcome.stopped else f"Finished: {done} runs.")
         notes = "".join(f" Note: {n}." for n in outcome.notes)
-        self.status.setText(head + notes + where)
+        self.status.setText(head + notes + self._skipped_note + where)
         self._update_buttons()
         self.evaluation_finished.emit(outcome)
 

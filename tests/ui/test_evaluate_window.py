@@ -84,3 +84,40 @@ def test_stop_cancels_running_items_and_keeps_finished_ones(qtbot, window: MainW
     assert read_trace(outcome.results[1].trace).roots[0].status == SpanStatus.CANCELLED
     assert fake_openai.wait_until(lambda s: s.open_now == 0, timeout=10)
     assert ew.start_button.isEnabled() and not ew.stop_button.isEnabled()
+
+
+def test_your_documents_task_runs_every_question_and_reports_unreadable_files(  # noqa: D103
+        qtbot, window: MainWindow, tmp_path: Path) -> None:  # noqa: ANN001
+    docs = tmp_path / "mine"
+    docs.mkdir()
+    (docs / "notes.txt").write_text("The magic number for Oslo is 4711.\nNothing else here.\n")
+    (docs / "broken.docx").write_bytes(b"PK\x03\x04 not really a Word file")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "What is the magic number for Oslo?", "answer": "4711"}\n'
+                         '{"question": "Which city is named?", "answer": "Oslo"}\n')
+    ew = _open(window)
+    ew.provider.setCurrentIndex(ew.provider.findData("demo"))
+    for t in ("needle", "aggregate"):
+        ew.task_boxes[t].setChecked(False)
+    ew.task_boxes["docs"].setChecked(True)
+    ew.sizes.setText("")                       # sizes belong to the generated tasks only
+    assert not ew.start() and "choose a folder and a questions file" in ew.status.text()
+    ew.docs_folder.setText(str(docs))
+    ew.questions_file.setText(str(tmp_path / "nope.jsonl"))
+    assert not ew.start() and "cannot read the questions file" in ew.status.text()
+    ew.questions_file.setText(str(questions))
+    ew.method_boxes["direct"].setChecked(False)
+    with qtbot.waitSignal(ew.evaluation_finished, timeout=90_000) as sig:
+        assert ew.start()
+    outcome = sig.args[0]
+    assert [(r.task, r.method) for r in outcome.rows] == [("docs", "rlm")]
+    assert outcome.rows[0].items == 2 and len(outcome.results) == 2
+    assert ew.progress.value() == ew.progress.maximum() == 2
+    assert "Finished: 2 runs" in ew.status.text()
+    assert "broken.docx" in ew.status.text()          # the unreadable file is named, not hidden
+
+
+def test_the_window_fits_a_1280x720_screen(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+    ew = _open(window)
+    hint = ew.minimumSizeHint()
+    assert hint.width() <= 1280 and hint.height() <= 720 - 32, hint
