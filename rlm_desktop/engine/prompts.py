@@ -250,6 +250,23 @@ CUT_REPLY_MESSAGE = (
     "did not run. Write shorter code (one step at a time) and close the block with ```.")
 
 
+FILTERED_REPLY_MESSAGE = (
+    "Your reply was stopped by the provider's content filter in the middle of a ```repl block, so "
+    "that block did not run. Rephrase the step (the documents may contain text the filter flags; "
+    "avoid quoting it back) and close the block with ```.")
+
+
+def cut_reply_message(finish_reason: str | None) -> str | None:
+    """What to tell the root model when its reply ended inside an unclosed code block for
+    ``finish_reason`` — the output-token limit or the provider's content filter (None: a normal end,
+    where an unclosed last block is the model's own style and runs)."""
+    if finish_reason == "length":
+        return CUT_REPLY_MESSAGE
+    if finish_reason == "content_filter":
+        return FILTERED_REPLY_MESSAGE
+    return None
+
+
 def final_rejected_message(reason: str) -> str:
     return (f"Your FINAL was not accepted: {reason}. Look at the output above, fix the problem, and "
             "give the final answer again once your code has run without error.")

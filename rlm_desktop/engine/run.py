@@ -676,11 +676,11 @@ class _RLM:
             messages.append({"role": "assistant", "content": res.text})
             s.check_running()     # the call may have crossed a budget
             parsed = parse_reply(res.text)
-            cut_note = None
-            if res.finish_reason == "length" and parsed.last_unclosed:
-                # The reply hit the output-token limit inside a code block: do not run half a cell.
+            cut_note = prompts.cut_reply_message(res.finish_reason) if parsed.last_unclosed else None
+            if cut_note is not None:
+                # The reply hit the output-token limit or the content filter inside a code block:
+                # do not run half a cell.
                 parsed = dataclasses.replace(parsed, code_blocks=parsed.code_blocks[:-1], last_unclosed=False)
-                cut_note = prompts.CUT_REPLY_MESSAGE
             if not parsed.has_code and cut_note is not None:
                 messages.append({"role": "user", "content": cut_note})
                 s.end(it_span, SpanStatus.OK)

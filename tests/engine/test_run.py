@@ -511,6 +511,17 @@ def test_reply_cut_at_the_token_limit_inside_code_does_not_run(srv: FakeOpenAI) 
     assert not any("x = [1, 2," in str(s.attributes.get(Attr.CODE)) for s in trace)
 
 
+def test_reply_stopped_by_the_content_filter_inside_code_does_not_run(srv: FakeOpenAI) -> None:
+    srv.handler = route([Reply(text="```repl\nprint('ran')\n```\n```repl\nos.remove(", finish_reason="content_filter"),
+                         "FINAL(fine)"])
+    res, trace = run(make_config(), "ctx", make_provider(srv))
+    assert res.answer == "fine"
+    told = _root_requests(srv)[1].last_user
+    assert "ran" in told and "content filter" in told
+    assert [s.attributes[Attr.CODE] for s in trace if s.kind == SpanKind.CODE_CELL][0] == "print('ran')"
+    assert not any("os.remove(" in str(s.attributes.get(Attr.CODE)) for s in trace)
+
+
 def test_nested_run_cut_by_its_cell_ending_ends_its_spans_at_once(srv: FakeOpenAI) -> None:
     # The cell ends (its code returns) while a thread's rlm_query is still in flight: the host
     # cancels the sub-call, and the nested run must close every span at once. (Waiting for a
