@@ -47,6 +47,15 @@ def sheet_label(sheet: str, start_row: int | None, end_row: int | None) -> str:
     return f"{sheet} {rows}" if rows else sheet
 
 
+def sheet_rows_words(sheet: str, start_row: int | None, end_row: int | None) -> str:
+    """``Sales rows 12–18`` / ``Sales row 3`` (footnotes, where there is room for words)."""
+    if start_row is None:
+        return sheet
+    if end_row in (None, start_row):
+        return f"{sheet} row {start_row}"
+    return f"{sheet} rows {start_row}–{end_row}"
+
+
 @dataclass(frozen=True, slots=True)
 class Sheet:
     """One sheet's section of the text: its header line and its last line (1-based, inclusive), and
@@ -219,4 +228,4 @@ def merge_by_sheet(items: Iterable[SourceRange]) -> list[SourceRange]:
 
 
 __all__ = ["SPREADSHEET_SUFFIXES", "Sheet", "Workbook", "Workbooks", "is_spreadsheet", "merge_by_sheet",
-           "rows_text", "sheet_label"]
+           "rows_text", "sheet_label", "sheet_rows_words"]

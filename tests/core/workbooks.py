@@ -4,11 +4,14 @@ whose name has spaces (*Q1 plan*) and a *Costs* sheet."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 SHEETS = ("Sales", "Q1 plan", "Costs")
 LAST_SALES_ROW = 120
 EMPTY_SALES_ROWS = frozenset({3, 7, *range(50, 56)})
+WORDS = ("late", "early", "paid", "open", "disputed", "shipped", "returned", "weather", "strike", "audit",
+         "discount", "renewal", "pilot", "bulk", "urgent", "partial", "credit", "invoice", "refund", "trial")
 CITIES = ("Oslo", "Lyon", "Porto", "Graz", "Turku", "Cork", "Brno", "Gent", "Pula", "Bari", "Vigo")
 
 
@@ -16,8 +19,9 @@ def sales_row(i: int) -> list[str | int]:
     """Row ``i`` of Sales (row 1 is the header); distinct words so each row's text is its own."""
     if i == 1:
         return ["Region", "Customer", "Amount", "Note"]
-    return [CITIES[i % len(CITIES)], f"customer number {i * 37 % 1000} of {CITIES[(i * 3) % len(CITIES)]}",
-            i * 113 % 997, f"order {i} shipped late because of weather in week {i % 52}"]
+    rnd = random.Random(i)
+    return [rnd.choice(CITIES), f"customer {rnd.randrange(10_000)} of {rnd.choice(CITIES)}",
+            rnd.randrange(1000), " ".join(rnd.choice(WORDS) for _ in range(6))]
 
 
 def sheet_rows() -> dict[str, dict[int, list[str | int]]]:
