@@ -86,6 +86,9 @@ def test_merging_keeps_sheets_apart_and_joins_rows_of_one_sheet(book: tuple[str,
            SourceRange(name, end_sales, line_of(text, "Q1 plan", 1))]
     ann = books.annotate(raw)
     assert books.annotate([SourceRange("b.txt", 1, 1)]) == [SourceRange("b.txt", 1, 1)]
+    # one document given as a str (a context of one document): it is that workbook, whatever its name
+    one = Workbooks(text).annotate([raw[0]])
+    assert [(r.sheet, r.start_row, r.end_row) for r in one] == [("Sales", 12, 14)]
     merged = merge_by_sheet(ann)
     assert [(m.document, m.sheet, m.start_row, m.end_row) for m in merged] == [
         (name, "Sales", 12, 18), (name, "Sales", 120, 120), (name, "Q1 plan", 1, 1), ("b.txt", None, None, None)]
