@@ -41,9 +41,10 @@ MATERIAL_READ_LABEL = "material read (passages the sub-calls saw; not citations 
 _BRACKET = re.compile(r"\[([^\[\]\n]{1,500})\]")
 _LINES = re.compile(r"^\s*(?P<doc>.+?)\s*:\s*L(?P<a>\d+)(?:\s*[-–—]\s*L?(?P<b>\d+))?\s*$")
 # ``book.xlsx:Sales!R12-R18``, ``book.xlsx:'Q1 plan'!R3`` (a quote inside a quoted name doubled, as
-# spreadsheet programs write it), ``R12–18``.
+# spreadsheet programs write it), ``R12–18``; a cell or cell range as spreadsheets write them
+# (``Sales!B12:D18``, ``Sales!$C$5``) names its rows too.
 _ROWS = re.compile(r"^\s*(?P<doc>.+?)\s*:\s*(?:'(?P<quoted>(?:[^']|'')+)'|(?P<sheet>[^'!:\[\]][^!:\[\]]*?))\s*!"
-                   r"\s*R(?P<a>\d+)(?:\s*[-–—]\s*R?(?P<b>\d+))?\s*$", re.IGNORECASE)
+                   r"\s*\$?[A-Z]{0,3}\$?(?P<a>\d+)(?:\s*[-–—:]\s*\$?[A-Z]{0,3}\$?(?P<b>\d+))?\s*$", re.IGNORECASE)
 _PAGE = re.compile(r"^\s*(?P<doc>.+?)\s*(?:[,:]\s*|\s+)(?:p\.?|pp\.?|page)\s*(?P<a>\d+)"
                    r"(?:\s*[-–—]\s*(?P<b>\d+))?\s*$", re.IGNORECASE)
 
@@ -118,8 +119,8 @@ class ParsedCitation:
 
 def parse_citations(text: str | None) -> list[ParsedCitation]:
     """Every citation in ``text``, in order: ``[a.txt:L12-L18]``, ``[a.txt:L5]``, ``[a.txt:L3–4]``,
-    ``[f.pdf p.3]``, ``[f.pdf, pp. 2-3]``, ``[book.xlsx:Sales!R12-R18]``, ``[book.xlsx:'Q1 plan'!R3]``,
-    several in one bracket (``[a.txt:L1-L2; b.txt:L5]``).
+    ``[f.pdf p.3]``, ``[f.pdf, pp. 2-3]``, ``[book.xlsx:Sales!R12-R18]``, ``[book.xlsx:'Q1 plan'!R3]``
+    (``Sales!B12:D18``, a cell range, cites rows 12–18), several in one bracket (``[a.txt:L1-L2; b.txt:L5]``).
     A bracket that is not a citation (``[1]``, a Markdown link's text) is left alone; a
     reversed range (``L9-L3``) is read in order."""
     out: list[ParsedCitation] = []

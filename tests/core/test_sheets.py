@@ -137,3 +137,14 @@ def test_sheet_citations_are_checked_like_lines_with_reasons_in_words(book: tupl
     lines = got[-1]
     assert (lines.sheet, lines.start_row, lines.end_row) == ("Sales", 1, 2)
     assert got[3].sheet == "Salez" and got[3].label() == f"{name} Salez R1"
+
+
+def test_sheet_citations_parse_in_the_forms_models_and_spreadsheets_write() -> None:
+    text = ("[book.xlsx:Sales!R12-R18] [book.xlsx:'Q1 plan'!R3] [book.xlsx:Sales!R5] [book.xlsx: Sales ! R12–R18]"
+            " [book.xlsx:'Bob''s list'!R3-5] [a.txt:L3-L4; data/x.ods:Sheet1!r4] [book.xlsx:Sales!B12:D18]"
+            " [book.xlsx:Sales!$C$5] [book.xlsx:Sales!R18-R12] [book.xlsx:Sales!total] [Sales!R3]")
+    got = [(p.document, p.sheet, p.start, p.end) for p in parse_citations(text)]
+    assert got == [("book.xlsx", "Sales", 12, 18), ("book.xlsx", "Q1 plan", 3, 3), ("book.xlsx", "Sales", 5, 5),
+                   ("book.xlsx", "Sales", 12, 18), ("book.xlsx", "Bob's list", 3, 5), ("a.txt", None, 3, 4),
+                   ("data/x.ods", "Sheet1", 4, 4), ("book.xlsx", "Sales", 12, 18), ("book.xlsx", "Sales", 5, 5),
+                   ("book.xlsx", "Sales", 12, 18)]
