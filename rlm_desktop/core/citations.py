@@ -259,7 +259,7 @@ def _sheet_lines(p: ParsedCitation, name: str, workbooks: Workbooks, n_lines: in
     wb = workbooks.get(name)
     if wb is None:
         if not have_texts:
-            return fail("sheet citations need the documents to check (this trace has no record)")
+            return fail("the rows cannot be checked without the document's text")
         return fail(f"{name} is not a spreadsheet (it has no sheets); cite lines, e.g. "
                     f"[{name}:L1-L{max(min(n_lines, 5), 1)}]")
     sheet = wb.find(p.sheet)

@@ -17,21 +17,11 @@ import threading
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from rlm_desktop.core.sources import SourceRange, merge_ranges, merge_sources
 
 _HEADER = re.compile(r"--- sheet (\d+): (.*) ---")
 _STATES = (" (hidden)", " (veryHidden)")     # openpyxl's sheet_state, written after the name
-SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".ods")
-
-
-def is_spreadsheet(name: str) -> bool:
-    """Whether a document name (a key of ``context``) is a workbook the extractor wrote sheets for."""
-    p = Path(name.lower())
-    if p.suffix == ".gz":
-        p = p.with_suffix("")
-    return p.suffix in SPREADSHEET_SUFFIXES
 
 
 def rows_text(start_row: int | None, end_row: int | None) -> str:
@@ -172,7 +162,9 @@ class Workbook:
 
 class Workbooks:
     """The :class:`Workbook` of each spreadsheet among ``texts`` (name → text; a single ``str`` is
-    the one document, whatever it is called), each built on first use and kept. Thread-safe."""
+    the one document, whatever it is called), each built on first use and kept. A spreadsheet is
+    known by its text (it starts with the first sheet's header), so a workbook passed to the Python
+    API as a plain ``context`` string counts too. Thread-safe."""
 
     def __init__(self, texts: str | Mapping[str, str] | None) -> None:
         self._texts = texts
@@ -180,7 +172,7 @@ class Workbooks:
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Workbook | None:
-        if not is_spreadsheet(name) or self._texts is None:
+        if self._texts is None:
             return None
         with self._lock:
             if name not in self._built:
@@ -190,7 +182,7 @@ class Workbooks:
 
     def built(self, ranges: Iterable[SourceRange]) -> bool:
         """Whether annotating ``ranges`` needs no sheet table still to be read (cheap to do inline)."""
-        return all(r.document in self._built or not is_spreadsheet(r.document) for r in ranges)
+        return all(r.document in self._built for r in ranges)
 
     def annotate(self, ranges: Iterable[SourceRange]) -> list[SourceRange]:
         """Each range in a spreadsheet with its sheet and rows (split per sheet); others as they are."""
@@ -227,5 +219,5 @@ def merge_by_sheet(items: Iterable[SourceRange]) -> list[SourceRange]:
     return out
 
 
-__all__ = ["SPREADSHEET_SUFFIXES", "Sheet", "Workbook", "Workbooks", "is_spreadsheet", "merge_by_sheet",
+__all__ = ["Sheet", "Workbook", "Workbooks", "merge_by_sheet",
            "rows_text", "sheet_label", "sheet_rows_words"]

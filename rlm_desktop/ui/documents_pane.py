@@ -167,7 +167,8 @@ class DocumentsModel(QAbstractTableModel):
     def set_seen(self, turns: dict[str, dict[int, list[SourceRange]]], shown_turn: int | None,
                  turn_count: int) -> None:
         """What each turn's models saw, per document (``rel_path`` → turn → ranges)."""
-        self.seen_turns = turns
+        self.seen_turns = {k: {t: sorted(rs, key=lambda r: (r.start_line, r.end_line)) for t, rs in per.items()}
+                           for k, per in turns.items()}
         self.seen = {k: merge_ranges((r.start_line, r.end_line) for rs in per.values() for r in rs)
                      for k, per in turns.items()}
         self.shown_turn, self.turn_count = shown_turn, turn_count
@@ -321,8 +322,8 @@ class DocumentsPane(QWidget):
         self.preview_label.setWordWrap(True)
         self.show_seen = QCheckBox("Show what the &models saw")
         self.show_seen.setObjectName("showSeen")
-        self.show_seen.setToolTip("Highlight the lines this session's models saw in this document (the "
-                                  "shown turn's darker than earlier turns')")
+        self.show_seen.setToolTip("Highlight the lines this session's models saw in this document; the "
+                                  "shown turn's reads are darker")
         self.show_seen.toggled.connect(self._mark_preview)
         # The cited range shown (document rel_path, first line, last line), highlighted in the preview.
         self._cited: tuple[str, int, int] | None = None

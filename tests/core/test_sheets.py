@@ -89,6 +89,8 @@ def test_merging_keeps_sheets_apart_and_joins_rows_of_one_sheet(book: tuple[str,
     # one document given as a str (a context of one document): it is that workbook, whatever its name
     one = Workbooks(text).annotate([raw[0]])
     assert [(r.sheet, r.start_row, r.end_row) for r in one] == [("Sales", 12, 14)]
+    assert Workbooks(text).get("context") is not None           # known by its text, not its name
+    assert Workbooks({"b.txt": "x\n"}).get("b.txt") is None
     merged = merge_by_sheet(ann)
     assert [(m.document, m.sheet, m.start_row, m.end_row) for m in merged] == [
         (name, "Sales", 12, 18), (name, "Sales", 120, 120), (name, "Q1 plan", 1, 1), ("b.txt", None, None, None)]
