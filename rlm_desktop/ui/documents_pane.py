@@ -576,6 +576,7 @@ class DocumentsPane(QWidget):
             return False
         if start is None and page is not None and doc.page_lines and 1 <= page <= len(doc.page_lines):
             start = end = doc.page_lines[page - 1]
+        sheet_only = None
         if start is None and sheet is not None:
             from rlm_desktop.core.sheets import Workbook
 
@@ -583,6 +584,7 @@ class DocumentsPane(QWidget):
             found = wb.find(sheet) if wb is not None else None
             if found is not None:
                 start = end = found.header_line
+                sheet_only = found.name
         row = self.model.docs.index(doc)
         self._cited = (doc.rel_path, start, end or start) if start is not None else None
         if self._shown != doc.rel_path or not self.table.selectionModel().isRowSelected(row, QModelIndex()):
@@ -609,6 +611,9 @@ class DocumentsPane(QWidget):
         # The cursor at the first cited line (no selection: the marker colour shows the range).
         self.preview.setTextCursor(QTextCursor(block))
         self.preview.centerCursor()
+        if sheet_only is not None:
+            self.status_message.emit(f"{name}: the cited rows are not in sheet {sheet_only}; showing the "
+                                     "sheet's header line.")
         return True
 
     def _mark_preview(self, *args: Any) -> None:

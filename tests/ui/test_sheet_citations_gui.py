@@ -91,6 +91,8 @@ def test_a_sheet_citation_link_opens_the_rows_and_the_panes_name_sheet_and_rows(
 
     # a row past the end: no rows to mark, the preview opens at the sheet's header line
     n900 = next(i for i, h in enumerate(links) if "R900" in h[2])
-    pane.activate_citation(cite_index(links[n900][0]))
+    with qtbot.waitSignal(dp.status_message) as said:
+        pane.activate_citation(cite_index(links[n900][0]))
+    assert said.args[0] == "book.xlsx: the cited rows are not in sheet Sales; showing the sheet's header line."
     assert dp.preview.textCursor().block().text() == "--- sheet 1: Sales ---"
     assert dp.marked_lines() == [1]
