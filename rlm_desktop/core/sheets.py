@@ -3,7 +3,7 @@
 A workbook (``.xlsx``, ``.ods``) is extracted (core/formats.py) as one ``--- sheet N: NAME ---`` line
 per sheet followed by its non-empty rows as TSV lines whose first field is the sheet's own row number
 (sheets after the first preceded by an empty line). :class:`Workbook` reads that line table back;
-:func:`annotate` gives the document line ranges the source index found (core/sources.py) their
+its ``annotate`` gives the document line ranges the source index found (core/sources.py) their
 sheet and rows — a range crossing sheets is **split into one range per sheet** (the empty line and
 the header between them belong to no rows) — and :class:`Workbooks` keeps one table per document,
 built on first use from the text the models were given.
@@ -82,7 +82,7 @@ class Workbook:
                 sheets.append(Sheet(*cur))  # type: ignore[arg-type]
         for i, line in enumerate(text.split("\n"), 1):
             head, tab, _ = line.partition("\t")
-            if tab and head.isdigit() and cur is not None:
+            if tab and head.isascii() and head.isdigit() and len(head) <= 9 and cur is not None:
                 r = int(head)
                 rows.append(r)
                 cur[3] = i
@@ -113,14 +113,6 @@ class Workbook:
                 return s
         folded = [s for s in self.sheets if s.name.casefold() == name.casefold()]
         return folded[0] if len(folded) == 1 else None
-
-    def sheet_at(self, line: int) -> Sheet | None:
-        """The sheet whose section holds ``line`` (None for a line between sheets)."""
-        i = bisect.bisect_right(self._headers, line) - 1
-        if i < 0:
-            return None
-        s = self.sheets[i]
-        return s if line <= s.end_line else None
 
     def split(self, a: int, b: int) -> list[tuple[Sheet, int, int, int | None, int | None]]:
         """Lines ``a``..``b`` per sheet: ``(sheet, first line, last line, first row, last row)`` for

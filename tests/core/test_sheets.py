@@ -64,6 +64,9 @@ def test_the_extracted_lines_map_to_sheets_and_rows(book: tuple[str, str]) -> No
     assert "" == text.split("\n")[end_sales]               # (the line between is the empty one)
     # a text that is not a workbook's has no sheets
     assert Workbook.from_text("Region\tTotal\nNorth\t3\n") is None
+    # a text that only looks like one: what is not a row number is not read as one (no crash)
+    odd = Workbook.from_text("--- sheet 1: A ---\n²\tx\n99999999999999\ty\n3\tz")
+    assert odd is not None and [(s.name, s.first_row, s.last_row) for s in odd.sheets] == [("A", 3, 3)]
 
 
 def test_sources_carry_sheet_and_rows_only_when_known_and_survive_the_trace() -> None:
