@@ -515,15 +515,20 @@ async def _run(args: argparse.Namespace, config: Any, docs: Any, provider: Any,
 
 
 def _sources_json(result: Any) -> dict[str, Any]:
-    """--json's ``citations`` ({document, start_line, end_line, page, verified, why}), ``sources``
+    """--json's ``citations`` ({document, start_line, end_line, page, verified, why}, and ``sheet``,
+    ``start_row``, ``end_row`` in a spreadsheet), ``sources``
     (per document the merged ranges the run's models saw) and, for an answer that cites nothing,
     ``material_read`` (what its sub-calls saw; not citations)."""
     keys = ("document", "start_line", "end_line", "page", "verified", "why")
+    sheet_keys = ("sheet", "start_row", "end_row")       # in a spreadsheet, where known
+
+    def pick(d: dict[str, Any], ks: tuple[str, ...]) -> dict[str, Any]:
+        return {k: d.get(k) for k in ks} | {k: d[k] for k in sheet_keys if d.get(k) is not None}
     out: dict[str, Any] = {
-        "citations": [{k: c.get(k) for k in keys} for c in result.citations or []],
-        "sources": [{k: r.get(k) for k in keys[:4]} for r in result.sources or []]}
+        "citations": [pick(c, keys) for c in result.citations or []],
+        "sources": [pick(r, keys[:4]) for r in result.sources or []]}
     if result.material_read is not None:
-        out["material_read"] = [{k: r.get(k) for k in keys[:4]} for r in result.material_read]
+        out["material_read"] = [pick(r, keys[:4]) for r in result.material_read]
     return out
 
 

@@ -20,13 +20,16 @@ import html
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm_desktop import __version__
 from rlm_desktop.core.paths import write_text_atomic
 from rlm_desktop.core.redact import mask_urls_in
 from rlm_desktop.core.totals import Totals, Usage, _int, subtree_usage, totals
 from rlm_desktop.core.trace import Attr, Span, SpanKind, SpanStatus, Trace
+
+if TYPE_CHECKING:
+    from rlm_desktop.core.citations import Citation
 
 FORMATS = ("json", "markdown", "html", "otlp")
 _SUFFIXES = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html",
@@ -399,6 +402,15 @@ def _md_span(trace: Trace, s: Span, depth: int) -> list[str]:
     return out
 
 
+def _cite_place(c: Citation) -> str:
+    """Where a footnote's citation points: ``b.txt L3–L4``; in a spreadsheet ``book.xlsx, Sales rows 12–18``."""
+    from rlm_desktop.core.sheets import sheet_rows_words
+
+    if c.sheet is not None:
+        return f"{c.document}, {sheet_rows_words(c.sheet, c.start_row, c.end_row)}"
+    return c.label()
+
+
 def _md_sources(trace: Trace, root: Span | None) -> list[str]:
     """Under the answer: its citations as footnotes (verified ones quote the lines), what the run's
     models saw, and — for an answer that cites nothing — the material its sub-calls read."""
@@ -415,7 +427,7 @@ def _md_sources(trace: Trace, root: Span | None) -> list[str]:
         out.append("")
         for i, c in enumerate(cites, 1):
             state = "verified" if c.verified else f"not verified: {c.why}"
-            out.append(f"[^{i}]: {c.label()} — {state}")
+            out.append(f"[^{i}]: {_cite_place(c)} — {state}")
             if c.text:
                 out += ["", *("    > " + line for line in c.text.split("\n"))]
             out.append("")
@@ -444,7 +456,7 @@ def _html_sources(trace: Trace, root: Span | None) -> list[str]:
             state = ("verified" if c.verified else
                      f'<span class="unverified">not verified: {_esc(c.why)}</span>')
             quote = (f'<blockquote class="quote">{_pre(c.text)}</blockquote>' if c.text else "")
-            out.append(f'<li id="cite-{i}"><code>{_esc(c.raw)}</code> → {_esc(c.label())} — '
+            out.append(f'<li id="cite-{i}"><code>{_esc(c.raw)}</code> → {_esc(_cite_place(c))} — '
                        f"{state}{quote}</li>")
         out.append("</ol>")
     elif root.attributes.get(Attr.ANSWER) is not None and seen:

@@ -62,31 +62,45 @@ _S32 = np.uint64(32)
 @dataclass(frozen=True, slots=True)
 class SourceRange:
     """Lines ``start_line``..``end_line`` (1-based, inclusive) of ``document``; ``page`` (1-based)
-    of a PDF's first line in the range, else None. ``to_dict`` is the trace's form."""
+    of a PDF's first line in the range, else None; in a spreadsheet the ``sheet`` the lines are in
+    and its rows ``start_row``..``end_row`` (core/sheets.py). ``to_dict`` is the trace's form."""
 
     document: str
     start_line: int
     end_line: int
     page: int | None = None
     end_page: int | None = None
+    sheet: str | None = None
+    start_row: int | None = None
+    end_row: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"document": self.document, "start_line": self.start_line,
                              "end_line": self.end_line, "page": self.page}
         if self.end_page is not None and self.end_page != self.page:
             d["end_page"] = self.end_page
+        if self.sheet is not None:
+            d["sheet"] = self.sheet
+            if self.start_row is not None:
+                d["start_row"], d["end_row"] = self.start_row, self.end_row
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SourceRange:
-        page = d.get("page")
-        end_page = d.get("end_page")
+        def opt_int(v: Any) -> int | None:
+            return v if isinstance(v, int) and not isinstance(v, bool) else None
+        sheet = d.get("sheet")
         return cls(str(d["document"]), int(d["start_line"]), int(d["end_line"]),
-                   int(page) if isinstance(page, int) else None,
-                   int(end_page) if isinstance(end_page, int) else None)
+                   opt_int(d.get("page")), opt_int(d.get("end_page")),
+                   sheet if isinstance(sheet, str) else None, opt_int(d.get("start_row")),
+                   opt_int(d.get("end_row")))
 
     def label(self) -> str:
-        """``b.txt L3–L4`` (``report.pdf p.2 L40–L52``), as a person reads it."""
+        """``b.txt L3–L4`` (``report.pdf p.2 L40–L52``, ``book.xlsx Sales R12–R18``), as a person reads it."""
+        if self.sheet is not None:
+            rows = "" if self.start_row is None else f" R{self.start_row}" if \
+                self.end_row in (None, self.start_row) else f" R{self.start_row}–R{self.end_row}"
+            return f"{self.document} {self.sheet}{rows}"
         lines = f"L{self.start_line}" if self.start_line == self.end_line else \
             f"L{self.start_line}–L{self.end_line}"
         page = f" p.{self.page}" if self.page is not None else ""

@@ -148,8 +148,10 @@ CITATION_PARAGRAPH = """
 
 Cite your sources: after each claim, name the passage it rests on as [path:L12-L18] (one line:
 [path:L5]; a PDF page: [file.pdf p.3]), where path is the document's key in `context` (`context`
-itself when it is one str) and line n is `text.split("\\n")[n - 1]` (1-based). Cite only lines you
-or a sub-model actually read; each citation is checked against what the models of this run saw."""
+itself when it is one str) and line n is `text.split("\\n")[n - 1]` (1-based). In a spreadsheet cite
+the sheet and its row numbers (each row line's first field) as [book.xlsx:Sales!R12-R18] (one row:
+[book.xlsx:Sales!R3]; a sheet name with spaces in quotes: [book.xlsx:'Q1 plan'!R3]). Cite only lines
+you or a sub-model actually read; each citation is checked against what the models of this run saw."""
 
 
 # -- the user's note and a custom system prompt -------------------------------------------------

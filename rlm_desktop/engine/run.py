@@ -32,6 +32,7 @@ from rlm_desktop.sandbox.api import (
 )
 
 if TYPE_CHECKING:
+    from rlm_desktop.core.sheets import Workbooks
     from rlm_desktop.core.sources import IndexSource
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ class _Shared:
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self.isolation: dict[str, Any] | None = None
         self.best_partial: str | None = None
+        self.workbooks: Workbooks | None = None      # sheets and rows of spreadsheet documents
 
     # -- spans --------------------------------------------------------------------------------
     async def seen(self, text: str) -> dict[str, Any]:
@@ -271,6 +273,10 @@ class _Shared:
             index = await self.sources.ready()
             found = (index.locate(text) if len(text) < LOCATE_INLINE_CHARS
                      else await asyncio.to_thread(index.locate, text))
+            books = self.workbooks
+            if books is not None:       # spreadsheets: the sheet and rows (a first look reads the sheets)
+                found = (books.annotate(found) if books.built(found)
+                         else await asyncio.to_thread(books.annotate, found))
         except Exception:   # noqa: BLE001 - the run goes on without sources; logged with its traceback
             log.exception("mapping a text to its sources failed; the run goes on without them")
             self.sources = None
@@ -1025,7 +1031,7 @@ class _RLM:
 
 
 def _sources_attrs(trace: Trace, run_span: str, answer: str | None, sources: IndexSource,
-                   context: str | dict[str, str]) -> dict[str, Any]:
+                   context: str | dict[str, str], workbooks: Workbooks | None = None) -> dict[str, Any]:
     from rlm_desktop.core.citations import run_sources_attrs, sources_for
 
     if answer is None:        # nothing to check: what the models saw is in the trace already
@@ -1038,7 +1044,7 @@ def _sources_attrs(trace: Trace, run_span: str, answer: str | None, sources: Ind
     texts = {index.names[0]: context} if isinstance(context, str) and index.names else \
         context if isinstance(context, dict) else None
     try:
-        return run_sources_attrs(trace, run_span, answer, index, texts)
+        return run_sources_attrs(trace, run_span, answer, index, texts, workbooks)
     except Exception:   # noqa: BLE001 - a bug here must not lose the run's answer; logged
         log.exception("checking the answer's citations failed")
         return {}
@@ -1086,6 +1092,10 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     cancel = cancel or CancelToken()
     sub_provider = sub_provider or provider
     state = _Shared(config, provider, sub_provider, trace, cancel, sources)
+    if sources is not None:
+        from rlm_desktop.core.sheets import Workbooks
+
+        state.workbooks = Workbooks(context)
     lim = config.limits
     info = prompts.describe_context(context, turn.kinds if turn is not None else None)
     run_attrs: dict[str, Any] = {
@@ -1171,7 +1181,7 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
     if reason:
         end_attrs[Attr.ERROR] = reason
     if state.sources is not None:
-        end_attrs.update(_sources_attrs(trace, run_span, answer, state.sources, context))
+        end_attrs.update(_sources_attrs(trace, run_span, answer, state.sources, context, state.workbooks))
     state.end(run_span, run_status, end_attrs)
     result = RunResult(
         answer=answer, status=status, reason=reason, stop_reason=stop_reason,

@@ -32,13 +32,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from rlm_desktop.core.sources import SourceRange
 from rlm_desktop.core.trace import Attr, Span, SpanKind, Trace
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.highlighter import PygmentsHighlighter, ResponseHighlighter
 from rlm_desktop.ui.icons import icon, status_icon
+from rlm_desktop.ui.sources_view import saw_text
 
 # Each message in the Messages tab is shown up to this many characters until "Show all".
 MESSAGE_PREVIEW_CHARS = 4_000
+# The Sources fact lists this many ranges (the Attributes tab has them all).
+SOURCES_SHOWN = 12
 
 
 def is_dark(palette: QPalette | None = None) -> bool:
@@ -221,7 +225,7 @@ class DetailPane(QWidget):
         self.facts = QFormLayout()
         self.facts.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.fact_labels: dict[str, QLabel] = {}
-        for key in ("Kind", "Status", "Model", "Tokens", "Cost", "Timing", "Details"):
+        for key in ("Kind", "Status", "Model", "Tokens", "Cost", "Timing", "Details", "Sources"):
             lbl = QLabel()
             lbl.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             lbl.setWordWrap(True)
@@ -335,6 +339,7 @@ class DetailPane(QWidget):
         if a.get(Attr.FINISH_REASON) and a.get(Attr.FINISH_REASON) != "stop":
             details.append(f"finish reason: {a[Attr.FINISH_REASON]}")
         self._set("Details", "\n".join(details))
+        self._set("Sources", sources_fact(a.get(Attr.SOURCES)))
 
         first_visible = None
         if span.kind == SpanKind.LLM_CALL and trace is not None:
@@ -383,6 +388,20 @@ class DetailPane(QWidget):
         section.set_text(value if isinstance(value, str) else json.dumps(value, indent=2, default=str),
                          keep_expanded=same)
         return self._show(section, True)
+
+
+def sources_fact(value: Any) -> str:
+    """What the step's model saw of the documents (``Attr.SOURCES``), as a person reads it:
+    ``saw contracts/acme.md L120–L188; book.xlsx Sales R12–R18`` (the first SOURCES_SHOWN ranges)."""
+    ranges = []
+    for d in value if isinstance(value, list) else []:
+        try:
+            ranges.append(SourceRange.from_dict(d))
+        except (KeyError, TypeError, ValueError):
+            continue          # a hand-edited or foreign trace: what is not a range is not shown
+    more = len(ranges) - SOURCES_SHOWN
+    text = saw_text(ranges[:SOURCES_SHOWN])
+    return f"{text} … and {more} more range{'s' if more != 1 else ''}" if more > 0 else text
 
 
 def _raw_attrs(a: dict[str, Any]) -> dict[str, Any]:

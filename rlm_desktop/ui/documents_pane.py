@@ -3,7 +3,7 @@ a text preview and totals. Its DocumentSet becomes the run's ``context``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QBrush, QColor, QPalette, QTextCharFormat, QTextCursor, QTextFormat
+from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -49,8 +49,10 @@ from rlm_desktop.core.documents import (
     scan_paths,
     supported_suffixes,
 )
+from rlm_desktop.core.sources import SourceRange, merge_ranges
 from rlm_desktop.ui.icons import icon
 from rlm_desktop.ui.jobs import ThreadJob
+from rlm_desktop.ui.sources_view import ranges_text
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -71,9 +73,12 @@ COLUMN_TIPS = (
     "Characters of extracted text",
     "* Estimated tokens (characters / 4) — an estimate, not a tokenizer count",
     "Loaded, loaded with a warning, or why the file could not be used",
-    "Whether the models of the shown run read this document (the lines they saw are in the tooltip)",
+    "Whether the models of this session read this document, and in which turns (bold: the shown turn "
+    "read it; the lines each turn saw are in the tooltip)",
 )
 SEEN_TEXT = "read"
+# What marks a line in the preview (mark_kinds): the cited range, the shown turn's reads, other turns'.
+CITED, SEEN_SHOWN, SEEN_SESSION = "cited", "seen in the shown turn", "seen in the session"
 PREVIEW_LIMIT = 200_000
 # Ask before loading more than this many files or bytes at once.
 CONFIRM_FILES = 2_000
@@ -84,8 +89,12 @@ class DocumentsModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.docs: list[Document] = []
-        # rel_path -> the merged line ranges the shown run's models saw (set_seen).
+        # rel_path -> the merged line ranges the session's models saw, all turns (set_seen).
         self.seen: dict[str, list[tuple[int, int]]] = {}
+        # rel_path -> turn -> what that turn's models saw; the turn shown; how many turns there are.
+        self.seen_turns: dict[str, dict[int, list[SourceRange]]] = {}
+        self.shown_turn: int | None = None
+        self.turn_count = 0
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self.docs)
@@ -124,9 +133,14 @@ class DocumentsModel(QAbstractTableModel):
             if col == COL_STATUS:
                 return status_text(d)
             if col == COL_SEEN:
-                return SEEN_TEXT if d.rel_path in self.seen else ""
+                return self.seen_text(d.rel_path)
         if role == Qt.ItemDataRole.ToolTipRole and col == COL_SEEN:
-            return seen_tip(self.seen.get(d.rel_path))
+            return self.seen_tip(d.rel_path)
+        if role == Qt.ItemDataRole.FontRole and col == COL_SEEN and self.read_in_shown_turn(d.rel_path) \
+                and self.turn_count > 1:
+            f = QFont()
+            f.setBold(True)
+            return f
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == COL_STATUS:
                 return status_text(d, full=True)
@@ -135,7 +149,7 @@ class DocumentsModel(QAbstractTableModel):
                 # name that is not UTF-8 shown with \xNN escapes, not a surrogate).
                 where = f"{d.rel_path}\n{display_name(str(d.path))}"
                 if d.rel_path in self.seen:
-                    where += "\n" + seen_tip(self.seen[d.rel_path])
+                    where += "\n" + self.seen_tip(d.rel_path)
                 return where if d.ok else f"{where}\n{status_text(d, full=True)}"
         if role == Qt.ItemDataRole.ForegroundRole and not d.ok:
             return QBrush(Qt.GlobalColor.red)
@@ -150,19 +164,41 @@ class DocumentsModel(QAbstractTableModel):
         self.docs = docs
         self.endResetModel()
 
-    def set_seen(self, seen: dict[str, list[tuple[int, int]]]) -> None:
-        self.seen = dict(seen)
+    def set_seen(self, turns: dict[str, dict[int, list[SourceRange]]], shown_turn: int | None,
+                 turn_count: int) -> None:
+        """What each turn's models saw, per document (``rel_path`` → turn → ranges)."""
+        self.seen_turns = {k: {t: sorted(rs, key=lambda r: (r.start_line, r.end_line)) for t, rs in per.items()}
+                           for k, per in turns.items()}
+        self.seen = {k: merge_ranges((r.start_line, r.end_line) for rs in per.values() for r in rs)
+                     for k, per in turns.items()}
+        self.shown_turn, self.turn_count = shown_turn, turn_count
         if self.docs:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self.docs) - 1, len(COLUMNS) - 1))
 
+    def read_in_shown_turn(self, rel_path: str) -> bool:
+        return self.shown_turn is not None and self.shown_turn in self.seen_turns.get(rel_path, {})
 
-def lines_text(ranges: list[tuple[int, int]]) -> str:
-    """``L3–L4, L20–L31``."""
-    return ", ".join(f"L{a}" if a == b else f"L{a}–L{b}" for a, b in ranges)
+    def seen_text(self, rel_path: str) -> str:
+        """The Read column: "read" (one turn in the session), else the turns that read it."""
+        turns = sorted(self.seen_turns.get(rel_path, {}))
+        if not turns:
+            return ""
+        if self.turn_count <= 1:
+            return SEEN_TEXT
+        return f"turn{'s' if len(turns) > 1 else ''} {', '.join(map(str, turns))}"
 
-
-def seen_tip(ranges: list[tuple[int, int]] | None) -> str:
-    return f"seen by models: {lines_text(ranges)}" if ranges else "not read by the models of this run"
+    def seen_tip(self, rel_path: str) -> str:
+        per = self.seen_turns.get(rel_path, {})
+        if not per:
+            return "not read by the models of this session"
+        if self.turn_count <= 1:
+            return "seen by models: " + ranges_text([r for rs in per.values() for r in rs])
+        turns = sorted(per)
+        shown = "" if self.shown_turn is None else (
+            f"; the shown turn ({self.shown_turn}) read it" if self.shown_turn in per
+            else f"; the shown turn ({self.shown_turn}) did not")
+        return (f"read in turn{'s' if len(turns) > 1 else ''} {', '.join(map(str, turns))}{shown}\n"
+                + "\n".join(f"turn {t}: seen by models: {ranges_text(per[t])}" for t in turns))
 
 
 def doc_name(d: Document) -> str:
@@ -286,11 +322,13 @@ class DocumentsPane(QWidget):
         self.preview_label.setWordWrap(True)
         self.show_seen = QCheckBox("Show what the &models saw")
         self.show_seen.setObjectName("showSeen")
-        self.show_seen.setToolTip("Highlight the lines the shown run's models saw in this document")
+        self.show_seen.setToolTip("Highlight the lines this session's models saw in this document; the "
+                                  "shown turn's reads are darker")
         self.show_seen.toggled.connect(self._mark_preview)
         # The cited range shown (document rel_path, first line, last line), highlighted in the preview.
         self._cited: tuple[str, int, int] | None = None
         self._shown: str | None = None          # rel_path of the previewed document
+        self._mark_kinds: dict[int, str] = {}   # preview line -> what marks it (mark_kinds)
         self.preview = QPlainTextEdit()
         self.preview.setObjectName("documentPreview")
         self.preview.setReadOnly(True)
@@ -497,14 +535,23 @@ class DocumentsPane(QWidget):
 
     # -- where answers came from --------------------------------------------------------------------
     def set_seen(self, ranges: Iterable[tuple[str, int, int]]) -> None:
-        """What the shown run's models saw: ``(document, first line, last line)`` each. A row of a
-        document they read says so; the preview can highlight the lines (``show_seen``)."""
-        seen: dict[str, list[tuple[int, int]]] = {}
-        for name, a, b in ranges:
-            doc = self.find(name)
-            if doc is not None:
-                seen.setdefault(doc.rel_path, []).append((a, b))
-        self.model.set_seen({k: sorted(v) for k, v in seen.items()})
+        """What one run's models saw: ``(document, first line, last line)`` each (a session of one
+        turn; see :meth:`set_session_seen`)."""
+        self.set_session_seen([(1, [SourceRange(n, a, b) for n, a, b in ranges])], 1)
+
+    def set_session_seen(self, turns: Sequence[tuple[int, Sequence[SourceRange]]],
+                         shown_turn: int | None) -> None:
+        """What the session's models saw, per turn: ``(turn number, ranges)`` for each turn of the
+        session, and the turn shown. A row of a document they read says which turns read it (bold
+        when the shown turn did); the preview can highlight the lines (``show_seen``), the shown
+        turn's darker."""
+        per: dict[str, dict[int, list[SourceRange]]] = {}
+        for turn, ranges in turns:
+            for r in ranges:
+                doc = self.find(r.document)
+                if doc is not None:
+                    per.setdefault(doc.rel_path, {}).setdefault(turn, []).append(r)
+        self.model.set_seen(per, shown_turn, len(turns))
         self._mark_preview()
 
     def find(self, name: str) -> Document | None:
@@ -517,16 +564,27 @@ class DocumentsPane(QWidget):
         tail = [d for d in docs if d.rel_path.endswith("/" + name.removeprefix("./"))]
         return tail[0] if len(tail) == 1 else None
 
-    def show_range(self, name: str, start: int | None, end: int | None, page: int | None = None) -> bool:
+    def show_range(self, name: str, start: int | None, end: int | None, page: int | None = None,
+                   sheet: str | None = None) -> bool:
         """Select ``name`` and show lines ``start``..``end`` in the preview, scrolled to them and
-        highlighted (a page without lines: the page's first line). False, with a status message,
-        when the document is not here or the lines are not in the preview."""
+        highlighted (a page without lines: the page's first line; a spreadsheet's ``sheet`` without
+        lines — rows that are not there — its header line). False, with a status message, when the
+        document is not here or the lines are not in the preview."""
         doc = self.find(name)
         if doc is None:
             self.status_message.emit(f"{name} is not in the Documents list; add it to see the cited lines.")
             return False
         if start is None and page is not None and doc.page_lines and 1 <= page <= len(doc.page_lines):
             start = end = doc.page_lines[page - 1]
+        sheet_only = None
+        if start is None and sheet is not None:
+            from rlm_desktop.core.sheets import Workbook
+
+            wb = Workbook.from_text(doc.text or "")
+            found = wb.find(sheet) if wb is not None else None
+            if found is not None:
+                start = end = found.header_line
+                sheet_only = found.name
         row = self.model.docs.index(doc)
         self._cited = (doc.rel_path, start, end or start) if start is not None else None
         if self._shown != doc.rel_path or not self.table.selectionModel().isRowSelected(row, QModelIndex()):
@@ -553,24 +611,34 @@ class DocumentsPane(QWidget):
         # The cursor at the first cited line (no selection: the marker colour shows the range).
         self.preview.setTextCursor(QTextCursor(block))
         self.preview.centerCursor()
+        if sheet_only is not None:
+            self.status_message.emit(f"{name}: the cited rows are not in sheet {sheet_only}; showing the "
+                                     "sheet's header line.")
         return True
 
     def _mark_preview(self, *args: Any) -> None:
         """Highlight in the preview the cited range (strong) and, with ``show_seen``, what the
         models saw (light)."""
         marks: list[QTextEdit.ExtraSelection] = []
+        self._mark_kinds: dict[int, str] = {}
         pal = self.preview.palette()
         if self._shown is not None and self.show_seen.isChecked():
             light = QColor(pal.color(QPalette.ColorRole.Highlight))
-            light.setAlpha(60)
+            light.setAlpha(45)
             for a, b in self.model.seen.get(self._shown, []):
-                marks += self._line_marks(a, b, light)
+                marks += self._line_marks(a, b, light, SEEN_SESSION)
+            shown = self.model.seen_turns.get(self._shown, {}).get(self.model.shown_turn or 0, [])
+            if shown and self.model.turn_count > 1:     # the shown turn's own reads: darker
+                mid = QColor(pal.color(QPalette.ColorRole.Highlight))
+                mid.setAlpha(110)
+                for a, b in merge_ranges((r.start_line, r.end_line) for r in shown):
+                    marks += self._line_marks(a, b, mid, SEEN_SHOWN)
         if self._cited is not None and self._cited[0] == self._shown:
             strong = QColor(255, 214, 10, 150)          # a marker pen: readable on light and dark
-            marks += self._line_marks(self._cited[1], self._cited[2], strong)
+            marks += self._line_marks(self._cited[1], self._cited[2], strong, CITED)
         self.preview.setExtraSelections(marks)
 
-    def _line_marks(self, a: int, b: int, colour: QColor) -> list[QTextEdit.ExtraSelection]:
+    def _line_marks(self, a: int, b: int, colour: QColor, kind: str) -> list[QTextEdit.ExtraSelection]:
         doc = self.preview.document()
         first, last = doc.findBlockByNumber(a - 1), doc.findBlockByNumber(b - 1)
         if not first.isValid():
@@ -583,6 +651,7 @@ class DocumentsPane(QWidget):
         out = []
         block = first
         while block.isValid() and block.blockNumber() <= last.blockNumber():
+            self._mark_kinds[block.blockNumber() + 1] = kind
             s = QTextEdit.ExtraSelection()
             s.format = fmt
             s.cursor = QTextCursor(block)
@@ -593,6 +662,11 @@ class DocumentsPane(QWidget):
     def marked_lines(self) -> list[int]:
         """The preview's highlighted lines (1-based), for tests and accessibility."""
         return sorted({s.cursor.blockNumber() + 1 for s in self.preview.extraSelections()})
+
+    def mark_kinds(self) -> dict[int, str]:
+        """Each highlighted line (1-based) and what marks it: CITED, SEEN_SHOWN (the shown turn saw
+        it) or SEEN_SESSION (only other turns of the session saw it; with one turn, every seen line)."""
+        return dict(self._mark_kinds)
 
     def _on_selection(self, *args: Any) -> None:
         rows = self.table.selectionModel().selectedRows()

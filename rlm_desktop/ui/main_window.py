@@ -40,6 +40,7 @@ from rlm_desktop.core.exporters import ExportError, format_for_path
 from rlm_desktop.core.logs import log_file, redact
 from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.profiles import ProviderProfile
+from rlm_desktop.core.sources import SourceRange
 from rlm_desktop.core.totals import totals
 from rlm_desktop.core.trace import FORMAT_NAME, Attr, SpanKind, Trace, TraceEvent, read_trace
 from rlm_desktop.session.store import SessionStore
@@ -612,7 +613,7 @@ class MainWindow(QMainWindow):
         self._turn_docs = paths
         self.detail.show_span(None, None)
         self.answer.clear(running=True)
-        self.documents.set_seen([])           # the read marks are the shown turn's
+        self._show_read_marks(last_shown=False)   # the session's earlier turns keep their read marks
         self._max_sub_calls = limits.max_sub_calls
         self.status.reset(limits.budget_usd)
         self._figures_t = 0.0
@@ -837,19 +838,29 @@ class MainWindow(QMainWindow):
         self.run_finished.emit(outcome)
 
     def _show_sources(self) -> None:
-        """The shown turn's citations and sources: links and the Sources list in the answer pane,
-        the "read" mark on the documents' rows."""
+        """The shown turn's citations and sources: links and the Sources list in the answer pane;
+        the session's read marks on the documents' rows (the shown turn's told apart)."""
         trace = self.model.trace
         runs = [r for r in trace.roots if r.kind == SpanKind.RUN]
         run = runs[-1] if runs else None
         self.answer.set_sources(trace if run is not None else None, run)
-        seen = sources_for(trace, run) if run is not None else []
-        self.documents.set_seen([(r.document, r.start_line, r.end_line) for r in seen])
+        self._show_read_marks()
+
+    def _show_read_marks(self, *, last_shown: bool = True) -> None:
+        """What every turn of the shown session read, on the documents' rows and in the preview;
+        the last turn in the trace is the one shown (``last_shown``; not while a follow-up starts)."""
+        trace = self.model.trace
+        turns: list[tuple[int, list[SourceRange]]] = []
+        for i, run in enumerate((r for r in trace.roots if r.kind == SpanKind.RUN), 1):
+            n = run.attributes.get(Attr.TURN)
+            turns.append((n if isinstance(n, int) and not isinstance(n, bool) else i, sources_for(trace, run)))
+        self.documents.set_session_seen(turns, turns[-1][0] if turns and last_shown else None)
 
     def _show_source(self, target: SourceTarget) -> None:
         """A citation or source activated in the answer pane: its lines in the document preview."""
         self.left_tabs.setCurrentWidget(self.documents)
-        self.documents.show_range(target.document, target.start_line, target.end_line, target.page)
+        self.documents.show_range(target.document, target.start_line, target.end_line, target.page,
+                                  target.sheet)
 
     def _on_run_not_started(self, outcome: RunOutcome) -> None:
         """No key (or the session could not be opened): nothing ran and nothing was spent."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QMouseEvent, QPalette, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -480,7 +480,9 @@ class HistoryPane(QWidget):
         for col, sample, extra in ((1, "11-24 12:00", 0), (3, "$0.0000", 0),
                                    (2, longest_status, self.table.style().pixelMetric(
                                        QStyle.PixelMetric.PM_SmallIconSize) + 8)):
-            hh.resizeSection(col, fm.horizontalAdvance(sample) + 28 + extra)
+            hh.resizeSection(col, fm.horizontalAdvance(sample) + 16 + extra)
+        # A narrow pane folds the Cost column away rather than cut the question column (_fit_columns).
+        self.table.viewport().installEventFilter(self)
         self.table.itemActivated.connect(lambda item: self.open_row(item.row()))
         self.open_btn = QPushButton(icon("open-trace"), "&Open")
         self.open_btn.setToolTip("Show the selected session's (or run's) trace")
@@ -564,6 +566,18 @@ class HistoryPane(QWidget):
         self._entries: list[HistoryEntry] = []
         self.rows: list[HistoryGroup | HistoryEntry] = []   # what each table row shows
         self.reload()
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Resize and obj is self.table.viewport():
+            self._fit_columns()
+        return super().eventFilter(obj, event)
+
+    def _fit_columns(self) -> None:
+        """On a narrow pane (the left tabs at 1280×720) the Cost column folds away, so the question
+        column keeps its header and the start of each question; each question's tooltip says the cost."""
+        hh = self.table.horizontalHeader()
+        room = self.table.viewport().width() - hh.sectionSize(1) - hh.sectionSize(2) - hh.sectionSize(3)
+        hh.setSectionHidden(3, room < hh.sectionSizeFromContents(0).width())
 
     @property
     def entries(self) -> list[HistoryEntry]:
@@ -653,15 +667,16 @@ class HistoryPane(QWidget):
         f = q.font()
         f.setBold(True)
         q.setFont(f)
+        known = all(e.cost_known for e in g.turns)
+        costs = [e.cost_usd for e in g.turns if e.cost_usd is not None]
+        total = sum(costs) if costs else None
         q.setToolTip(f"{title}\nLatest turn: {time.strftime('%Y-%m-%d %H:%M', time.localtime(last.started))}"
+                     f"\nCost: {fmt.fmt_usd(total, known)}"
                      f"\nTrace: {last.trace}" + (f"\nModels: {last.provider}" if last.provider else ""))
         t = QTableWidgetItem(time.strftime(TIME_FORMAT, time.localtime(last.started)))
         st = QTableWidgetItem(last.status)
         st.setIcon(status_icon(RUN_STATUS_ICONS.get(last.status, "error")))
         st.setToolTip("The latest turn: " + STOP_REASONS.get(last.stop_reason or "", last.stop_reason or ""))
-        known = all(e.cost_known for e in g.turns)
-        costs = [e.cost_usd for e in g.turns if e.cost_usd is not None]
-        total = sum(costs) if costs else None
         c = QTableWidgetItem(fmt.fmt_usd(total, known))
         c.setToolTip("Every turn of the session together")
         c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -677,7 +692,8 @@ class HistoryPane(QWidget):
         elif tag:
             text = f"[{tag}] {text}"
         q = QTableWidgetItem(text)
-        q.setToolTip(e.query + (f"\n\nAsked from: {tag}" if tag else "")
+        cost = ("~" if e.cost_estimated and e.cost_usd else "") + fmt.fmt_usd(e.cost_usd, e.cost_known)
+        q.setToolTip(e.query + f"\n\nCost: {cost}" + (f"\n\nAsked from: {tag}" if tag else "")
                      + (f"\n\nModels: {e.provider}" if e.provider else "")
                      + ("" if exists else f"\n\nThe trace file is missing: {e.trace}"))
         t = QTableWidgetItem(time.strftime(TIME_FORMAT, time.localtime(e.started)))
@@ -688,8 +704,7 @@ class HistoryPane(QWidget):
         why = STOP_REASONS.get(e.stop_reason or "", e.stop_reason or "")
         st.setToolTip(f"{e.status}: the trace file is missing ({e.trace}). {why}".strip()
                       if missing else why)
-        c = QTableWidgetItem(("~" if e.cost_estimated and e.cost_usd else "")
-                             + fmt.fmt_usd(e.cost_usd, e.cost_known))
+        c = QTableWidgetItem(cost)
         if e.cost_estimated and e.cost_usd:
             c.setToolTip("Estimated: some model calls reported no token usage.")
         c.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

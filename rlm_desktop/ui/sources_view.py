@@ -40,17 +40,26 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")
 class SourceTarget:
     """A place to show in the document preview: ``document`` (as cited or recorded), lines
     ``start_line``..``end_line`` (None when only a page is known), ``page``; ``cited`` when it is
-    an answer's citation."""
+    an answer's citation; ``sheet`` and its rows in a spreadsheet (lines unknown: the sheet's header)."""
 
     document: str
     start_line: int | None
     end_line: int | None
     page: int | None = None
     cited: bool = False
+    sheet: str | None = None
+    start_row: int | None = None
+    end_row: int | None = None
 
     @classmethod
     def of(cls, c: Citation) -> SourceTarget:
-        return cls(c.document, c.start_line, c.end_line, c.page, cited=True)
+        return cls(c.document, c.start_line, c.end_line, c.page, cited=True, sheet=c.sheet,
+                   start_row=c.start_row, end_row=c.end_row)
+
+    @classmethod
+    def of_range(cls, r: SourceRange) -> SourceTarget:
+        return cls(r.document, r.start_line, r.end_line, r.page, sheet=r.sheet, start_row=r.start_row,
+                   end_row=r.end_row)
 
 
 def _md_escape(text: str) -> str:
@@ -106,9 +115,22 @@ def step_label(span: Span) -> str:
     return f"{kind}: {span.name}" if span.name and span.name != kind else kind
 
 
+def range_text(r: SourceRange) -> str:
+    """``L3–L4`` (``p.2 L40–L52``; in a spreadsheet ``Sales R12–R18``): a range without its document."""
+    return r.label().removeprefix(r.document).strip()
+
+
 def ranges_text(ranges: list[SourceRange]) -> str:
-    """``L3–L4, L20–L31`` (lines of one document)."""
-    return ", ".join(r.label().split(" ")[-1] for r in ranges)
+    """``L3–L4, L20–L31`` (of one document; a spreadsheet's ``Sales R12–R18, Costs R2``)."""
+    return ", ".join(range_text(r) for r in ranges)
+
+
+def saw_text(ranges: list[SourceRange]) -> str:
+    """``saw b.txt L3–L4, book.xlsx Sales R12–R18`` (what a step's model saw, per document)."""
+    by_doc: dict[str, list[SourceRange]] = {}
+    for r in ranges:
+        by_doc.setdefault(r.document, []).append(r)
+    return "saw " + "; ".join(f"{doc} {ranges_text(rs)}" for doc, rs in by_doc.items()) if by_doc else ""
 
 
 class SourcesView(QTreeWidget):
@@ -169,9 +191,8 @@ class SourcesView(QTreeWidget):
                                "does not claim them as its source.")
             for doc, rs in by_doc.items():
                 it = QTreeWidgetItem(head, [f"{doc} {ranges_text(rs)} — read, not cited"])
-                it.setData(0, Qt.ItemDataRole.UserRole,
-                           SourceTarget(doc, rs[0].start_line, rs[0].end_line, rs[0].page))
-                it.setToolTip(0, f"seen by models: {ranges_text(rs)} (not a citation)")
+                it.setData(0, Qt.ItemDataRole.UserRole, SourceTarget.of_range(rs[0]))
+                it.setToolTip(0, f"the run's models {saw_text(rs)} (not a citation)")
                 for r in rs:
                     self._add_steps(it, steps, doc, r.start_line, r.end_line)
             head.setExpanded(True)
@@ -190,7 +211,7 @@ class SourcesView(QTreeWidget):
             have.add(span.id)
             child = QTreeWidgetItem(item, [f"seen by {step_label(span)} ({ranges_text(hit)})"])
             child.setData(0, Qt.ItemDataRole.UserRole, span)
-            child.setToolTip(0, "Select this step in the trace")
+            child.setToolTip(0, f"This step's model {saw_text(hit)}. Select the step in the trace.")
 
     def items(self) -> list[QTreeWidgetItem]:
         """Every row, depth first (for tests and accessibility checks)."""
@@ -213,4 +234,4 @@ class SourcesView(QTreeWidget):
 
 
 __all__ = ["CITE_SCHEME", "READ_LABEL", "SourceTarget", "SourcesView", "cite_index", "link_citations",
-           "step_label"]
+           "range_text", "ranges_text", "saw_text", "step_label"]

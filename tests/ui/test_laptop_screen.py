@@ -192,3 +192,33 @@ def test_settings_fit_a_1280x720_laptop_and_keep_their_buttons_in_view(qtbot) ->
     assert d.height() <= LAPTOP.height() - 40 and d.width() <= LAPTOP.width()   # a title bar fits too
     ok = d.button_box
     assert ok.mapTo(d, ok.rect().bottomLeft()).y() <= d.height()
+
+
+def test_at_1280x720_the_history_question_column_and_its_header_are_not_cut(
+        qtbot, settings, tmp_path: Path) -> None:  # noqa: ANN001
+    w = _laptop_window(qtbot, settings)
+    try:
+        history = w.history
+        history.store = HistoryStore(tmp_path / "history.jsonl")
+        history.store.add(HistoryEntry(trace=str(tmp_path / "gone.jsonl"), query="Which supplier missed "
+                                       "the most deliveries in the first quarter?", started=1.0, finished=2.0,
+                                       status="ok", cost_usd=0.0123))
+        history.reload()
+        w.left_tabs.setCurrentWidget(history)
+        table = history.table
+        hh = table.horizontalHeader()
+        # the question column holds its header (sort arrow included) and the start of a question
+        qtbot.waitUntil(lambda: hh.sectionSize(0) >= hh.sectionSizeFromContents(0).width(), timeout=3000)
+        assert hh.sectionSize(0) >= table.fontMetrics().horizontalAdvance("Which supplier missed")
+        # (the columns still fit the pane: nothing scrolls sideways)
+        assert table.horizontalScrollBar().maximum() == 0
+        # to make room the Cost column folds away; the cost is still in the question's tooltip
+        assert hh.isSectionHidden(3)
+        assert "$0.0123" in table.item(0, 0).toolTip()
+        # a wider pane has room for it again
+        w.resize(1900, 1000)
+        w.main_split.setSizes([900, 1000])
+        qtbot.waitUntil(lambda: not hh.isSectionHidden(3), timeout=3000)
+        assert hh.sectionSize(0) >= hh.sectionSizeFromContents(0).width()
+    finally:
+        w.bridge.shutdown()
