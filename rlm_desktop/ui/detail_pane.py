@@ -32,17 +32,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from rlm_desktop.core.sources import SourceRange
 from rlm_desktop.core.trace import Attr, Span, SpanKind, Trace
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.highlighter import PygmentsHighlighter, ResponseHighlighter
 from rlm_desktop.ui.icons import icon, status_icon
-from rlm_desktop.ui.sources_view import saw_text
+from rlm_desktop.ui.sources_view import sources_fact
 
 # Each message in the Messages tab is shown up to this many characters until "Show all".
 MESSAGE_PREVIEW_CHARS = 4_000
 # The Sources fact lists this many ranges (the Attributes tab has them all).
-SOURCES_SHOWN = 12
 
 
 def is_dark(palette: QPalette | None = None) -> bool:
@@ -388,20 +386,6 @@ class DetailPane(QWidget):
         section.set_text(value if isinstance(value, str) else json.dumps(value, indent=2, default=str),
                          keep_expanded=same)
         return self._show(section, True)
-
-
-def sources_fact(value: Any) -> str:
-    """What the step's model saw of the documents (``Attr.SOURCES``), as a person reads it:
-    ``saw contracts/acme.md L120–L188; book.xlsx Sales R12–R18`` (the first SOURCES_SHOWN ranges)."""
-    ranges = []
-    for d in value if isinstance(value, list) else []:
-        try:
-            ranges.append(SourceRange.from_dict(d))
-        except (KeyError, TypeError, ValueError):
-            continue          # a hand-edited or foreign trace: what is not a range is not shown
-    more = len(ranges) - SOURCES_SHOWN
-    text = saw_text(ranges[:SOURCES_SHOWN])
-    return f"{text} … and {more} more range{'s' if more != 1 else ''}" if more > 0 else text
 
 
 def _raw_attrs(a: dict[str, Any]) -> dict[str, Any]:

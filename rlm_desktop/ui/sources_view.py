@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem, QWidget
@@ -131,6 +132,25 @@ def saw_text(ranges: list[SourceRange]) -> str:
     for r in ranges:
         by_doc.setdefault(r.document, []).append(r)
     return "saw " + "; ".join(f"{doc} {ranges_text(rs)}" for doc, rs in by_doc.items()) if by_doc else ""
+
+
+SOURCES_SHOWN = 12        # ranges named in the detail pane's Sources fact (the rest counted)
+SOURCES_IN_TREE = 2       # ranges named after a step's name in the trace tree
+
+
+def sources_fact(value: Any, shown: int = SOURCES_SHOWN) -> str:
+    """What a step's model saw of the documents (``Attr.SOURCES``), as a person reads it:
+    ``saw contracts/acme.md L120–L188; book.xlsx Sales R12–R18`` (the first ``shown`` ranges,
+    the rest counted)."""
+    ranges = []
+    for d in value if isinstance(value, list) else []:
+        try:
+            ranges.append(SourceRange.from_dict(d))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue          # a hand-edited or foreign trace: what is not a range is not shown
+    more = len(ranges) - shown
+    text = saw_text(ranges[:shown])
+    return f"{text} … and {more} more range{'s' if more != 1 else ''}" if more > 0 else text
 
 
 class SourcesView(QTreeWidget):

@@ -36,6 +36,7 @@ from rlm_desktop.core.trace import Attr, EventType, Span, SpanKind, Trace, Trace
 from rlm_desktop.ui import fmt
 from rlm_desktop.ui.icons import status_icon
 from rlm_desktop.ui.jobs import ThreadJob
+from rlm_desktop.ui.sources_view import SOURCES_IN_TREE, sources_fact
 
 COL_NAME, COL_STATUS, COL_DURATION, COL_TOKENS, COL_COST, COL_SUBS = range(6)
 HEADERS = ("Step", "Status", "Duration", "Tokens", "Cost", "Subs")
@@ -86,6 +87,9 @@ class TraceModel(QAbstractItemModel):
         # Nesting shown (see the module docstring): every span's depth; for spans at MAX_NESTING
         # and below, the ancestor they are shown under and their row there.
         self._depth: dict[str, int] = {}
+        # "saw b.txt L3–L4" per span with recorded sources: (ranges counted, short, full) — a
+        # trace's sources do not change once recorded, but a live span's may still arrive.
+        self._saw: dict[str, tuple[int, str, str]] = {}
         self._anchor: dict[str, Span] = {}
         self._flat: dict[str, list[Span]] = {}    # anchor id -> the deep spans shown under it
         self._flat_row: dict[str, int] = {}
@@ -124,6 +128,7 @@ class TraceModel(QAbstractItemModel):
         self._new = set()
         self._running = {s.id: s for s in trace.spans.values() if s.end is None} if live else {}
         self._depth, self._anchor, self._flat, self._flat_row = {}, {}, {}, {}
+        self._saw = {}
         depth = self._depth
         for span in trace.spans.values():      # parents come before their children
             p = span.parent
@@ -488,7 +493,9 @@ class TraceModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_NAME:
                 d = self._depth.get(span.id, 0)
-                return fmt.span_label(span) if d < MAX_NESTING else f"[level {d}] {fmt.span_label(span)}"
+                label = fmt.span_label(span) if d < MAX_NESTING else f"[level {d}] {fmt.span_label(span)}"
+                saw = self._saw_texts(span)
+                return f"{label}  · {saw[0]}" if saw else label
             if col == COL_STATUS:
                 return fmt.STATUS_LABELS.get(fmt.span_status(span, self._live), "?")
             if col == COL_DURATION:
@@ -506,7 +513,9 @@ class TraceModel(QAbstractItemModel):
             if col == COL_STATUS:
                 return fmt.STATUS_EXPLANATIONS.get(fmt.span_status(span, self._live))
             if col == COL_NAME:
-                return f"{span.kind}: {fmt.one_line(fmt.span_label(span), 300)}"
+                saw = self._saw_texts(span)
+                tip = f"{span.kind}: {fmt.one_line(fmt.span_label(span), 300)}"
+                return f"{tip}\n{saw[1]}" if saw else tip
             if col in ROLLUP_COLUMNS and span.kind in ROLLUP_KINDS:
                 return self._rollup_tip(span)
             return None
@@ -517,6 +526,18 @@ class TraceModel(QAbstractItemModel):
         if role == StatusRole:
             return fmt.span_status(span, self._live)
         return None
+
+
+    def _saw_texts(self, span: Span) -> tuple[str, str] | None:
+        """(short, full) "saw …" of the documents this step's model saw; None when none recorded."""
+        value = span.attributes.get(Attr.SOURCES)
+        if not value or not isinstance(value, list):
+            return None
+        hit = self._saw.get(span.id)
+        if hit is None or hit[0] != len(value):
+            hit = (len(value), sources_fact(value, SOURCES_IN_TREE), sources_fact(value))
+            self._saw[span.id] = hit
+        return (hit[1], hit[2]) if hit[1] else None
 
 
 def _slim(t: Totals) -> Totals:

@@ -217,3 +217,20 @@ def _anchors_of(pane) -> list[tuple[str, int, str]]:  # noqa: ANN001
             it += 1
         block = block.next()
     return out
+
+
+def test_the_trace_tree_names_what_each_step_saw(qtbot, window, settings, fake_openai, tmp_path) -> None:  # noqa: ANN001
+    """Issue 10: "The tree and the detail pane show them (saw contracts/acme.md L120–L188)"."""
+    _run_cited(qtbot, window, settings, fake_openai, tmp_path)
+    model = window.model
+    saw: list[tuple[str, str]] = []
+    for span in model.trace.spans.values():
+        idx = model.index_for_span(span)
+        if not idx.isValid():
+            continue
+        text = model.data(idx, Qt.ItemDataRole.DisplayRole)
+        if "· saw " in text:
+            saw.append((text, model.data(idx, Qt.ItemDataRole.ToolTipRole)))
+    assert saw, "no step in the tree says what it saw"
+    assert any("saw b.txt L3–L4" in text or "saw b.txt L3" in text for text, _ in saw), saw
+    assert all("\nsaw b.txt" in tip for text, tip in saw if "saw b.txt" in text), saw
