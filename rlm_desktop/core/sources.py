@@ -22,15 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from rlm_desktop.core.documents import DocumentSet
+
+log = logging.getLogger(__name__)
 
 # Window hashed at each anchor (stripped bytes; a multiple of 8) and the stride of extra anchors
 # inside long lines: an excerpt inside one line is found once it holds STEP + K stripped bytes.
@@ -267,9 +276,27 @@ class SourceIndex:
         return idx
 
     @classmethod
-    def from_documents(cls, docs: DocumentSet) -> SourceIndex:
-        """The index of loaded documents (named by ``rel_path``, as in ``context``)."""
-        return cls.build((d.rel_path, d.text or "", d.page_lines) for d in docs.documents)
+    def from_documents(cls, docs: DocumentSet, *, cache: bool = True) -> SourceIndex:
+        """The index of loaded documents (named by ``rel_path``, as in ``context``).
+
+        ``cache``: reuse the index built for the very same documents before (a file under the
+        user cache folder named by a SHA-256 of every name, page list and text indexed, so it can
+        only be the index of exactly these documents), and keep this one there when it was built.
+        Sets under ``CACHE_MIN_CHARS`` characters are built, not cached."""
+        items = [(d.rel_path, d.text or "", d.page_lines) for d in docs.documents]
+        if not cache or sum(len(t) for _, t, _ in items) < CACHE_MIN_CHARS:
+            return cls.build(items)
+        try:
+            key = _content_key(items)
+            path = _cache_folder() / f"{key}.npz"
+        except (OSError, RuntimeError) as exc:   # no user cache folder (no HOME, …): build only
+            log.info("source index cache unavailable: %s", exc)
+            return cls.build(items)
+        idx = _read_cache(path, key, items)
+        if idx is None:
+            idx = cls.build(items)
+            _write_cache(path, key, idx)
+        return idx
 
     @classmethod
     def from_context(cls, context: str | dict[str, str], name: str = "context") -> SourceIndex:
@@ -382,6 +409,110 @@ class SourceIndex:
         return out
 
 
+# -- the index cache on disk ------------------------------------------------------------------------
+# Sets smaller than this are built (a few milliseconds), not cached.
+CACHE_MIN_CHARS = 4_000_000
+# Index files kept in the cache folder (the most recently used; about 45 % of the text's size each).
+CACHE_KEEP = 8
+# Bump when what build() makes changes: an older file is then never read (its name differs).
+_CACHE_FORMAT = f"rlm-desktop source index 1 K={K} STEP={STEP}"
+_ARRAYS = ("_hashes", "_anchor_pos", "_lines", "_doc_line_base", "_doc_base", "_filter")
+
+
+def _cache_folder() -> Path:
+    from rlm_desktop.core.paths import cache_dir
+
+    return cache_dir() / "sources"
+
+
+def _content_key(items: Sequence[tuple[str, str, Sequence[int] | None]]) -> str:
+    """SHA-256 over the format and every document's SHA-256 of its name, pages and text, in order:
+    the cache file of an index can only be found again by the same documents. (Documents are
+    hashed on two threads: hashlib lets others run while it hashes a large buffer.)"""
+    def one(item: tuple[str, str, Sequence[int] | None]) -> bytes:
+        name, text, pages = item
+        head = json.dumps([name, list(pages) if pages else None]).encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(len(head).to_bytes(8, "little") + head)
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.digest()
+
+    whole = hashlib.sha256(_CACHE_FORMAT.encode())
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rlm-index-key") as pool:
+        for d in pool.map(one, items):
+            whole.update(d)
+    return whole.hexdigest()
+
+
+def _read_cache(path: Path, key: str,
+                items: Sequence[tuple[str, str, Sequence[int] | None]]) -> SourceIndex | None:
+    """The cached index at ``path`` when it is there, whole, and made for ``key`` and ``items``;
+    else None (a file that does not fit is removed)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8", "surrogatepass"))
+            arrays = {name: z[name] for name in _ARRAYS}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("source index cache %s is unreadable (%s); building the index again", path.name, exc)
+        _discard(path)
+        return None
+    idx = SourceIndex()
+    names = [name for name, _, _ in items]
+    pages = [list(p) if p else None for _, _, p in items]
+    if (meta.get("format") != _CACHE_FORMAT or meta.get("key") != key or meta.get("names") != names or meta.get("pages") != pages
+            or len(arrays["_doc_base"]) != len(names) + 1
+            or len(arrays["_hashes"]) != len(arrays["_anchor_pos"])):
+        log.warning("source index cache %s does not fit these documents; building the index again", path.name)
+        _discard(path)
+        return None
+    for name, arr in arrays.items():
+        setattr(idx, name, arr)
+    idx.names = names
+    idx.page_lines = pages
+    idx.line_counts = [int(n) for n in meta["line_counts"]]
+    idx._filter_shift = np.uint64(int(meta["filter_shift"]))
+    idx._by_name = {n: i for i, n in enumerate(names)}
+    try:
+        os.utime(path)                     # most recently used: kept longest
+    except OSError:
+        pass                               # (a read-only cache still serves)
+    return idx
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not remove the source index cache file %s: %s", path.name, exc)
+
+
+def _write_cache(path: Path, key: str, idx: SourceIndex) -> None:
+    """Keep ``idx`` at ``path`` (0600 in a 0700 folder, written whole then moved into place), then
+    drop all but the ``CACHE_KEEP`` most recently used index files. A failure only costs the cache."""
+    from rlm_desktop.core.paths import private_dir
+
+    meta = {"format": _CACHE_FORMAT, "key": key, "names": idx.names, "pages": idx.page_lines,
+            "line_counts": idx.line_counts, "filter_shift": int(idx._filter_shift)}
+    tmp: str | None = None
+    try:
+        folder = private_dir(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".npz.part", dir=folder)   # 0600
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode("utf-8", "surrogatepass"), dtype=np.uint8),
+                     **{name: getattr(idx, name) for name in _ARRAYS})
+        os.replace(tmp, path)
+        tmp = None
+        kept = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in kept[CACHE_KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not keep the source index in the cache (%s); it is built again next time", exc)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
 class PendingIndex:
     """A :class:`SourceIndex` being built on a background thread, so loading documents does not
     wait for it (numpy releases the GIL for most of the work). ``result()`` blocks until it is
@@ -439,4 +570,4 @@ def merge_sources(items: Iterable[SourceRange]) -> list[SourceRange]:
     return out
 
 
-__all__ = ["IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]
+__all__ = ["CACHE_KEEP", "CACHE_MIN_CHARS", "IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]
