@@ -56,6 +56,14 @@ RARE_REPEATS = 8
 # A bit per hash prefix (about 8 bits per anchor, at most 2^25 bits = 4 MB): a text's windows whose
 # bit is clear are not looked up (most of them), so mapping a long prompt is several times faster.
 _FILTER_MAX_BITS = 25
+# Lines of a text that no window matched, looked up verbatim (see SourceIndex._short_lines): at
+# least this many non-space characters in two or more words, attributed only when found in at
+# most SHORT_MAX_HITS places; per locate() call at most SHORT_LOOKUPS lines and SHORT_SCAN_CHARS
+# characters of document text searched (str.find: about 20 ms per 100 MB).
+SHORT_MIN_CHARS = 12
+SHORT_MAX_HITS = 2
+SHORT_LOOKUPS = 8
+SHORT_SCAN_CHARS = 200_000_000
 # A text is hashed in pieces of this many bytes (bounded temporary memory for huge prompts).
 _CHUNK = 4 * 1024 * 1024
 
@@ -184,6 +192,10 @@ class SourceIndex:
         self._anchor_pos = np.zeros(0, dtype=np.int64)    # their stripped global offsets
         self._doc_base = np.zeros(1, dtype=np.int64)      # stripped global offset of each doc
         self._by_name: dict[str, int] = {}
+        # the documents' text, for looking up short lines verbatim (the caller's strings, shared:
+        # not counted in nbytes)
+        self._texts: list[str] = []
+        self._text_chars = 0
         self._filter = np.zeros(0, dtype=np.uint8)
         self._filter_shift = np.uint64(63)
 
@@ -244,6 +256,8 @@ class SourceIndex:
                 anchors.append(pos + base)
             lines.append(sstart + base)
             idx.names.append(name)
+            idx._texts.append(text)
+            idx._text_chars += len(text)
             # a final newline ends the last line; it does not start another
             idx.line_counts.append(len(starts) - (1 if data.endswith(b"\n") else 0))
             idx.page_lines.append(list(pages) if pages else None)
@@ -315,7 +329,7 @@ class SourceIndex:
     # -- facts ------------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        """Memory held by the index's arrays (the documents' text is not held)."""
+        """Memory held by the index's arrays (the documents' text is the caller's, shared)."""
         return sum(a.nbytes for a in (self._hashes, self._anchor_pos, self._lines,
                                       self._doc_line_base, self._doc_base, self._filter))
 
@@ -338,13 +352,36 @@ class SourceIndex:
 
     # -- matching ---------------------------------------------------------------------------------
     def locate(self, text: str) -> list[SourceRange]:
-        """The document ranges ``text`` holds excerpts of (each at least about 40 characters),
-        merged per document and ordered by document and line."""
-        if not text or not len(self._hashes):
+        """The document ranges ``text`` holds excerpts of, merged per document and ordered by
+        document and line: excerpts of at least about 40 characters (hashed windows), and lines
+        of the text that matched nothing so but are found verbatim in at most ``SHORT_MAX_HITS``
+        places of the documents (a short quoted figure; see :meth:`_short_lines`)."""
+        if not text:
             return []
-        s = _strip(text.encode("utf-8", "surrogatepass"))
-        if len(s) < MIN_MATCH_BYTES:
-            return []
+        data = text.encode("utf-8", "surrogatepass")
+        s = _strip(data)
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        st, en, di, qs, qe = self._window_matches(s)
+        for a, b, d in zip(st.tolist(), en.tolist(), di.tolist(), strict=True):
+            first_line = int(np.searchsorted(self._lines, a, side="right")) - 1
+            last_line = int(np.searchsorted(self._lines, b - 1, side="right")) - 1
+            base = int(self._doc_line_base[d])
+            ranges.setdefault(d, []).append((first_line - base + 1, last_line - base + 1))
+        for d, line in self._short_lines(text, data, len(s), qs, qe):
+            ranges.setdefault(d, []).append((line, line))
+        out: list[SourceRange] = []
+        for d in sorted(ranges):
+            name = self.names[d]
+            for a, b in merge_ranges(ranges[d]):
+                out.append(SourceRange(name, a, b, self.page_for(name, a), self.page_for(name, b)))
+        return out
+
+    def _window_matches(self, s: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Matches of the stripped text ``s`` through the hashed windows: their stripped document
+        ranges [start, end), documents, and stripped ranges of ``s`` [qstart, qend)."""
+        empty = tuple(np.zeros(0, dtype=np.int64) for _ in range(5))
+        if len(s) < MIN_MATCH_BYTES or not len(self._hashes):
+            return empty
         qpos_all: list[np.ndarray] = []
         dpos_all: list[np.ndarray] = []
         rep_all: list[np.ndarray] = []
@@ -376,7 +413,7 @@ class SourceIndex:
             dpos_all.append(self._anchor_pos[firsts + offs].astype(np.int64))
             qpos_all.append(q)
         if not qpos_all:
-            return []
+            return empty
         q = np.concatenate(qpos_all)
         d = np.concatenate(dpos_all)
         reps = np.concatenate(rep_all)
@@ -396,17 +433,66 @@ class SourceIndex:
         # alike) is a coincidence; a real excerpt holds some window found in few places
         g_rarest = np.minimum.reduceat(reps, np.flatnonzero(brk))
         ok = (g_end - g_start >= MIN_MATCH_BYTES) & (g_rarest <= RARE_REPEATS)
-        ranges: dict[str, list[tuple[int, int]]] = {}
-        for st, en, di in zip(g_start[ok].tolist(), g_end[ok].tolist(), g_doc[ok].tolist(), strict=True):
-            first_line = int(np.searchsorted(self._lines, st, side="right")) - 1
-            last_line = int(np.searchsorted(self._lines, en - 1, side="right")) - 1
-            base = int(self._doc_line_base[di])
-            ranges.setdefault(self.names[di], []).append((first_line - base + 1, last_line - base + 1))
-        out: list[SourceRange] = []
-        for name in sorted(ranges, key=self._by_name.__getitem__):
-            for a, b in merge_ranges(ranges[name]):
-                out.append(SourceRange(name, a, b, self.page_for(name, a), self.page_for(name, b)))
-        return out
+        ok = (g_end - g_start >= MIN_MATCH_BYTES) & (g_rarest <= RARE_REPEATS)
+        return g_start[ok], g_end[ok], g_doc[ok], q[brk][ok], q[last][ok] + K
+
+    def _short_lines(self, text: str, data: bytes, stripped: int, qs: np.ndarray,
+                     qe: np.ndarray) -> list[tuple[int, int]]:
+        """(document, line) of lines of ``text`` too short for the windows, found verbatim.
+
+        A line of the text (trimmed) qualifies when no window match covers any of it, it has
+        ``SHORT_MIN_CHARS`` to ``K + STEP`` non-space characters in at least two words (a lone
+        word names no source), and it is new in this text. Each is searched for in every
+        document's text (``str.find``: several GB/s) and attributed only when found in at most
+        ``SHORT_MAX_HITS`` places (a date or a phrase found all over names no source). At most
+        ``SHORT_LOOKUPS`` lines are looked up per call, and no more than ``SHORT_SCAN_CHARS``
+        characters scanned: a few tens of milliseconds on a 100 MB folder."""
+        if not self._texts or stripped < SHORT_MIN_CHARS:
+            return []
+        budget = min(SHORT_LOOKUPS, SHORT_SCAN_CHARS // max(1, self._text_chars))
+        if budget <= 0:
+            return []
+        # stripped offset where each line of the text starts, and what window matches cover
+        b = np.frombuffer(data, dtype=np.uint8)
+        kept = np.zeros(len(b) + 1, dtype=np.int64)
+        np.cumsum(b > _SPACE, out=kept[1:])
+        line_start = kept[np.concatenate(([0], np.flatnonzero(b == _NL) + 1))]
+        cover = np.zeros(stripped + 1, dtype=np.int64)
+        np.add.at(cover, qs, 1)
+        np.add.at(cover, qe, -1)
+        covered = np.zeros(stripped + 1, dtype=np.int64)
+        np.cumsum(np.cumsum(cover)[:-1] > 0, out=covered[1:])
+        found: list[tuple[int, int]] = []
+        tried: set[str] = set()
+        for i, raw in enumerate(text.split("\n")):
+            line = raw.strip()
+            words = line.split()
+            chars = sum(len(w) for w in words)
+            if (chars < SHORT_MIN_CHARS or chars > K + STEP or len(words) < 2 or line in tried):
+                continue
+            a = int(line_start[i])
+            if covered[a + chars] - covered[a] > 0:
+                continue
+            tried.add(line)
+            hits = self._find_verbatim(line)
+            if len(hits) <= SHORT_MAX_HITS:
+                found.extend(hits)
+            if len(tried) >= budget:
+                break
+        return found
+
+    def _find_verbatim(self, needle: str) -> list[tuple[int, int]]:
+        """(document, line) of each place ``needle`` (no newline) is found, stopping past
+        ``SHORT_MAX_HITS`` places."""
+        hits: list[tuple[int, int]] = []
+        for d, doc in enumerate(self._texts):
+            at = doc.find(needle)
+            while at >= 0:
+                hits.append((d, doc.count("\n", 0, at) + 1))
+                if len(hits) > SHORT_MAX_HITS:
+                    return hits
+                at = doc.find(needle, at + 1)
+        return hits
 
 
 # -- the index cache on disk ------------------------------------------------------------------------
@@ -473,6 +559,8 @@ def _read_cache(path: Path, key: str,
     idx.line_counts = [int(n) for n in meta["line_counts"]]
     idx._filter_shift = np.uint64(int(meta["filter_shift"]))
     idx._by_name = {n: i for i, n in enumerate(names)}
+    idx._texts = [text for _, text, _ in items]
+    idx._text_chars = sum(len(t) for t in idx._texts)
     try:
         os.utime(path)                     # most recently used: kept longest
     except OSError:
@@ -570,4 +658,4 @@ def merge_sources(items: Iterable[SourceRange]) -> list[SourceRange]:
     return out
 
 
-__all__ = ["CACHE_KEEP", "CACHE_MIN_CHARS", "IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]
+__all__ = ["CACHE_KEEP", "CACHE_MIN_CHARS", "IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "SHORT_LOOKUPS", "SHORT_MAX_HITS", "SHORT_MIN_CHARS", "SHORT_SCAN_CHARS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]
