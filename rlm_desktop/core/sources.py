@@ -500,6 +500,8 @@ class SourceIndex:
 CACHE_MIN_CHARS = 4_000_000
 # Index files kept in the cache folder (the most recently used; about 45 % of the text's size each).
 CACHE_KEEP = 8
+# ... and no more bytes than this together (the newest is kept whatever its size).
+CACHE_MAX_BYTES = 1 << 30
 # Bump when what build() makes changes: an older file is then never read (its name differs).
 _CACHE_FORMAT = f"rlm-desktop source index 1 K={K} STEP={STEP}"
 _ARRAYS = ("_hashes", "_anchor_pos", "_lines", "_doc_line_base", "_doc_base", "_filter")
@@ -577,7 +579,8 @@ def _discard(path: Path) -> None:
 
 def _write_cache(path: Path, key: str, idx: SourceIndex) -> None:
     """Keep ``idx`` at ``path`` (0600 in a 0700 folder, written whole then moved into place), then
-    drop all but the ``CACHE_KEEP`` most recently used index files. A failure only costs the cache."""
+    drop all but the ``CACHE_KEEP`` most recently used index files (``CACHE_MAX_BYTES`` together).
+    A failure only costs the cache."""
     from rlm_desktop.core.paths import private_dir
 
     meta = {"format": _CACHE_FORMAT, "key": key, "names": idx.names, "pages": idx.page_lines,
@@ -591,14 +594,24 @@ def _write_cache(path: Path, key: str, idx: SourceIndex) -> None:
                      **{name: getattr(idx, name) for name in _ARRAYS})
         os.replace(tmp, path)
         tmp = None
-        kept = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-        for old in kept[CACHE_KEEP:]:
-            old.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not keep the source index in the cache (%s); it is built again next time", exc)
+        return
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+    files: list[tuple[Path, os.stat_result]] = []
+    for p in folder.glob("*.npz"):
+        try:
+            files.append((p, p.stat()))
+        except OSError:
+            continue                      # removed meanwhile (another process tidying up)
+    files.sort(key=lambda f: f[1].st_mtime_ns, reverse=True)
+    total = 0
+    for i, (old, st) in enumerate(files):
+        total += st.st_size
+        if i >= CACHE_KEEP or (i and total > CACHE_MAX_BYTES):
+            _discard(old)
 
 
 class PendingIndex:
@@ -658,4 +671,4 @@ def merge_sources(items: Iterable[SourceRange]) -> list[SourceRange]:
     return out
 
 
-__all__ = ["CACHE_KEEP", "CACHE_MIN_CHARS", "IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "SHORT_LOOKUPS", "SHORT_MAX_HITS", "SHORT_MIN_CHARS", "SHORT_SCAN_CHARS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]
+__all__ = ["CACHE_KEEP", "CACHE_MAX_BYTES", "CACHE_MIN_CHARS", "IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "SHORT_LOOKUPS", "SHORT_MAX_HITS", "SHORT_MIN_CHARS", "SHORT_SCAN_CHARS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]

@@ -93,6 +93,11 @@ def test_only_the_most_recently_used_indexes_are_kept(tmp_path: Path, monkeypatc
         if i == 1:
             kept = _cache_files()
     assert len(_cache_files()) == 2 and not set(kept) & set(_cache_files())
+    newest = _cache_files()
+    monkeypatch.setattr(sources, "CACHE_MAX_BYTES", 1)        # room for the newest alone
+    SourceIndex.from_documents(_folder(tmp_path / "4", "version 4\n" + "\n".join(LINES)))
+    [only] = _cache_files()
+    assert only not in newest
 
 
 def test_an_unwritable_cache_only_costs_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
