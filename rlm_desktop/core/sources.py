@@ -28,7 +28,6 @@ import logging
 import os
 import tempfile
 import threading
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,7 +301,7 @@ class SourceIndex:
             return cls.build(items)
         try:
             key = _content_key(items)
-            path = _cache_folder() / f"{key}.npz"
+            path = _cache_folder() / f"{key}.idx"
         except (OSError, RuntimeError) as exc:   # no user cache folder (no HOME, …): build only
             log.info("source index cache unavailable: %s", exc)
             return cls.build(items)
@@ -504,6 +503,7 @@ CACHE_KEEP = 8
 CACHE_MAX_BYTES = 1 << 30
 # Bump when what build() makes changes: an older file is then never read (its name differs).
 _CACHE_FORMAT = f"rlm-desktop source index 1 K={K} STEP={STEP}"
+_MAGIC = b"RLMSIDX\n"
 _ARRAYS = ("_hashes", "_anchor_pos", "_lines", "_doc_line_base", "_doc_base", "_filter")
 
 
@@ -534,26 +534,37 @@ def _content_key(items: Sequence[tuple[str, str, Sequence[int] | None]]) -> str:
 def _read_cache(path: Path, key: str,
                 items: Sequence[tuple[str, str, Sequence[int] | None]]) -> SourceIndex | None:
     """The cached index at ``path`` when it is there, whole, and made for ``key`` and ``items``;
-    else None (a file that does not fit is removed)."""
+    else None (a file that does not fit is removed). Its arrays are mapped, not read: pages come
+    in as lookups touch them (the index is never written to)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode("utf-8", "surrogatepass"))
-            arrays = {name: z[name] for name in _ARRAYS}
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            if len(head) != 16 or head[:8] != _MAGIC:
+                raise ValueError("not an index file")
+            meta = json.loads(fh.read(int.from_bytes(head[8:], "little")).decode("utf-8", "surrogatepass"))
+            size = os.fstat(fh.fileno()).st_size
+        if size != int(meta["size"]):
+            raise ValueError(f"{size} bytes, not {meta['size']}: cut short")
+        mapped = np.memmap(path, dtype=np.uint8, mode="r")
+        arrays = {name: mapped[off:off + n * np.dtype(dt).itemsize].view(dt)
+                  for name, (dt, off, n) in meta["arrays"].items()}
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("source index cache %s is unreadable (%s); building the index again", path.name, exc)
         _discard(path)
         return None
-    idx = SourceIndex()
     names = [name for name, _, _ in items]
     pages = [list(p) if p else None for _, _, p in items]
-    if (meta.get("format") != _CACHE_FORMAT or meta.get("key") != key or meta.get("names") != names or meta.get("pages") != pages
+    if (meta.get("format") != _CACHE_FORMAT or meta.get("key") != key or meta.get("names") != names
+            or meta.get("pages") != pages or set(arrays) != set(_ARRAYS)
             or len(arrays["_doc_base"]) != len(names) + 1
             or len(arrays["_hashes"]) != len(arrays["_anchor_pos"])):
         log.warning("source index cache %s does not fit these documents; building the index again", path.name)
+        del arrays, mapped
         _discard(path)
         return None
+    idx = SourceIndex()
     for name, arr in arrays.items():
         setattr(idx, name, arr)
     idx.names = names
@@ -580,18 +591,38 @@ def _discard(path: Path) -> None:
 def _write_cache(path: Path, key: str, idx: SourceIndex) -> None:
     """Keep ``idx`` at ``path`` (0600 in a 0700 folder, written whole then moved into place), then
     drop all but the ``CACHE_KEEP`` most recently used index files (``CACHE_MAX_BYTES`` together).
-    A failure only costs the cache."""
+    A failure only costs the cache.
+
+    The file: ``_MAGIC``, the length of a JSON header, the header (what the index is of, and each
+    array's dtype, offset and length), then the arrays, each at a multiple of 64 bytes."""
     from rlm_desktop.core.paths import private_dir
 
-    meta = {"format": _CACHE_FORMAT, "key": key, "names": idx.names, "pages": idx.page_lines,
-            "line_counts": idx.line_counts, "filter_shift": int(idx._filter_shift)}
+    arrays = [(name, np.ascontiguousarray(getattr(idx, name))) for name in _ARRAYS]
+    meta: dict[str, Any] = {"format": _CACHE_FORMAT, "key": key, "names": idx.names, "pages": idx.page_lines,
+                            "line_counts": idx.line_counts, "filter_shift": int(idx._filter_shift)}
+    # the header's length depends on the offsets written in it: lay out after a generous guess
+    guess = len(json.dumps(meta).encode("utf-8", "surrogatepass")) + 400 + 80 * len(arrays)
+    off = -(-(16 + guess) // 64) * 64
+    layout: dict[str, tuple[str, int, int]] = {}
+    for name, arr in arrays:
+        layout[name] = (arr.dtype.str, off, len(arr))
+        off += -(-arr.nbytes // 64) * 64
+    meta["arrays"] = layout
+    meta["size"] = off
+    header = json.dumps(meta).encode("utf-8", "surrogatepass")
+    if 16 + len(header) > layout[arrays[0][0]][1]:
+        log.warning("source index cache header did not fit; not kept")
+        return
     tmp: str | None = None
     try:
         folder = private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".npz.part", dir=folder)   # 0600
+        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".part", dir=folder)   # 0600
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode("utf-8", "surrogatepass"), dtype=np.uint8),
-                     **{name: getattr(idx, name) for name in _ARRAYS})
+            fh.write(_MAGIC + len(header).to_bytes(8, "little") + header)
+            for name, arr in arrays:
+                fh.seek(layout[name][1])
+                fh.write(memoryview(arr).cast("B"))
+            fh.truncate(off)
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
@@ -601,7 +632,7 @@ def _write_cache(path: Path, key: str, idx: SourceIndex) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     files: list[tuple[Path, os.stat_result]] = []
-    for p in folder.glob("*.npz"):
+    for p in folder.glob("*.idx"):
         try:
             files.append((p, p.stat()))
         except OSError:

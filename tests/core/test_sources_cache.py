@@ -31,7 +31,7 @@ def _folder(tmp_path: Path, text: str) -> DocumentSet:
 
 
 def _cache_files() -> list[Path]:
-    return sorted(sources._cache_folder().glob("*.npz"))
+    return sorted(sources._cache_folder().glob("*.idx"))
 
 
 def test_a_folder_indexed_before_is_read_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
