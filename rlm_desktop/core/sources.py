@@ -177,6 +177,62 @@ def _padded(s: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(slots=True)
+class _DocIndex:
+    """One document's part of the index, offsets relative to its own stripped text."""
+
+    hashes: np.ndarray
+    pos: np.ndarray
+    line_starts: np.ndarray
+    line_count: int
+    stripped: int
+
+
+def _index_document(text: str, scratch: _Scratch) -> _DocIndex:
+    data = text.encode("utf-8", "surrogatepass")
+    n = len(data)
+    b = np.frombuffer(data, dtype=np.uint8)
+    # scratch buffers reused from document to document: a fresh array per step costs
+    # more in page faults than the step itself
+    keep = np.greater(b, _SPACE, out=scratch.get("keep", n, np.bool_))
+    nl = np.flatnonzero(np.equal(b, _NL, out=scratch.get("nl", n, np.bool_)))
+    # line i covers bytes [starts[i], starts[i+1]); its stripped length is the kept count
+    starts = np.empty(len(nl) + 1, dtype=np.int64)
+    starts[0] = 0
+    np.add(nl, 1, out=starts[1:])
+    kept_before = np.zeros(len(starts) + 1, dtype=np.int64)
+    if n:
+        # (uint8 → uint32 is ten times faster than summing bools into int64); a final
+        # empty line (after a final newline) holds nothing
+        real = starts[:len(starts) - (1 if starts[-1] >= n else 0)]
+        seg = np.add.reduceat(keep.view(np.uint8), real, dtype=np.uint32)
+        np.cumsum(seg, out=kept_before[1:len(real) + 1])
+        kept_before[len(real) + 1:] = kept_before[len(real)]
+    m = int(kept_before[-1])
+    s = scratch.get("s", m + K, np.uint8)
+    np.compress(keep, b, out=s[:m])
+    s[m:] = 0                                         # hashed windows may read past the end
+    sstart = kept_before[:-1]
+    length = np.diff(kept_before)
+    # anchors: every non-blank line start, then every STEP bytes while a whole window
+    # fits in the line
+    n_per = np.where(length > 0, 1 + np.maximum(length - K, 0) // STEP, 0)
+    total = int(n_per.sum())
+    first = np.repeat(sstart, n_per)
+    offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n_per) - n_per, n_per)
+    pos = first + offs * STEP
+    # ... and the window that ends each line: an excerpt that starts mid-line, or ends
+    # with a short line, still holds one anchor of that line
+    # (not where it is the line's last STEP anchor already)
+    ends = (sstart + length - K)[(length > 0) & (sstart + length >= K)
+                                 & ((length < K) | ((length - K) % STEP != 0))]
+    pos = np.concatenate((pos, ends))
+    pos = pos[pos + K <= m]                           # a full window only
+    hashes = _hash_at(s, pos) if len(pos) else np.zeros(0, dtype=np.uint64)
+    # a final newline ends the last line; it does not start another
+    return _DocIndex(hashes, pos, sstart, len(starts) - (1 if data.endswith(b"\n") else 0), m)
+
+
 class SourceIndex:
     """Maps text back to documents. Build with :meth:`build` (or ``from_documents`` /
     ``from_context``); query with :meth:`locate`. Immutable once built; safe to share."""
@@ -201,7 +257,8 @@ class SourceIndex:
     # -- building ---------------------------------------------------------------------------------
     @classmethod
     def build(cls, documents: Iterable[tuple[str, str, Sequence[int] | None]]) -> SourceIndex:
-        """Index ``(name, text, page start lines or None)`` triples (text with ``\\n`` newlines)."""
+        """Index ``(name, text, page start lines or None)`` triples (text with ``\\n`` newlines).
+        (Two threads were tried: no faster on two busy cores; one keeps it predictable.)"""
         idx = cls()
         hashes: list[np.ndarray] = []
         anchors: list[np.ndarray] = []
@@ -211,57 +268,18 @@ class SourceIndex:
         base = 0
         scratch = _Scratch()
         for name, text, pages in documents:
-            data = text.encode("utf-8", "surrogatepass")
-            n = len(data)
-            b = np.frombuffer(data, dtype=np.uint8)
-            # scratch buffers reused from document to document: a fresh array per step costs
-            # more in page faults than the step itself
-            keep = np.greater(b, _SPACE, out=scratch.get("keep", n, np.bool_))
-            nl = np.flatnonzero(np.equal(b, _NL, out=scratch.get("nl", n, np.bool_)))
-            # line i covers bytes [starts[i], starts[i+1]); its stripped length is the kept count
-            starts = np.empty(len(nl) + 1, dtype=np.int64)
-            starts[0] = 0
-            np.add(nl, 1, out=starts[1:])
-            kept_before = np.zeros(len(starts) + 1, dtype=np.int64)
-            if n:
-                # (uint8 → uint32 is ten times faster than summing bools into int64); a final
-                # empty line (after a final newline) holds nothing
-                real = starts[:len(starts) - (1 if starts[-1] >= n else 0)]
-                seg = np.add.reduceat(keep.view(np.uint8), real, dtype=np.uint32)
-                np.cumsum(seg, out=kept_before[1:len(real) + 1])
-                kept_before[len(real) + 1:] = kept_before[len(real)]
-            m = int(kept_before[-1])
-            s = scratch.get("s", m + K, np.uint8)
-            np.compress(keep, b, out=s[:m])
-            s[m:] = 0                                         # hashed windows may read past the end
-            sstart = kept_before[:-1]
-            length = np.diff(kept_before)
-            # anchors: every non-blank line start, then every STEP bytes while a whole window
-            # fits in the line
-            n_per = np.where(length > 0, 1 + np.maximum(length - K, 0) // STEP, 0)
-            total = int(n_per.sum())
-            first = np.repeat(sstart, n_per)
-            offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n_per) - n_per, n_per)
-            pos = first + offs * STEP
-            # ... and the window that ends each line: an excerpt that starts mid-line, or ends
-            # with a short line, still holds one anchor of that line
-            # (not where it is the line's last STEP anchor already)
-            ends = (sstart + length - K)[(length > 0) & (sstart + length >= K)
-                                         & ((length < K) | ((length - K) % STEP != 0))]
-            pos = np.concatenate((pos, ends))
-            pos = pos[pos + K <= m]                           # a full window only
-            if len(pos):
-                hashes.append(_hash_at(s, pos))
-                anchors.append(pos + base)
-            lines.append(sstart + base)
+            part = _index_document(text, scratch)
+            if len(part.pos):
+                hashes.append(part.hashes)
+                anchors.append(part.pos + base)
+            lines.append(part.line_starts + base)
             idx.names.append(name)
             idx._texts.append(text)
             idx._text_chars += len(text)
-            # a final newline ends the last line; it does not start another
-            idx.line_counts.append(len(starts) - (1 if data.endswith(b"\n") else 0))
+            idx.line_counts.append(part.line_count)
             idx.page_lines.append(list(pages) if pages else None)
-            line_base.append(line_base[-1] + len(starts))
-            base += m
+            line_base.append(line_base[-1] + len(part.line_starts))
+            base += part.stripped
             doc_base.append(base)
         del scratch
         # offsets fit 32 bits below 4 GB of text: 8 bytes per anchor and 4 per line
