@@ -467,8 +467,8 @@ class SourceIndex:
         """(document, line) of lines of ``text`` too short for the windows, found verbatim.
 
         A line of the text (trimmed) qualifies when no window match covers any of it, it has
-        ``SHORT_MIN_CHARS`` to ``K + STEP`` non-space characters in at least two words (a lone
-        word names no source), and it is new in this text. Each is searched for in every
+        ``SHORT_MIN_CHARS`` to ``K + STEP`` non-space bytes in at least two words (a lone word
+        names no source), and it is new in this text. Each is searched for in every
         document's text (``str.find``: several GB/s) and attributed only when found in at most
         ``SHORT_MAX_HITS`` places (a date or a phrase found all over names no source). At most
         ``SHORT_LOOKUPS`` lines are looked up per call, and no more than ``SHORT_SCAN_CHARS``
@@ -478,26 +478,29 @@ class SourceIndex:
         budget = min(SHORT_LOOKUPS, SHORT_SCAN_CHARS // max(1, self._text_chars))
         if budget <= 0:
             return []
-        # stripped offset where each line of the text starts, and what window matches cover
+        # per line of the text: its stripped start and length, and whether a window match covers
+        # any of it (all in stripped bytes, as the matches are)
         b = np.frombuffer(data, dtype=np.uint8)
         kept = np.zeros(len(b) + 1, dtype=np.int64)
         np.cumsum(b > _SPACE, out=kept[1:])
-        line_start = kept[np.concatenate(([0], np.flatnonzero(b == _NL) + 1))]
+        nl = np.flatnonzero(b == _NL)
+        start = kept[np.concatenate(([0], nl + 1))]
+        size = kept[np.concatenate((nl, [len(b)]))] - start
         cover = np.zeros(stripped + 1, dtype=np.int64)
         np.add.at(cover, qs, 1)
         np.add.at(cover, qe, -1)
         covered = np.zeros(stripped + 1, dtype=np.int64)
         np.cumsum(np.cumsum(cover)[:-1] > 0, out=covered[1:])
+        candidates = np.flatnonzero((size >= SHORT_MIN_CHARS) & (size <= K + STEP)
+                                    & (covered[start + size] == covered[start]))
+        if not len(candidates):
+            return []
+        lines = text.split("\n")
         found: list[tuple[int, int]] = []
         tried: set[str] = set()
-        for i, raw in enumerate(text.split("\n")):
-            line = raw.strip()
-            words = line.split()
-            chars = sum(len(w) for w in words)
-            if (chars < SHORT_MIN_CHARS or chars > K + STEP or len(words) < 2 or line in tried):
-                continue
-            a = int(line_start[i])
-            if covered[a + chars] - covered[a] > 0:
+        for i in candidates.tolist():
+            line = lines[i].strip()
+            if len(line.split()) < 2 or line in tried:
                 continue
             tried.add(line)
             hits = self._find_verbatim(line)

@@ -137,6 +137,7 @@ def test_non_ascii_and_single_str_context() -> None:
     idx = SourceIndex.from_context(text)
     assert idx.names == ["context"]
     assert idx.locate("…gesperrt? " + text.split("\n")[1]) == [SourceRange("context", 2, 2)]
+    assert idx.locate("Zitat:\nnach Zürich ist im März\n") == [SourceRange("context", 2, 2)]   # a short one
 
 
 def test_pdf_pages_from_the_loader(tmp_path: Path) -> None:
