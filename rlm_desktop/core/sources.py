@@ -321,7 +321,8 @@ class SourceIndex:
 
         ``cache``: reuse the index built for the very same documents before (a file under the
         user cache folder named by a SHA-256 of every name, page list and text indexed, so it can
-        only be the index of exactly these documents), and keep this one there when it was built.
+        only be the index of exactly these documents), and keep this one there when it was built
+        (written on a thread of its own, so the index is returned at once).
         Sets under ``CACHE_MIN_CHARS`` characters are built, not cached."""
         items = [(d.rel_path, d.text or "", d.page_lines) for d in docs.documents]
         if not cache or sum(len(t) for _, t, _ in items) < CACHE_MIN_CHARS:
@@ -335,7 +336,7 @@ class SourceIndex:
         idx = _read_cache(path, key, items)
         if idx is None:
             idx = cls.build(items)
-            _write_cache(path, key, idx)
+            _write_cache_later(path, key, idx)
         return idx
 
     @classmethod
@@ -568,11 +569,14 @@ def _read_cache(path: Path, key: str,
     in as lookups touch them (the index is never written to)."""
     try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
             head = fh.read(16)
             if len(head) != 16 or head[:8] != _MAGIC:
                 raise ValueError("not an index file")
-            meta = json.loads(fh.read(int.from_bytes(head[8:], "little")).decode("utf-8", "surrogatepass"))
-            size = os.fstat(fh.fileno()).st_size
+            length = int.from_bytes(head[8:], "little")
+            if length > size - 16:
+                raise ValueError(f"a {length}-byte header in {size} bytes: cut short or not an index")
+            meta = json.loads(fh.read(length).decode("utf-8", "surrogatepass"))
         if size != int(meta["size"]):
             raise ValueError(f"{size} bytes, not {meta['size']}: cut short")
         mapped = np.memmap(path, dtype=np.uint8, mode="r")
@@ -609,6 +613,34 @@ def _read_cache(path: Path, key: str,
     except OSError:
         pass                               # (a read-only cache still serves)
     return idx
+
+
+_writes: set[threading.Thread] = set()
+_writes_lock = threading.Lock()
+
+
+def _write_cache_later(path: Path, key: str, idx: SourceIndex) -> None:
+    """:func:`_write_cache` on a thread of its own (not a daemon: an exiting program finishes the
+    file rather than leave a partial one)."""
+    def run() -> None:
+        try:
+            _write_cache(path, key, idx)
+        finally:
+            with _writes_lock:
+                _writes.discard(threading.current_thread())
+
+    thread = threading.Thread(target=run, name="rlm-index-cache", daemon=False)
+    with _writes_lock:
+        _writes.add(thread)
+    thread.start()
+
+
+def wait_for_cache_writes(timeout: float | None = None) -> None:
+    """Wait for the index files being written to the cache (tests, benchmarks)."""
+    with _writes_lock:
+        threads = list(_writes)
+    for thread in threads:
+        thread.join(timeout)
 
 
 def _discard(path: Path) -> None:
@@ -732,4 +764,4 @@ def merge_sources(items: Iterable[SourceRange]) -> list[SourceRange]:
     return out
 
 
-__all__ = ["CACHE_KEEP", "CACHE_MAX_BYTES", "CACHE_MIN_CHARS", "IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "SHORT_LOOKUPS", "SHORT_MAX_HITS", "SHORT_MIN_CHARS", "SHORT_SCAN_CHARS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources"]
+__all__ = ["CACHE_KEEP", "CACHE_MAX_BYTES", "CACHE_MIN_CHARS", "IndexSource", "K", "PendingIndex", "MAX_REPEATS", "MIN_MATCH_BYTES", "RARE_REPEATS", "SHORT_LOOKUPS", "SHORT_MAX_HITS", "SHORT_MIN_CHARS", "SHORT_SCAN_CHARS", "STEP", "SourceIndex", "SourceRange", "merge_ranges", "merge_sources", "wait_for_cache_writes"]

@@ -9,8 +9,8 @@ average is reported beside them (the reference machine has 2 cores shared with o
 * ``load``: ``load_documents`` alone.
 * ``index build``: ``SourceIndex.from_documents(docs, cache=False)``, a first build; its share of
   the load is the issue's goal ("within today's load time plus a small fraction": ``GOAL_BUILD_PCT``).
-* ``ready first``: load, then the index built and kept in an empty cache (what a folder never seen
-  costs when nothing else overlaps the build); ``ready cached``: load, then the index read back
+* ``ready first``: load, then the index built, with an empty cache (what a folder never seen costs
+  when nothing else overlaps the build; the cache file is written on its own thread after); ``ready cached``: load, then the index read back
   (a folder seen before: the cache is under a temporary ``RLM_DESKTOP_HOME`` here).
 * ``overlap``: after the load, as the app and CLI do it: the index built (and kept in the empty
   cache) on its thread while the
@@ -43,7 +43,7 @@ from typing import Any
 
 from rlm_desktop.core.config import SandboxLimits
 from rlm_desktop.core.documents import DocumentSet, load_documents
-from rlm_desktop.core.sources import PendingIndex, SourceIndex
+from rlm_desktop.core.sources import PendingIndex, SourceIndex, wait_for_cache_writes
 from rlm_desktop.sandbox.api import SubRequest
 from rlm_desktop.sandbox.host import Sandbox
 
@@ -133,6 +133,7 @@ async def _overlap(docs: DocumentSet) -> tuple[float, float]:
         await sb.close()
     await pending.ready()
     t_index = time.perf_counter() - t0
+    wait_for_cache_writes()
     return t_index, t_cell
 
 
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cache = Path(tmp) / "home"
         with _cache_home(cache):
             def fresh() -> None:
+                wait_for_cache_writes()
                 for f in (cache / "cache" / "rlm-desktop" / "sources").glob("*.idx"):
                     f.unlink()
 
@@ -162,6 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             times, _ = _times(ready, before=fresh)
             first = _fig(out, "ready_first_s", times)
             out["ready_first_over_load_pct"] = round(100.0 * (first - load_s) / load_s, 1)
+            wait_for_cache_writes()
             times, _ = _times(ready)
             cached = _fig(out, "ready_cached_s", times)
             out["ready_cached_over_load_pct"] = round(100.0 * (cached - load_s) / load_s, 1)

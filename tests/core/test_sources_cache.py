@@ -31,6 +31,7 @@ def _folder(tmp_path: Path, text: str) -> DocumentSet:
 
 
 def _cache_files() -> list[Path]:
+    sources.wait_for_cache_writes()
     return sorted(sources._cache_folder().glob("*.idx"))
 
 
@@ -70,10 +71,14 @@ def test_a_broken_or_foreign_cache_file_is_replaced_not_trusted(tmp_path: Path, 
     docs = _folder(tmp_path, "\n".join(LINES) + "\n")
     SourceIndex.from_documents(docs)
     [cached] = _cache_files()
-    cached.write_bytes(b"PK\x03\x04 not really an index")
-    idx = SourceIndex.from_documents(docs)
-    assert idx.locate(LINES[10] + "\n" + LINES[11]) == [SourceRange("log.txt", 11, 12)]
-    assert "unreadable" in caplog.text
+    whole = cached.read_bytes()
+    for broken in (b"RLMSIDX\n not really an index", whole[:len(whole) // 2], whole[:20]):
+        cached.write_bytes(broken)
+        caplog.clear()
+        idx = SourceIndex.from_documents(docs)
+        assert idx.locate(LINES[10] + "\n" + LINES[11]) == [SourceRange("log.txt", 11, 12)]
+        assert "unreadable" in caplog.text
+        assert _cache_files() == [cached] and cached.read_bytes() == whole      # written again
     # another folder's index put under this folder's name: its key does not match, it is not used
     other = _folder(tmp_path / "b", "\n".join(reversed(LINES)) + "\n")
     SourceIndex.from_documents(other)
