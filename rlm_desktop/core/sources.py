@@ -140,7 +140,7 @@ def _hash_at(s: np.ndarray, positions: np.ndarray) -> np.ndarray:
 def _order_by_top32(h: np.ndarray) -> np.ndarray:
     """An order of ``h`` by its top 32 bits (equal tops keep their order): two stable 16-bit
     argsorts, which numpy does as radix sorts — three to four times faster than sorting the
-    64-bit hashes. Lookups find a hash's run of equal tops and compare the full hashes there."""
+    64-bit hashes; :func:`_finish_sort` then sorts the few runs of equal tops."""
     lo = (h >> _S32).astype(np.uint16)
     order = np.argsort(lo, kind="stable")
     del lo
