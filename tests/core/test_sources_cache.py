@@ -1,5 +1,5 @@
 """The source index's cache on disk: a folder indexed before is not indexed again, and the cache
-can never give the index of other text (its file is named by a SHA-256 of what was indexed)."""
+can never give the index of other text (its file is named by a 128-bit hash of what was indexed)."""
 
 from __future__ import annotations
 
