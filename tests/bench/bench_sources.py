@@ -10,14 +10,14 @@ average is reported beside them (the reference machine has 2 cores shared with o
 * ``index build``: ``SourceIndex.from_documents(docs, cache=False)``, a first build; its share of
   the load is the issue's goal ("within today's load time plus a small fraction": ``GOAL_BUILD_PCT``).
 * ``ready first``: load, then the index built, with an empty cache (what a folder never seen costs
-  when nothing else overlaps the build; the cache file is written on its own thread after); ``ready cached``: load, then the index read back
-  (a folder seen before: the cache is under a temporary ``RLM_DESKTOP_HOME`` here). Their
-  ``over load`` figures are the index's part over the load's part of the same run.
+  when nothing else overlaps the build; the cache file is written on its own thread after).
+  ``ready cached``: load, then the index found in the cache (a folder seen before; the cache is
+  under a temporary ``RLM_DESKTOP_HOME`` here). Their ``over load`` figures are the index's part
+  over the load's part of the same run.
 * ``overlap``: after the load, as the app and CLI do it: the index built (and kept in the empty
-  cache) on its thread while the
-  sandbox starts with ``context`` and runs a first cell. The first text to map is that cell's
-  output, which also needs a root model reply first; ``index wait zero-latency model`` is how long
-  mapping it would wait if that reply took no time at all.
+  cache) on its thread while the sandbox starts with ``context`` and runs a first cell. The first
+  text to map is that cell's output, which also needs a root model reply first; ``index wait
+  zero-latency model`` is how long mapping it would wait if that reply took no time at all.
 * ``locate``: a 1 MB prompt of 50 excerpts, a 20 kB cell output, and 20 kB of short lines that no
   window matches (each looked up verbatim, up to the per-call bound).
 * memory: tracemalloc's peak during a build and what the index keeps (numpy reports its buffers).
