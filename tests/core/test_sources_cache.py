@@ -111,3 +111,21 @@ def test_an_unwritable_cache_only_costs_the_cache(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(sources, "_cache_folder", lambda: blocker / "sources")
     idx = SourceIndex.from_documents(_folder(tmp_path, "\n".join(LINES) + "\n"))
     assert idx.locate(LINES[5]) == [SourceRange("log.txt", 6, 6)]
+
+
+def test_pages_survive_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.core.pdfs import make_pdf
+
+    pdf = make_pdf(tmp_path / "memo.pdf", ["First page says the budget is forty thousand euros.",
+                                          "Second page: the audit found two missing invoices from May."])
+    docs = load_documents([pdf])
+    SourceIndex.from_documents(docs)
+    assert len(_cache_files()) == 1
+
+    def no_build(*_: object) -> SourceIndex:
+        raise AssertionError("the index was built again instead of read from the cache")
+    monkeypatch.setattr(SourceIndex, "build", no_build)
+    idx = SourceIndex.from_documents(load_documents([pdf]))
+    assert idx.pages_of("memo.pdf") == docs.documents[0].page_lines
+    assert idx.locate("the audit found two missing invoices from May.") == [
+        SourceRange("memo.pdf", 5, 5, page=2, end_page=2)]
