@@ -535,6 +535,7 @@ CACHE_MAX_BYTES = 1 << 30
 # Bump when what build() makes changes: an older file is then never read (its name differs).
 _CACHE_FORMAT = f"rlm-desktop source index 2 K={K} STEP={STEP}"
 _MAGIC = b"RLMSIDX\n"
+_CACHE_DTYPES = ("<u8", "<u4", "<i8", "|u1")
 _ARRAYS = ("_hashes", "_anchor_pos", "_lines", "_doc_line_base", "_doc_base", "_filter")
 
 
@@ -580,8 +581,13 @@ def _read_cache(path: Path, key: str,
         if size != int(meta["size"]):
             raise ValueError(f"{size} bytes, not {meta['size']}: cut short")
         mapped = np.memmap(path, dtype=np.uint8, mode="r")
-        arrays = {name: mapped[off:off + n * np.dtype(dt).itemsize].view(dt)
-                  for name, (dt, off, n) in meta["arrays"].items()}
+        arrays: dict[str, np.ndarray] = {}
+        for name, (dt, off, n) in meta["arrays"].items():
+            if dt not in _CACHE_DTYPES or off % 64:
+                raise ValueError(f"array {name!r}: dtype {dt!r} at offset {off}")
+            arrays[name] = mapped[off:off + n * np.dtype(dt).itemsize].view(dt)
+            if len(arrays[name]) != n:
+                raise ValueError(f"array {name!r} runs past the end")
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
