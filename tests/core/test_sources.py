@@ -186,3 +186,23 @@ def test_pending_index_builds_in_the_background_and_reports_a_failure() -> None:
     failed = PendingIndex(broken)
     with pytest.raises(MemoryError, match="no room"):
         failed.result(timeout=30)
+
+
+def test_hash_order_is_a_full_sort_even_where_top_bits_collide() -> None:
+    import numpy as np
+
+    from rlm_desktop.core import sources
+
+    rng = np.random.default_rng(10)
+    for _ in range(50):
+        n = int(rng.integers(1, 3000))
+        # few distinct top-32 values, so runs of equal tops with different low bits are common
+        h = ((rng.integers(0, 40, n).astype(np.uint64) << np.uint64(32))
+             | rng.integers(0, 12, n).astype(np.uint64))
+        h[rng.random(n) < 0.3] |= np.uint64(0xFFFF_0000_0000_0000)
+        a = np.arange(n, dtype=np.int64)
+        order = sources._order_by_top32(h)
+        hs, as_ = h[order], a[order]
+        sources._finish_sort(hs, as_)
+        assert np.array_equal(hs, np.sort(h))
+        assert np.array_equal(h[as_], hs)        # positions moved with their hashes
