@@ -1,35 +1,58 @@
-"""Benchmark: the source index on a generated 100 MB folder — its build time and memory next to
-loading the same folder without it, and the cost of mapping a large prompt and a cell output.
+"""Benchmark: the source index on a generated 100 MB folder — its build next to loading the same
+folder without it, what the user waits for end to end, and the cost of mapping texts.
 
 run(args) -> dict. The folder (200 files of 0.5 MB: prose-like lines of mixed length, a few very
-long lines) is written to a temporary folder first; load is ``load_documents`` (median of 2), the
-build is ``SourceIndex.from_documents`` (median of 3), memory is tracemalloc's peak and what the
-index keeps (numpy reports its buffers to tracemalloc). The build runs on a background thread in
-the app and the CLI, so ``index_build_pct`` is CPU spent beside the load, not time a user waits.
+long lines) is written to a temporary folder first (so the page cache is warm, as on a second
+open). Every timing is the median of ``REPEAT`` runs with its spread (max − min); the 1-minute load
+average is reported beside them (the reference machine has 2 cores shared with other work).
+
+* ``load``: ``load_documents`` alone.
+* ``index build``: ``SourceIndex.from_documents(docs, cache=False)``, a first build; its share of
+  the load is the issue's goal ("within today's load time plus a small fraction": ``GOAL_BUILD_PCT``).
+* ``ready first``: load, then the index built, with an empty cache (what a folder never seen costs
+  when nothing else overlaps the build; the cache file is written on its own thread after).
+  ``ready cached``: load, then the index found in the cache (a folder seen before; the cache is
+  under a temporary ``RLM_DESKTOP_HOME`` here). Their ``over load`` figures are the index's part
+  over the load's part of the same run.
+* ``overlap``: after the load, as the app and CLI do it: the index built (and kept in the empty
+  cache) on its thread while the sandbox starts with ``context`` and runs a first cell. The first
+  text to map is that cell's output, which also needs a root model reply first; ``index wait
+  zero-latency model`` is how long mapping it would wait if that reply took no time at all.
+* ``locate``: a 1 MB prompt of 50 excerpts, a 20 kB cell output, and 20 kB of short lines that no
+  window matches (each looked up verbatim, up to the per-call bound).
+* memory: tracemalloc's peak during a build and what the index keeps (numpy reports its buffers).
+
 Run alone: python -m tests.bench.bench_sources
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
+import os
 import random
 import statistics
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rlm_desktop.core.documents import load_documents
-from rlm_desktop.core.sources import SourceIndex
+from rlm_desktop.core.config import SandboxLimits
+from rlm_desktop.core.documents import DocumentSet, load_documents
+from rlm_desktop.core.sources import PendingIndex, SourceIndex, wait_for_cache_writes
+from rlm_desktop.sandbox.api import SubRequest
+from rlm_desktop.sandbox.host import Sandbox
 
 FILES = 200
 FILE_BYTES = 500_000
-# Goals on the 2-core reference machine. The build runs on a background thread when documents
-# are set (loading does not wait for it); it must be done long before a first model reply arrives.
-GOAL_BUILD_S = 3.0
+REPEAT = 3
+# The issue's goal: the index costs a small fraction of the load of the same folder.
+GOAL_BUILD_PCT = 25.0
 GOAL_KEPT_SHARE = 0.55         # of the text's size
 GOAL_LOCATE_CELL_MS = 50.0     # a 20 kB cell output, mapped on the event loop
 
@@ -55,49 +78,157 @@ def _write_folder(root: Path) -> int:
     return total
 
 
-def _median_time(fn: Any, n: int) -> tuple[float, Any]:
+def _times(fn: Callable[[], Any], n: int = REPEAT, before: Callable[[], None] | None = None) -> tuple[list[float], Any]:
     times: list[float] = []
     out = None
     for _ in range(n):
         out = None
+        if before is not None:
+            before()
         gc.collect()
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    return times, out
+
+
+def _fig(out: dict[str, Any], key: str, times: list[float], scale: float = 1.0, digits: int = 3) -> float:
+    """``key`` = the median, ``key`` with ``_spread`` before its unit = max − min."""
+    med = statistics.median(times)
+    stem, unit = key.rsplit("_", 1)
+    out[key] = round(med * scale, digits)
+    out[f"{stem}_spread_{unit}"] = round((max(times) - min(times)) * scale, digits)
+    return med
+
+
+@contextmanager
+def _cache_home(folder: Path) -> Iterator[None]:
+    before = os.environ.get("RLM_DESKTOP_HOME")
+    os.environ["RLM_DESKTOP_HOME"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RLM_DESKTOP_HOME", None)
+        else:
+            os.environ["RLM_DESKTOP_HOME"] = before
+
+
+async def _noop(req: SubRequest) -> str:
+    return ""
+
+
+async def _overlap(docs: DocumentSet) -> tuple[float, float]:
+    """Seconds from the end of the load until (the index is ready, the sandbox has run a first
+    cell over context), started together as the session does."""
+    t0 = time.perf_counter()
+    pending = PendingIndex(lambda: SourceIndex.from_documents(docs))
+    sb = Sandbox(SandboxLimits(allow_weak=True), context=docs.context_value())
+    try:
+        await sb.start()
+        r = await sb.run_cell("print(len(context))", timeout_s=60, on_request=_noop)
+        if not r.ok:
+            raise RuntimeError(f"the first cell failed: {r.error}")
+        t_cell = time.perf_counter() - t0
+    finally:
+        await sb.close()
+    await pending.ready()
+    t_index = time.perf_counter() - t0
+    wait_for_cache_writes()
+    return t_index, t_cell
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+    out: dict[str, Any] = {"load_avg_1min": round(os.getloadavg()[0], 2)}
+    with tempfile.TemporaryDirectory(prefix="rlm-bench-sources-") as tmp:
+        root = Path(tmp) / "docs"
+        root.mkdir()
         total = _write_folder(root)
-        load_s, docs = _median_time(lambda: load_documents([root]), 2)
-        build_s, index = _median_time(lambda: SourceIndex.from_documents(docs), 3)
+        out["folder_mb"] = round(total / 1e6, 1)
+        times, docs = _times(lambda: load_documents([root]))
+        load_s = _fig(out, "load_s", times)
+        out["documents"] = len(docs.documents)
+        times, index = _times(lambda: SourceIndex.from_documents(docs, cache=False))
+        build_s = _fig(out, "index_build_s", times)
+        out["index_build_share_of_load_pct"] = round(100.0 * build_s / load_s, 1)
+        out["goal_build_share_pct"] = GOAL_BUILD_PCT
+
+        cache = Path(tmp) / "home"
+        with _cache_home(cache):
+            def fresh() -> None:
+                wait_for_cache_writes()
+                for f in (cache / "cache" / "rlm-desktop" / "sources").glob("*.idx"):
+                    f.unlink()
+
+            def ready(n: int = REPEAT) -> tuple[list[float], list[float]]:
+                """Per run: load + index ready, and the index's part as a share of that run's load."""
+                total: list[float] = []
+                share: list[float] = []
+                for _ in range(n):
+                    if cached_run:
+                        wait_for_cache_writes()
+                    else:
+                        fresh()
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    docs2 = load_documents([root])
+                    t1 = time.perf_counter()
+                    SourceIndex.from_documents(docs2)
+                    t2 = time.perf_counter()
+                    total.append(t2 - t0)
+                    share.append((t2 - t1) / (t1 - t0))
+                return total, share
+
+            cached_run = False
+            times, shares = ready()
+            _fig(out, "ready_first_s", times)
+            _fig(out, "ready_first_over_load_pct", shares, 100, 1)
+            cached_run = True
+            times, shares = ready()
+            _fig(out, "ready_cached_s", times)
+            _fig(out, "ready_cached_over_load_pct", shares, 100, 1)
+            out["goal_ready_cached_over_load_pct"] = GOAL_BUILD_PCT    # a folder seen before
+
+            t_index: list[float] = []
+            t_cell: list[float] = []
+            for _ in range(REPEAT):
+                fresh()                                 # a folder never seen: built and kept
+                gc.collect()
+                a, b = asyncio.run(_overlap(docs))
+                t_index.append(a)
+                t_cell.append(b)
+        _fig(out, "overlap_index_ready_s", t_index)
+        _fig(out, "overlap_sandbox_first_cell_s", t_cell)
+        _fig(out, "index_wait_zero_latency_model_s", [max(0.0, a - b) for a, b in zip(t_index, t_cell, strict=True)])
+
         del index
         gc.collect()
         tracemalloc.start()
-        index = SourceIndex.from_documents(docs)
+        index = SourceIndex.from_documents(docs, cache=False)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         kept = index.nbytes
         texts = [d.text or "" for d in docs.documents]
+        out["text_mb"] = round(sum(len(t) for t in texts) / 1e6, 1)
+        out["index_kept_mb"] = round(kept / 1e6, 1)
+        out["index_peak_mb"] = round(peak / 1e6, 1)
+
         big = "\n".join(t[:20_000] for t in texts[:50])                 # a 1 MB prompt of excerpts
         cell = texts[7][1000:21_000]                                    # a 20 kB cell output
-        locate_big_s, found = _median_time(lambda: index.locate(big), 3)
-        locate_cell_s, _ = _median_time(lambda: index.locate(cell), 5)
-        overhead = 100.0 * build_s / load_s
-        return {
-            "folder_mb": round(total / 1e6, 1), "documents": len(docs.documents),
-            "load_s": round(load_s, 3), "index_build_s": round(build_s, 3),
-            "index_build_share_of_load_pct": round(overhead, 1),
-            "index_kept_mb": round(kept / 1e6, 1), "index_peak_mb": round(peak / 1e6, 1),
-            "text_mb": round(sum(len(t) for t in texts) / 1e6, 1),
-            "locate_1mb_prompt_ms": round(locate_big_s * 1000, 1),
-            "locate_1mb_prompt_ranges": len(found),
-            "locate_20kb_output_ms": round(locate_cell_s * 1000, 2),
-            "ok": (build_s <= GOAL_BUILD_S and kept <= GOAL_KEPT_SHARE * total
-                   and locate_cell_s * 1000 <= GOAL_LOCATE_CELL_MS and len(found) == 50),
-        }
+        # 20 kB of short lines no window matches: a phrase of a document line each
+        short = "\n".join(" ".join(line.split()[1:4]) for line in texts[9][:60_000].split("\n")
+                          if len(line.split()) > 8)[:20_000]
+        times, found = _times(lambda: index.locate(big))
+        _fig(out, "locate_1mb_prompt_ms", times, 1000, 1)
+        out["locate_1mb_prompt_ranges"] = len(found)
+        times, _ = _times(lambda: index.locate(cell), 5)
+        locate_cell_s = _fig(out, "locate_20kb_output_ms", times, 1000, 2)
+        times, _ = _times(lambda: index.locate(short), 5)
+        _fig(out, "locate_20kb_short_lines_ms", times, 1000, 1)
+        out["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+        out["ok"] = (100.0 * build_s / load_s <= GOAL_BUILD_PCT and kept <= GOAL_KEPT_SHARE * total
+                     and locate_cell_s * 1000 <= GOAL_LOCATE_CELL_MS and len(found) == 50)
+        return out
 
 
 if __name__ == "__main__":

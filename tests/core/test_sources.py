@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rlm_desktop.core.documents import load_documents
 from rlm_desktop.core.sources import SourceIndex, SourceRange, merge_ranges, merge_sources
 from tests.core.pdfs import make_pdf
@@ -61,10 +63,51 @@ def test_slice_inside_one_long_line_is_found() -> None:
 
 def test_tiny_and_foreign_matches_are_ignored() -> None:
     idx = _index()
-    assert idx.locate("Signed, the board.") == []                     # one short line: too little
-    assert idx.locate("Revenue rose by twelve") == []                 # under ~40 characters
+    assert idx.locate("ok") == []                                     # under SHORT_MIN_CHARS
+    assert idx.locate("Quarterly") == [] and idx.locate("  Risks:\n") == []   # a lone word
     assert idx.locate("An unrelated text that appears in none of the documents at all.") == []
     assert idx.locate("") == []
+
+
+def test_short_unique_excerpts_are_attributed() -> None:
+    idx = _index()
+    # whole short lines and a short piece of a line (under the ~40 characters a window needs)
+    assert idx.locate("Signed, the board.") == [SourceRange("report.txt", 9, 9)]
+    assert idx.locate("Revenue rose by twelve") == [SourceRange("report.txt", 3, 3)]
+    assert idx.locate("Answer so far:\n  planned for March 3.\nnothing else") == [SourceRange("report.txt", 5, 5)]
+    assert idx.locate("room 133.") == []                              # under SHORT_MIN_CHARS non-space
+    assert idx.locate("logistics and room 133.") == [SourceRange("sub/notes.md", 19, 19)]
+    # beside a long excerpt found through the windows: both
+    text = _lines(REPORT, 3, 4) + "\n" + "Signed, the board."
+    assert idx.locate(text) == [SourceRange("report.txt", 3, 4), SourceRange("report.txt", 9, 9)]
+
+
+def test_common_short_strings_name_no_source() -> None:
+    figures = "\n".join(f"2025-01-31 closed ticket {i:04d} for the east region" for i in range(500))
+    idx = SourceIndex.build([("tickets.log", figures, None), ("memo.txt", "Net revenue 4.2 M in Q3 2025\n", None)])
+    assert idx.locate("2025-01-31 closed ticket") == []              # found 500 times
+    assert idx.locate("for the east region") == []
+    assert idx.locate("revenue 4.2 M in Q3") == [SourceRange("memo.txt", 1, 1)]
+    assert idx.locate("ticket 0417 for the east") == [SourceRange("tickets.log", 418, 418)]
+    # found in two places: both named; in three: none
+    two = SourceIndex.build([("a.txt", "x\nthe unit price was 12.50 EUR\n", None),
+                             ("b.txt", "the unit price was 12.50 EUR\n", None)])
+    assert two.locate("the unit price was 12.50 EUR") == [SourceRange("a.txt", 2, 2), SourceRange("b.txt", 1, 1)]
+    three = SourceIndex.build([(f"{n}.txt", "the unit price was 12.50 EUR\n", None) for n in "abc"])
+    assert three.locate("the unit price was 12.50 EUR") == []
+
+
+def test_short_lookups_are_bounded_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlm_desktop.core import sources
+
+    idx = _index()
+    text = "Signed, the board.\nRevenue rose by twelve"
+    assert idx.locate(text) == [SourceRange("report.txt", 3, 3), SourceRange("report.txt", 9, 9)]
+    monkeypatch.setattr(sources, "SHORT_LOOKUPS", 1)
+    assert idx.locate(text) == [SourceRange("report.txt", 9, 9)]     # the first line only
+    monkeypatch.setattr(sources, "SHORT_LOOKUPS", 8)
+    monkeypatch.setattr(sources, "SHORT_SCAN_CHARS", len(REPORT + NOTES) - 1)   # not one full scan
+    assert idx.locate(text) == []
 
 
 def test_periodic_boilerplate_does_not_invent_sources() -> None:
@@ -94,6 +137,7 @@ def test_non_ascii_and_single_str_context() -> None:
     idx = SourceIndex.from_context(text)
     assert idx.names == ["context"]
     assert idx.locate("…gesperrt? " + text.split("\n")[1]) == [SourceRange("context", 2, 2)]
+    assert idx.locate("Zitat:\nnach Zürich ist im März\n") == [SourceRange("context", 2, 2)]   # a short one
 
 
 def test_pdf_pages_from_the_loader(tmp_path: Path) -> None:
@@ -142,3 +186,23 @@ def test_pending_index_builds_in_the_background_and_reports_a_failure() -> None:
     failed = PendingIndex(broken)
     with pytest.raises(MemoryError, match="no room"):
         failed.result(timeout=30)
+
+
+def test_hash_order_is_a_full_sort_even_where_top_bits_collide() -> None:
+    import numpy as np
+
+    from rlm_desktop.core import sources
+
+    rng = np.random.default_rng(10)
+    for _ in range(50):
+        n = int(rng.integers(1, 3000))
+        # few distinct top-32 values, so runs of equal tops with different low bits are common
+        h = ((rng.integers(0, 40, n).astype(np.uint64) << np.uint64(32))
+             | rng.integers(0, 12, n).astype(np.uint64))
+        h[rng.random(n) < 0.3] |= np.uint64(0xFFFF_0000_0000_0000)
+        a = np.arange(n, dtype=np.int64)
+        order = sources._order_by_top32(h)
+        hs, as_ = h[order], a[order]
+        sources._finish_sort(hs, as_)
+        assert np.array_equal(hs, np.sort(h))
+        assert np.array_equal(h[as_], hs)        # positions moved with their hashes
