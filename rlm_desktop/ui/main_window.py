@@ -42,7 +42,7 @@ from rlm_desktop.core.paths import traces_dir
 from rlm_desktop.core.profiles import ProviderProfile
 from rlm_desktop.core.sources import SourceRange
 from rlm_desktop.core.totals import totals
-from rlm_desktop.core.trace import FORMAT_NAME, Attr, SpanKind, Trace, TraceEvent, read_trace
+from rlm_desktop.core.trace import FORMAT_NAME, Attr, Span, SpanKind, Trace, TraceEvent, read_trace
 from rlm_desktop.session.store import SessionStore
 from rlm_desktop.ui.detail_pane import DetailPane
 from rlm_desktop.ui.documents_pane import DocumentsPane
@@ -169,6 +169,7 @@ class MainWindow(QMainWindow):
         self.model.header_changed.connect(self._on_header)
 
         self.current_run: int | None = None
+        self._answer_run: Span | None = None       # the turn whose answer the answer pane shows
         self.last_outcome: RunOutcome | None = None
         self._shown_path: Path | None = None
         self._run_t0 = 0.0
@@ -843,18 +844,52 @@ class MainWindow(QMainWindow):
         trace = self.model.trace
         runs = [r for r in trace.roots if r.kind == SpanKind.RUN]
         run = runs[-1] if runs else None
+        self._answer_run = run
         self.answer.set_sources(trace if run is not None else None, run)
+        self.answer.set_turn(len(runs), len(runs))
         self._show_read_marks()
 
-    def _show_read_marks(self, *, last_shown: bool = True) -> None:
+    def _show_turn(self, run: Span) -> None:
+        """Show an earlier (or the latest) turn of the shown session: its answer, why it stopped,
+        its citations and Sources list, and the read marks with that turn's own reads told apart."""
+        trace = self.model.trace
+        runs = [r for r in trace.roots if r.kind == SpanKind.RUN]
+        if run not in runs:
+            return
+        self._answer_run = run
+        a = run.attributes
+        if run.end is None:
+            self.answer.set_result(a.get(Attr.ANSWER), "error", "incomplete",
+                                   "the trace was cut short (the app or the run was interrupted)")
+        else:
+            status = "ok" if str(run.status) == "ok" else (
+                "cancelled" if str(run.status) == "cancelled" else "limit")
+            self.answer.set_result(a.get(Attr.ANSWER), status, a.get(Attr.STOP_REASON), a.get(Attr.ERROR))
+        self.answer.set_sources(trace, run)
+        k = runs.index(run) + 1
+        self.answer.set_turn(k, len(runs))
+        self._show_read_marks(shown=run)
+        if len(runs) > 1:
+            question = " ".join(str(a.get(Attr.QUERY) or "").split())
+            self.status.showMessage(f"Showing turn {k} of {len(runs)}"
+                                    + (f": {question[:120]}" if question else ""), 8000)
+
+    def _show_read_marks(self, *, last_shown: bool = True, shown: Span | None = None) -> None:
         """What every turn of the shown session read, on the documents' rows and in the preview;
-        the last turn in the trace is the one shown (``last_shown``; not while a follow-up starts)."""
+        ``shown`` is the turn shown (default the last in the trace; none while a follow-up starts,
+        ``last_shown`` False)."""
         trace = self.model.trace
         turns: list[tuple[int, list[SourceRange]]] = []
+        shown_n: int | None = None
         for i, run in enumerate((r for r in trace.roots if r.kind == SpanKind.RUN), 1):
             n = run.attributes.get(Attr.TURN)
-            turns.append((n if isinstance(n, int) and not isinstance(n, bool) else i, sources_for(trace, run)))
-        self.documents.set_session_seen(turns, turns[-1][0] if turns and last_shown else None)
+            n = n if isinstance(n, int) and not isinstance(n, bool) else i
+            turns.append((n, sources_for(trace, run)))
+            if run is shown:
+                shown_n = n
+        if shown is None and turns and last_shown:
+            shown_n = turns[-1][0]
+        self.documents.set_session_seen(turns, shown_n)
 
     def _show_source(self, target: SourceTarget) -> None:
         """A citation or source activated in the answer pane: its lines in the document preview."""
@@ -1187,6 +1222,13 @@ class MainWindow(QMainWindow):
     # -- misc --------------------------------------------------------------------------------------
     def _on_span_selected(self, span: Any) -> None:
         self.detail.show_span(span, self.model.trace, live=self.model.live)
+        if span is None or self.model.live:
+            return
+        run = span
+        while run.parent is not None:
+            run = run.parent
+        if run.kind == SpanKind.RUN and run is not self._answer_run:
+            self._show_turn(run)        # a step of another turn: that turn's answer and sources
 
     def open_settings(self) -> None:
         try:

@@ -112,6 +112,8 @@ class AnswerPane(QWidget):
         self.setObjectName("answerPane")
         self.heading = QLabel("Answer")
         self.heading.setObjectName("answerHeading")
+        self._heading = "Answer"
+        self._turn_note = ""
         f = self.heading.font()
         f.setBold(True)
         self.heading.setFont(f)
@@ -155,8 +157,18 @@ class AnswerPane(QWidget):
         lay.addWidget(self.split, 1)
         self.clear()
 
+    def set_turn(self, turn: int, turns: int) -> None:
+        """Say which turn of a session the answer belongs to (nothing for a single question)."""
+        self._turn_note = f" — turn {turn} of {turns}" if turns > 1 else ""
+        self.heading.setText(self._heading + self._turn_note)
+
+    def _set_heading(self, text: str) -> None:
+        self._heading = text
+        self.heading.setText(text + self._turn_note)
+
     def clear(self, running: bool = False) -> None:
-        self.heading.setText("Answer")
+        self._turn_note = ""
+        self._set_heading("Answer")
         self.reason.setText("Running…" if running else "")
         self.reason.setVisible(running)
         self._answer = ""
@@ -190,11 +202,11 @@ class AnswerPane(QWidget):
         """``status``: ok | limit | cancelled | error (as RunResult.status)."""
         partial = status != "ok"
         if not partial:
-            self.heading.setText("Answer")
+            self._set_heading("Answer")
             self.reason.setVisible(False)
         else:
             why = STOP_REASONS.get(stop_reason or "", stop_reason or status)
-            self.heading.setText("Partial answer" if answer else "No answer")
+            self._set_heading("Partial answer" if answer else "No answer")
             detail = f": {reason.rstrip('.')}" if reason and reason not in why else ""
             self.reason.setText(f"The run stopped because {why}{detail}.")
             self.reason.setVisible(True)

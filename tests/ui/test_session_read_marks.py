@@ -90,3 +90,34 @@ def test_read_marks_cover_every_turn_of_the_session_and_reopen_the_same(  # noqa
     with qtbot.waitSignal(window.trace_opened, timeout=10_000):
         qtbot.mouseClick(pane.open_btn, Qt.MouseButton.LeftButton)
     _assert_session_marks(window)
+
+
+def test_selecting_a_step_of_an_earlier_turn_shows_that_turns_answer_sources_and_marks(  # noqa: ANN001
+        qtbot, window, settings, fake_openai, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in (("a.txt", A_TXT), ("b.txt", B_TXT), ("c.txt", C_TXT)):
+        (docs / name).write_text(text)
+    _use_fake(window, settings, fake_openai)
+    window.documents.add_paths([docs])
+    qtbot.waitUntil(lambda: len(window.documents.documents) == 3 and not window.documents.loading,
+                    timeout=10_000)
+    fake_openai.handler = route([*TURN1, *TURN2], sub=lambda r: "Launch March 3.")
+    _ask(qtbot, window, "When is the launch?")
+    _ask(qtbot, window, "Anything else?")
+    assert window.answer.source() == "Nothing." and window.answer.heading.text() == "Answer — turn 2 of 2"
+    runs = window.model.trace.roots
+    assert len(runs) == 2
+    # a step inside turn 1, selected in the tree: turn 1's answer, heading and read marks
+    step = next(s for s in window.model.trace.spans.values() if s.parent is not None and s.parent.parent is runs[0])
+    window.trace_pane.select_span(step)
+    assert window.answer.source() == "March 3." and window.answer.heading.text() == "Answer — turn 1 of 2"
+    assert "Showing turn 1 of 2: When is the launch?" in window.status.currentMessage()
+    assert (_seen(window, "b.txt"), _bold(window, "b.txt")) == ("turn 1", True)
+    assert (_seen(window, "a.txt"), _bold(window, "a.txt")) == ("turn 2", False)
+    window.documents.show_seen.setChecked(True)
+    assert _marks(window, "b.txt") == {3: SEEN_SHOWN, 4: SEEN_SHOWN}
+    # back to turn 2
+    window.trace_pane.select_span(runs[1])
+    assert window.answer.source() == "Nothing." and window.answer.heading.text() == "Answer — turn 2 of 2"
+    assert (_seen(window, "b.txt"), _bold(window, "b.txt")) == ("turn 1", False)
