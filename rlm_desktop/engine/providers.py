@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
+import functools
 import hashlib
 import json
 import random
@@ -171,6 +172,9 @@ def _preview(text: str) -> str:
 
 # -- client pool ---------------------------------------------------------------------------------
 
+# How a base URL is spoken to, parsed once per URL rather than on every call (the Endpoint is frozen).
+_endpoint = functools.lru_cache(maxsize=64)(endpoint_for)
+
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], AsyncOpenAI]] = (
     weakref.WeakKeyDictionary())
 
@@ -195,7 +199,7 @@ def client_for(provider: ProviderConfig) -> AsyncOpenAI:
                                                              "OpenAI-Project": omit}
         # A query in the base URL (Azure's api-version) goes on every request; Azure takes the key
         # as the api-key header instead of Authorization (core/endpoints.py).
-        ep = endpoint_for(provider.base_url)
+        ep = _endpoint(provider.base_url)
         if ep.azure:
             headers = {**(headers or {}), **ep.key_headers(provider.api_key)}
         client = AsyncOpenAI(
@@ -409,7 +413,7 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
     cap = max_response_chars or DEFAULT_MAX_RESPONSE_CHARS
     client = client_for(provider)
     # No key, or Azure (its key goes in the api-key header): the SDK must not send Authorization.
-    extra_headers = (None if provider.api_key and not endpoint_for(provider.base_url).azure
+    extra_headers = (None if provider.api_key and not _endpoint(provider.base_url).azure
                      else {"Authorization": omit})
     attempts_allowed = max(1, provider.max_retries + 1)
     attempt = 0
