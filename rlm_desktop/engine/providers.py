@@ -521,7 +521,10 @@ async def _read_stream(response: Any, provider: ProviderConfig, model: str,
     served_model = None
     choices_seen = False
     chunks = 0
-    body = response.aiter_bytes()
+    # A compressed body is decoded by httpx (aiter_bytes); a plain one is read as it comes off the
+    # wire (aiter_raw: the same bytes without the decoder and chunker layer per piece).
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    body = response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes()
     try:
         async for piece in body:
             wire.feed(piece)
