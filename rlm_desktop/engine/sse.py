@@ -112,11 +112,10 @@ class EventDecoder:
                     data.clear()
                 continue
             elif line.startswith("data"):
+                # "data:x" or "data" (with a space after the colon it took the first branch)
                 name, _, value = line.partition(":")
                 if name != "data":
                     continue                        # e.g. "dataset: x": another field
-                if value[:1] == " ":
-                    value = value[1:]
             else:
                 continue                            # a comment, or a field other than data
             if value.startswith("[DONE]"):
