@@ -14,6 +14,7 @@ Usage (the ``fault_server`` fixture in tests/engine/test_streams.py yields a sta
         ... rlm-desktop run --base-url srv.base_url ...
         srv.chat_requests                    # every chat request, recorded (headers, JSON body)
         srv.served                           # per chat request: (behaviour name, bytes sent, end)
+        srv.connections                      # TCP connections accepted (keep-alive reuse shows)
         srv.wait_until(lambda s: s.open_now == 0)
 
 ``end`` in ``served`` says how an answer ended: "done" (as scripted), "client" (the client went
@@ -22,6 +23,7 @@ away), "limit" (``endless`` hit its own bound), "reset".
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import socketserver
@@ -138,6 +140,21 @@ def reset(text_before: str = "Half an ans") -> Behaviour:
     return Behaviour("reset", text_before, finish_reason=None)
 
 
+def odd_sse(text: str, *, byte_delay_s: float = 0.001) -> Behaviour:
+    """Streamed: a correct answer in the other forms the SSE spec allows and servers use: CRLF line
+    ends, ``data:`` without the space, comments (``: keep-alive``), ``event:``, ``id:`` and
+    ``retry:`` lines, one chunk's JSON spread over several ``data:`` lines, UTF-8 text sent raw
+    (not as \\u escapes), the terminator as ``data:[DONE]``; sent one byte per TCP write with a
+    pause between, so lines, CRLFs and UTF-8 characters are split between reads."""
+    return Behaviour("odd_sse", text, chunk_delay_s=byte_delay_s)
+
+
+def gzipped(text: str, *, finish_reason: str | None = "stop") -> Behaviour:
+    """Streamed: a correct answer as a gzip-compressed body (``Content-Encoding: gzip``), sent in
+    small pieces; ``finish_reason=None`` leaves ``[DONE]`` as its only terminator."""
+    return Behaviour("gzipped", text, finish_reason=finish_reason)
+
+
 def status(code: int, message: str = "error") -> Behaviour:
     """An OpenAI-style error body with this HTTP status."""
     return Behaviour("status", status=code, extra={"message": message})
@@ -183,6 +200,7 @@ class FaultServer:
         self.handler: Callable[[Request], Behaviour | str] | None = None
         self.requests: list[Request] = []
         self.served: list[tuple[str, int, str]] = []
+        self.connections = 0                # TCP connections accepted so far
         self.open_now = 0
         self._queue: deque[Behaviour | str] = deque()
         self._cond = threading.Condition()
@@ -263,6 +281,8 @@ class FaultServer:
 
     # -- HTTP by hand ----------------------------------------------------------------------------
     def _serve_connection(self, sock: socket.socket) -> None:
+        with self._cond:
+            self.connections += 1
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(30)
         buf = b""
@@ -444,6 +464,34 @@ def _answer(w: _Wire, b: Behaviour, req: Request) -> bool:
             w.chunk(b"NE]\n\n")
         elif b.extra.get("done", True):
             w.chunk(_sse("[DONE]"))
+        w.end_chunks()
+        return True
+    if b.name == "odd_sse":
+        w.send(_head(200, sse_chunked))
+        body = b": keep-alive\r\n\r\nretry: 3000\r\n\r\n"
+        first = json.dumps(_chunk_obj(req, {"role": "assistant", "content": ""}, None))
+        body += f"event: message\r\nid: 1\r\ndata:{first}\r\n\r\n".encode()
+        for i in range(0, len(b.text), 3):
+            obj = json.dumps(_chunk_obj(req, {"content": b.text[i:i + 3]}, None), ensure_ascii=False,
+                             indent=1)        # the JSON over several data: lines
+            body += ("".join(f"data: {line}\r\n" for line in obj.split("\n")) + "\r\n").encode()
+            body += b": keep-alive\r\n"
+        body += f"\r\ndata: {json.dumps(_chunk_obj(req, {}, 'stop'))}\r\n\r\n".encode()
+        body += b"data:[DONE]\r\n\r\n"
+        for i in range(len(body)):
+            w.chunk(body[i:i + 1])
+            w.pause(b.chunk_delay_s)
+        w.end_chunks()
+        return True
+    if b.name == "gzipped":
+        w.send(_head(200, {**sse_chunked, "Content-Encoding": "gzip"}))
+        body = _sse(_chunk_obj(req, {"role": "assistant", "content": ""}, None))
+        for i in range(0, len(b.text), 16):
+            body += _sse(_chunk_obj(req, {"content": b.text[i:i + 16]}, None))
+        body += _sse(_chunk_obj(req, {}, b.finish_reason)) + _sse("[DONE]")
+        packed = gzip.compress(body)
+        for i in range(0, len(packed), 7):
+            w.chunk(packed[i:i + 7])
         w.end_chunks()
         return True
     if b.name == "malformed_sse":

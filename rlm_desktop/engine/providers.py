@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
+import functools
 import hashlib
 import json
 import random
-import re
 import time
 import weakref
 from collections.abc import Callable
@@ -27,12 +27,13 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI, omit
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from rlm_desktop.core.config import ProviderConfig
 from rlm_desktop.core.endpoints import endpoint_for
 from rlm_desktop.core.pricing import cost_usd, lookup
 from rlm_desktop.core.redact import mask_urls_in, url_secrets
+from rlm_desktop.engine.sse import EventDecoder
 
 try:   # the HTTP library under the SDK: httpx2 for openai 3.x, httpx for older releases
     import httpx2 as _http
@@ -103,34 +104,27 @@ class _TooLong(_ReplyFault):
 
 # -- the wire under the SDK -----------------------------------------------------------------------
 
-_DONE = re.compile(rb"[\r\n]data: ?\[DONE\]")
-
-
 class _Wire:
     """What one attempt read from the wire: bytes (capped), the head of the body, ``[DONE]`` seen.
 
-    Set in a context variable around an attempt; the client's response hook wraps the body stream
-    so every byte passes through :meth:`feed`, whatever the SDK does with it."""
+    A streamed attempt feeds it the body it reads itself (see :func:`_read_stream`). A non-streamed
+    one sets it in a context variable: the client's response hook then wraps the body stream so
+    every byte passes through :meth:`feed`, whatever the SDK does with it."""
 
     HEAD_BYTES = 512
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, hooked: bool = False) -> None:
         self.max_bytes = max_bytes
+        self.hooked = hooked        # fed by the response hook (the SDK reads the body)
         self.bytes = 0
         self.head = bytearray()
         self.done = False
         self.content_type = ""
-        self.encoded = False        # compressed body: [DONE] cannot be seen in the raw bytes
-        self._tail = b"\n"          # the body starts at the start of a line
 
     def feed(self, data: bytes) -> None:
         self.bytes += len(data)
         if len(self.head) < self.HEAD_BYTES:
             self.head += data[:self.HEAD_BYTES - len(self.head)]
-        if not self.done and not self.encoded:
-            window = self._tail + data
-            self.done = _DONE.search(window) is not None
-            self._tail = window[-16:]
         if self.bytes > self.max_bytes:
             raise _TooLong(f"sent more than {_size(self.max_bytes)} for one reply (a runaway or "
                            f"broken stream); it was stopped there and not retried. {RAISE_CAP_HINT}")
@@ -157,12 +151,12 @@ class _WatchedStream(_http.AsyncByteStream):
 
 
 async def _watch_response(response: Any) -> None:
-    """httpx response hook: route the body through the attempt's :class:`_Wire` (if any)."""
+    """httpx response hook: route the body through the attempt's :class:`_Wire` (a non-streamed
+    attempt's; a streamed one reads its body itself and needs no extra layer per chunk)."""
     wire = _WIRE.get()
-    if wire is None:
+    if wire is None or not wire.hooked:
         return
     wire.content_type = response.headers.get("content-type", "")
-    wire.encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
     response.stream = _WatchedStream(response.stream, wire)
 
 
@@ -177,6 +171,9 @@ def _preview(text: str) -> str:
 
 
 # -- client pool ---------------------------------------------------------------------------------
+
+# How a base URL is spoken to, parsed once per URL rather than on every call (the Endpoint is frozen).
+_endpoint = functools.lru_cache(maxsize=64)(endpoint_for)
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], AsyncOpenAI]] = (
     weakref.WeakKeyDictionary())
@@ -202,7 +199,7 @@ def client_for(provider: ProviderConfig) -> AsyncOpenAI:
                                                              "OpenAI-Project": omit}
         # A query in the base URL (Azure's api-version) goes on every request; Azure takes the key
         # as the api-key header instead of Authorization (core/endpoints.py).
-        ep = endpoint_for(provider.base_url)
+        ep = _endpoint(provider.base_url)
         if ep.azure:
             headers = {**(headers or {}), **ep.key_headers(provider.api_key)}
         client = AsyncOpenAI(
@@ -416,14 +413,14 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
     cap = max_response_chars or DEFAULT_MAX_RESPONSE_CHARS
     client = client_for(provider)
     # No key, or Azure (its key goes in the api-key header): the SDK must not send Authorization.
-    extra_headers = (None if provider.api_key and not endpoint_for(provider.base_url).azure
+    extra_headers = (None if provider.api_key and not _endpoint(provider.base_url).azure
                      else {"Authorization": omit})
     attempts_allowed = max(1, provider.max_retries + 1)
     attempt = 0
     include_usage = True
     while True:
         attempt += 1
-        wire = _Wire(max(MIN_WIRE_BYTES, WIRE_BYTES_PER_CHAR * cap))
+        wire = _Wire(max(MIN_WIRE_BYTES, WIRE_BYTES_PER_CHAR * cap), hooked=not stream)
         token = _WIRE.set(wire)
         try:
             async with asyncio.timeout(timeout_s):
@@ -433,7 +430,7 @@ async def chat(provider: ProviderConfig, model: str, messages: list[dict[str, An
             raise
         except (openai.APIError, TimeoutError, _http.TransportError, _http.DecodingError,
                 _ReplyFault) as exc:
-            # (transport errors raised while a streamed body is read are not wrapped by the SDK)
+            # (transport errors raised while a streamed body is read come as they are: we read it)
             kind, status, retryable, message, retry_after = _classify(exc, provider, model, timeout_s)
             if kind == "bad_request" and include_usage and "stream_options" in message:
                 include_usage = False    # an older server: stream without the usage chunk
@@ -464,12 +461,15 @@ def _too_long_message(cap: int) -> str:
             f"{RAISE_CAP_HINT}")
 
 
-def _as_is(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """``messages`` for ``chat.completions.create``, sent as they are: the SDK walks every message
-    through its typed-dict transform (~0.15 ms of CPU per message here, so 80% of a call's CPU by
-    the 30th iteration), an identity for our role/content dicts of text. ``extra_body`` keys are
-    merged over the SDK's body untouched (documented), so the request is the same JSON."""
-    return {"messages": [], "extra_body": {"messages": messages}}
+def _as_is(model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """``model`` and ``messages`` for ``chat.completions.create``, sent as they are: the SDK walks
+    every message through its typed-dict transform (~0.15 ms of CPU per message here, so 80% of a
+    call's CPU by the 30th iteration), an identity for our role/content dicts of text, and checks
+    the model name against its union with a Literal of every OpenAI model name (~65 µs a request,
+    hashing that Literal in its caches), an identity for a string. ``extra_body`` keys are merged
+    over the SDK's body untouched (documented), so the request is the same JSON; the SDK leaves out
+    an ``omit`` argument."""
+    return {"model": omit, "messages": [], "extra_body": {"model": model, "messages": messages}}
 
 
 async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
@@ -479,7 +479,7 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
     if not stream:
         try:
             resp = await client.chat.completions.create(
-                model=model, **_as_is(messages), timeout=timeout_s,  # type: ignore[arg-type]
+                **_as_is(model, messages), timeout=timeout_s,  # type: ignore[arg-type]
                 extra_headers=extra_headers)
         except ValueError:
             # the SDK parses a JSON content type with json.loads and lets the error through
@@ -493,48 +493,78 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
             on_delta(text)
         return _result(provider, model, text, getattr(resp, "usage", None), messages, finish, attempt,
                        getattr(resp, "model", None))
+    async with client.chat.completions.with_streaming_response.create(
+            **_as_is(model, messages), stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True} if include_usage else omit, timeout=timeout_s,
+            extra_headers=extra_headers) as raw:
+        return await _read_stream(raw.http_response, provider, model, messages, on_delta, attempt,
+                                  cap, wire)
+
+
+# Reading on after [DONE] lets an HTTP/1.1 connection be reused (the end of the chunked body
+# usually arrives with it); a server that sends nothing more is left after this long (the SDK's).
+DRAIN_AFTER_DONE_S = 0.1
+
+
+async def _read_stream(response: Any, provider: ProviderConfig, model: str,
+                       messages: list[dict[str, Any]], on_delta: DeltaHandler | None, attempt: int,
+                       cap: int, wire: _Wire) -> ChatResult:
+    """The reply of a streamed attempt, read from the HTTP response the SDK opened (status already
+    checked by the SDK): server-sent events (engine/sse.py) whose data are JSON chunks, handled as
+    plain dicts."""
+    wire.content_type = response.headers.get("content-type", "")
+    decoder = EventDecoder()
     parts: list[str] = []
     size = 0
     usage = None
     finish: str | None = None
     served_model = None
     choices_seen = False
-    s = await client.chat.completions.create(
-        model=model, **_as_is(messages), stream=True,  # type: ignore[arg-type]
-        stream_options={"include_usage": True} if include_usage else omit, timeout=timeout_s,
-        extra_headers=extra_headers)
     chunks = 0
+    # A compressed body is decoded by httpx (aiter_bytes); a plain one is read as it comes off the
+    # wire (aiter_raw: the same bytes without the decoder and chunker layer per piece).
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    body = response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes()
     try:
-        events = s.__aiter__()
-        while True:
-            try:
-                chunk = await events.__anext__()
-            except StopAsyncIteration:
+        async for piece in body:
+            wire.feed(piece)
+            for data in decoder.feed(piece):
+                if data.startswith("[DONE]"):
+                    wire.done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError as exc:
+                    raise _ReplyFault("bad_response", _malformed_what(exc)) from None
+                chunks += 1
+                delta, chunk_finish, has_choices, chunk_usage, chunk_model = _chunk_parts(chunk)
+                choices_seen = choices_seen or has_choices
+                served_model = served_model or chunk_model
+                if chunk_usage is not None:
+                    usage = chunk_usage
+                if delta:
+                    if size + len(delta) > cap:
+                        keep = delta[:cap - size]
+                        if keep and on_delta is not None:
+                            on_delta(keep)
+                        raise _TooLong(_too_long_message(cap))
+                    size += len(delta)
+                    parts.append(delta)
+                    if on_delta is not None:
+                        on_delta(delta)
+                if chunk_finish:
+                    finish = chunk_finish
+            if wire.done:
+                await _drain(body)
                 break
-            except ValueError as exc:
-                # The SDK decodes each data line with json.loads and each line as UTF-8, and lets
-                # the error through unwrapped; both mean the stream is not what it should be.
-                raise _ReplyFault("bad_response", _malformed_what(exc)) from None
-            chunks += 1
-            delta, chunk_finish, has_choices, chunk_usage, chunk_model = _chunk_parts(chunk)
-            choices_seen = choices_seen or has_choices
-            served_model = served_model or chunk_model
-            if chunk_usage is not None:
-                usage = chunk_usage
-            if delta:
-                if size + len(delta) > cap:
-                    keep = delta[:cap - size]
-                    if keep and on_delta is not None:
-                        on_delta(keep)
-                    raise _TooLong(_too_long_message(cap))
-                size += len(delta)
-                parts.append(delta)
-                if on_delta is not None:
-                    on_delta(delta)
-            if chunk_finish:
-                finish = chunk_finish
+            if decoder.error is not None:
+                raise _ReplyFault("bad_response", "sent an event stream that is not UTF-8 text "
+                                                  "(malformed server-sent events)")
+        else:
+            decoder.finish()
     finally:
-        await s.close()
+        await body.aclose()
+    wire.done = wire.done or decoder.done
     ctype = wire.content_type.split(";")[0].strip().lower() or "no content type"
     if not chunks and ctype != "text/event-stream":
         # e.g. an HTML page with status 200: the SSE decoder finds no events in it (a stream with
@@ -554,9 +584,18 @@ async def _attempt(client: AsyncOpenAI, provider: ProviderConfig, model: str,
     return _result(provider, model, "".join(parts), usage, messages, finish, attempt, served_model)
 
 
+async def _drain(body: Any) -> None:
+    """Read what follows [DONE] (normally just the end of the body) for a little while, ignoring
+    it and any error: the reply is complete."""
+    try:
+        async with asyncio.timeout(DRAIN_AFTER_DONE_S):
+            async for _ in body:
+                pass
+    except (TimeoutError, _http.TransportError, _http.DecodingError):
+        pass
+
+
 def _malformed_what(exc: ValueError) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return "sent an event stream that is not UTF-8 text (malformed server-sent events)"
     doc = exc.doc if isinstance(exc, json.JSONDecodeError) else ""
     if not doc.strip():
         return "sent an event without data where a JSON chunk belongs (malformed server-sent events)"
@@ -564,45 +603,61 @@ def _malformed_what(exc: ValueError) -> str:
 
 
 def _chunk_parts(chunk: Any) -> tuple[str, str | None, bool, Any, str | None]:
-    """(text delta, finish_reason, carried choices, usage, model) of one stream chunk, checking its
-    shape: the SDK builds chunks without validation, so a wrong shape shows up only here."""
-    if not isinstance(chunk, ChatCompletionChunk):
+    """(text delta, finish_reason, carried choices, usage, model) of one stream chunk (a JSON
+    value), checking its shape. The checks are the ones made when the SDK built the chunks (it
+    does not validate them): a choice that is not an object carries nothing, a delta that is not
+    an object or text that is not a string is a wrong shape."""
+    if not isinstance(chunk, dict):
         raise _ReplyFault("bad_response", "sent an event that is not a chat completion chunk: "
                                           f"{_preview(json.dumps(chunk, default=str))!r}")
-    raw = getattr(chunk, "choices", None)
+    error = chunk.get("error")
+    if error:
+        # how some servers give up in the middle of a 200 stream (the SDK raised APIError for it)
+        message = error.get("message") if isinstance(error, dict) else None
+        if not message or not isinstance(message, str):
+            message = "An error occurred during streaming"
+        raise _ReplyFault("server", f"reported an error during the answer: {message}")
+    raw = chunk.get("choices")
     if not isinstance(raw, list):
         raise _ReplyFault("bad_response", "sent a chunk without a list of choices: "
-                                          f"{_preview(_dump(chunk))!r}")
-    text: list[str] = []
+                                          f"{_preview(json.dumps(chunk, default=str))!r}")
+    text = ""
     finish = None
     for choice in raw:
-        if getattr(choice, "index", 0) not in (0, None):
+        if not isinstance(choice, dict):
+            continue    # nothing in it (as before: an attribute lookup on it found nothing)
+        if choice.get("index", 0) not in (0, None):
             continue    # only the first choice is the reply (n=1); others would interleave with it
-        delta = getattr(choice, "delta", None)
-        content = getattr(delta, "content", None) if delta is not None else None
-        reason = getattr(choice, "finish_reason", None)
-        if (delta is not None and not hasattr(delta, "content")) or not (
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        reason = choice.get("finish_reason")
+        if (delta is not None and not isinstance(delta, dict)) or not (
                 content is None or isinstance(content, str)) or not (
                 reason is None or isinstance(reason, str)):
             raise _ReplyFault("bad_response", "sent a chunk whose choice is not a chat delta: "
-                                              f"{_preview(_dump(chunk))!r}")
+                                              f"{_preview(json.dumps(chunk, default=str))!r}")
         if content:
-            text.append(content)
+            text += content
         finish = reason or finish
-    model = getattr(chunk, "model", None)
-    return "".join(text), finish, bool(raw), getattr(chunk, "usage", None), (
-        model if isinstance(model, str) else None)
+    model = chunk.get("model")
+    return text, finish, bool(raw), chunk.get("usage"), model if isinstance(model, str) else None
 
 
 def _usage_tokens(usage: Any) -> tuple[int, int, int] | None:
-    """(input, output, cached) tokens of a usage object; None when absent or not numbers (then
-    the caller estimates them)."""
+    """(input, output, cached) tokens of a usage object (a dict from a stream, the SDK's model from
+    a non-streamed reply); None when absent or not numbers (then the caller estimates them)."""
     if usage is None:
         return None
-    inp = getattr(usage, "prompt_tokens", None)
-    out = getattr(usage, "completion_tokens", None)
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    if isinstance(usage, dict):
+        inp = usage.get("prompt_tokens")
+        out = usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    else:
+        inp = getattr(usage, "prompt_tokens", None)
+        out = getattr(usage, "completion_tokens", None)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None) if details is not None else None
     if not isinstance(inp, int) or not isinstance(out or 0, int) or not isinstance(cached or 0, int):
         return None
     return max(0, inp), max(0, out or 0), max(0, cached or 0)

@@ -162,6 +162,7 @@ class _Appender:
         self._handle: asyncio.TimerHandle | None = None
         self.total = 0
         self.closed = False
+        self.flushed = False       # some text went out live (an append event)
 
     def add(self, text: str) -> None:
         if not text or self.closed:
@@ -179,9 +180,19 @@ class _Appender:
             text = "".join(self._buf)
             self._buf.clear()
             self._trace.update_span(self._sid, append={self._key: text})
+            self.flushed = True
 
-    def close(self) -> None:
-        """Flush what is left; later text (after the span ended) is ignored."""
+    def close(self, into: dict[str, Any] | None = None) -> None:
+        """Flush what is left; later text (after the span ended) is ignored. ``into``: the span's
+        end attributes. When no text went out live yet (a reply or an output that came within one
+        coalescing period, the usual case), the text goes there instead of into an append event
+        just before the end: one trace event less, the same span."""
+        if into is not None and self._buf and not self.flushed:
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            into[self._key] = "".join(self._buf)
+            self._buf.clear()
         self.flush()
         self.closed = True
 
@@ -454,15 +465,16 @@ class _Shared:
                 response.close()
                 self.end(sid, self.interrupted, {Attr.ERROR: "interrupted: " + self._why()})
                 raise
-            response.close()
-            if retries or response.total != len(res.text):   # a retried or non-streamed answer
-                self.trace.update_span(sid, {Attr.RESPONSE: res.text})
-            self.end(sid, SpanStatus.OK, {
+            end_attrs: dict[str, Any] = {
                 Attr.INPUT_TOKENS: res.input_tokens, Attr.OUTPUT_TOKENS: res.output_tokens,
                 Attr.CACHED_TOKENS: res.cached_tokens, Attr.COST_USD: res.cost_usd,
                 Attr.COST_KNOWN: res.cost_known, Attr.FINISH_REASON: res.finish_reason,
                 Attr.ATTEMPTS: res.attempts, Attr.TOKENS_ESTIMATED: res.tokens_estimated,
-                Attr.RESPONSE_MODEL: res.model})
+                Attr.RESPONSE_MODEL: res.model}
+            response.close(into=end_attrs)
+            if retries or response.total != len(res.text):   # a retried or non-streamed answer
+                end_attrs[Attr.RESPONSE] = res.text
+            self.end(sid, SpanStatus.OK, end_attrs)
         self.account(res)
         return res, sid
 
@@ -835,9 +847,9 @@ class _RLM:
             s.end(sid, s.interrupted, {Attr.ERROR: "interrupted: " + s._why()})
             raise
         await self._finish_cell_tasks()
-        out.close()
-        err.close()
         attrs: dict[str, Any] = {}
+        out.close(into=attrs)
+        err.close(into=attrs)
         if out.total != len(cell.stdout):
             attrs[Attr.STDOUT] = cell.stdout
         if err.total != len(cell.stderr):

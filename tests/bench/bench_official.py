@@ -18,6 +18,11 @@ repository, and point ``RLM_OFFICIAL_PYTHON`` at that interpreter, e.g.::
     RLM_OFFICIAL_PYTHON=/work/rlm-official/.venv/bin/python rlm-desktop bench official
 
 Without it only our side is measured. Goal: our gap at most half of theirs.
+
+Beside it, our floor: the same scripted run with nothing but what any iteration of ours must do,
+providers.chat (the SDK's streamed request and our reading of it) and one cell in a sandbox, the
+conversation growing the same way; no loop, no parsing, no trace. Its gap against ours is what
+the loop itself costs; against theirs, the best ratio this design can reach on this machine.
 Run alone: ``python -m tests.bench.bench_official [--runs N] [--rounds R]``.
 """
 
@@ -36,7 +41,9 @@ from typing import Any
 
 from rlm_desktop.core.config import ProviderConfig, RunConfig, RunLimits, SandboxLimits
 from rlm_desktop.core.trace import Trace, TraceWriter
-from rlm_desktop.engine.providers import aclose_clients
+from rlm_desktop.engine import prompts
+from rlm_desktop.engine.providers import aclose_clients, chat
+from rlm_desktop.engine.repl import new_repl
 from rlm_desktop.engine.run import run_rlm
 from tests.bench.serve import ScriptedServer
 
@@ -90,6 +97,49 @@ def _ours(runs: int) -> tuple[list[float], list[float], list[float]]:
     return _gaps(times, runs), walls[1:], cpus[1:]
 
 
+def _floor(runs: int) -> list[float]:
+    """Gaps of the floor run (see the module docstring): per iteration one providers.chat and one
+    cell in a sandbox, the messages grown as our loop grows them, nothing else."""
+    context = "benchmark context " * 100
+    limits = RunLimits()
+    system = prompts.system_prompt(
+        prompts.describe_context(context), sub_model="s", depth=0, max_depth=limits.max_depth,
+        max_iterations=ITERATIONS + 2, max_output_chars=limits.max_output_chars,
+        cell_timeout_s=limits.cell_timeout_s, max_sub_calls=limits.max_sub_calls)
+
+    async def one(provider: ProviderConfig) -> None:
+        box = new_repl(SandboxLimits(allow_weak=True), context=context, depth=0,
+                       rlm_query_enabled=False)
+        await box.start()
+
+        async def no_requests(req: Any) -> None:
+            raise RuntimeError("the floor run makes no sub-calls")
+        messages = [{"role": "system", "content": system},
+                    {"role": "user", "content": prompts.first_user_message("benchmark")}]
+        try:
+            for it in range(1, ITERATIONS + 1):
+                res = await chat(provider, "r", list(messages), timeout_s=30)
+                code = res.text.split("```repl\n", 1)[1].rsplit("```", 1)[0]
+                cell = await box.run_cell(code, timeout_s=30, on_request=no_requests)
+                messages.append({"role": "assistant", "content": res.text})
+                messages.append({"role": "user", "content": prompts.format_cell_output(
+                    1, 1, status=cell.status, stdout=cell.stdout, stderr=cell.stderr,
+                    error=cell.error, duration_s=cell.duration_s, max_chars=limits.max_output_chars,
+                    restarted=cell.restarted, restart_reason=cell.restart_reason)[0]
+                    + "\n\n" + prompts.continue_message("benchmark", it, ITERATIONS + 2)})
+        finally:
+            await box.close()
+            await aclose_clients()
+
+    with ScriptedServer(f"iterations:{ITERATIONS}") as srv:
+        provider = ProviderConfig(id="floor", name="floor", base_url=srv.url, api_key="bench-key",
+                                  root_model="r", sub_model="s", max_retries=0)
+        for _ in range(runs + 1):                    # the first run warms up
+            asyncio.run(one(provider))
+        times = srv.finish()[ITERATIONS:]
+    return _gaps(times, runs)
+
+
 def _official(python: str, runs: int) -> tuple[list[float], list[float], list[float]]:
     driver = Path(__file__).with_name("official_driver.py")
     with ScriptedServer(f"iterations:{ITERATIONS}:official") as srv:
@@ -107,6 +157,7 @@ def run(args: Any = None) -> dict[str, Any]:
     rounds = int(getattr(args, "rounds", None) or 3)
     python = os.environ.get("RLM_OFFICIAL_PYTHON")
     ours: list[float] = []
+    floor: list[float] = []
     our_walls: list[float] = []
     our_cpus: list[float] = []
     theirs: list[float] = []
@@ -118,6 +169,7 @@ def run(args: Any = None) -> dict[str, Any]:
         ours += gaps
         our_walls += walls
         our_cpus += cpus
+        floor += _floor(runs)
         if python:
             gaps, walls, cpus = _official(python, runs)
             theirs += gaps
@@ -131,6 +183,8 @@ def run(args: Any = None) -> dict[str, Any]:
         "ours_root_gap_ms_p90": round(statistics.quantiles(ours, n=10)[-1], 2),
         "ours_run_ms_median": round(statistics.median(our_walls) * 1000, 1),
         "ours_run_cpu_ms_median": round(statistics.median(our_cpus) * 1000, 1),
+        "floor_root_gap_ms_median": round(statistics.median(floor), 2),
+        "ours_x_floor": round(statistics.median(ours) / statistics.median(floor), 2),
     }
     if not python:
         fig["official"] = "not measured: set RLM_OFFICIAL_PYTHON (see the module's docstring)"
@@ -143,6 +197,7 @@ def run(args: Any = None) -> dict[str, Any]:
         "official_run_ms_median": round(statistics.median(their_walls) * 1000, 1),
         "official_run_cpu_ms_median": round(statistics.median(their_cpus) * 1000, 1),
         "gap_ours_x_official": round(ratio, 2),
+        "floor_x_official": round(statistics.median(floor) / statistics.median(theirs), 2),
         "goal_x": GOAL_X,
         "ok": ratio <= GOAL_X,
     })

@@ -74,3 +74,4 @@ def test_the_new_benchmarks_run_small() -> None:
     assert out["output_bytes"] == 1_000_000 and out["cell_1mb_ms_median"] > 0
     off = _bench("official").run(argparse.Namespace(runs=1, rounds=1))
     assert off["iterations"] == 10 and off["ours_root_gap_ms_median"] > 0
+    assert off["floor_root_gap_ms_median"] > 0 and off["ours_x_floor"] > 0

@@ -31,9 +31,11 @@ from tests.faultserver import (
     endless_line,
     error_event,
     garbage_events,
+    gzipped,
     malformed_sse,
     no_choices,
     non_json_200,
+    odd_sse,
     ok,
     reset,
     slow,
@@ -167,6 +169,55 @@ def test_a_stream_with_one_of_its_two_terminators_is_complete(fault: FaultServer
         res, retries, _ = _chat(fault)
         assert not isinstance(res, BaseException), res
         assert res.text == text and res.attempts == 1 and retries == []
+
+
+# -- the event stream is read by our decoder (engine/sse.py), not the SDK's ------------------------
+
+UNICODE_TEXT = "héllo wörld 🙂 naïve ∑ — done"
+
+
+def test_other_sse_forms_split_byte_by_byte_are_read_whole(fault: FaultServer) -> None:
+    # CRLF, data: without the space, comments, event:/id:/retry: lines, JSON over several data:
+    # lines, raw UTF-8, data:[DONE]; one byte per TCP write, so reads split lines, CRLFs and
+    # characters. The ids with comments between events also failed with the SDK's decoder.
+    fault.script(odd_sse(UNICODE_TEXT))
+    res, retries, deltas = _chat(fault)
+    assert not isinstance(res, BaseException), res
+    assert res.text == UNICODE_TEXT and "".join(deltas) == UNICODE_TEXT
+    assert res.attempts == 1 and retries == [] and res.finish_reason == "stop"
+
+
+def test_a_gzipped_stream_is_read_and_its_done_counts(fault: FaultServer) -> None:
+    # the second has no finish_reason: [DONE] inside the compressed body is its terminator (the
+    # raw-byte watch could not see it there and called the reply cut)
+    fault.script(gzipped(UNICODE_TEXT), gzipped("only [DONE] ends this one", finish_reason=None))
+    for text in (UNICODE_TEXT, "only [DONE] ends this one"):
+        res, retries, _ = _chat(fault)
+        assert not isinstance(res, BaseException), res
+        assert res.text == text and res.attempts == 1 and retries == []
+
+
+def test_usage_and_the_served_model_are_read_from_the_stream(fault: FaultServer) -> None:
+    fault.script(ok("counted", usage={"prompt_tokens": 11, "completion_tokens": 3,
+                                      "prompt_tokens_details": {"cached_tokens": 5}}))
+    res, _, _ = _chat(fault)
+    assert not isinstance(res, BaseException), res
+    assert (res.input_tokens, res.output_tokens, res.cached_tokens) == (11, 3, 5)
+    assert not res.tokens_estimated and res.model == "fake-root" and res.finish_reason == "stop"
+
+
+def test_streamed_replies_keep_their_connection(fault: FaultServer) -> None:
+    # after [DONE] the rest of the body is read, so HTTP/1.1 keep-alive reuses the connection
+    fault.script(ok("one"), ok("two"), ok("three"))
+    provider = make_provider(fault)  # type: ignore[arg-type]
+
+    async def go() -> list[str]:
+        try:
+            return [(await chat(provider, "m", MSGS, timeout_s=30)).text for _ in range(3)]
+        finally:
+            await aclose_clients()
+    assert asyncio.run(go()) == ["one", "two", "three"]
+    assert fault.connections == 1
 
 
 def test_a_reset_connection_is_retried_and_says_what_happened(fault: FaultServer) -> None:
