@@ -246,6 +246,7 @@ class _Shared:
                  trace: Trace, cancel: CancelToken, sources: IndexSource | None = None) -> None:
         self.config = config
         self.sources = sources
+        self.source_tasks: set[asyncio.Future[None]] = set()   # texts mapped once the index is built
         self.limits: RunLimits = config.limits
         self.provider = provider
         self.sub_provider = sub_provider
@@ -293,6 +294,47 @@ class _Shared:
             self.sources = None
             return {}
         return {Attr.SOURCES: [r.to_dict() for r in found]} if found else {}
+
+    def index_ready(self) -> bool:
+        """True when the documents' index is built (or there is none): mapping a text then costs
+        milliseconds, so it is done inline; before, it is recorded later (:meth:`record_seen`)."""
+        src = self.sources
+        if src is None:
+            return True
+        from rlm_desktop.core.sources import PendingIndex  # loaded already by whoever built src
+
+        return not isinstance(src, PendingIndex) or src.done
+
+    def record_seen(self, sid: str, text: str) -> None:
+        """Record on span ``sid`` what of the documents ``text`` shows (``Attr.SOURCES``), without
+        making the model wait for an index still being built: the request goes out now and the
+        span gets its sources when the index is ready (an update event; :meth:`settle_sources`
+        waits for them before the run's citations are checked)."""
+        if self.sources is None or not text:
+            return
+
+        async def later() -> None:
+            attrs = await self.seen(text)
+            if attrs and sid in self.trace.spans:
+                self.trace.update_span(sid, attrs)
+
+        task = asyncio.ensure_future(later())
+        self.source_tasks.add(task)
+        task.add_done_callback(self.source_tasks.discard)
+
+    async def settle_sources(self, *, wait: bool) -> None:
+        """Before the run's sources and citations are summed up: wait for every text still being
+        mapped and for the index (``wait``), or drop them (a cancelled run)."""
+        tasks = list(self.source_tasks)
+        if not wait:
+            for t in tasks:
+                t.cancel()
+            return
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.sources is not None:
+            # a build that failed is reported where the sources are summed up (_sources_attrs)
+            await asyncio.gather(self.sources.ready(), return_exceptions=True)
 
     def start(self, kind: SpanKind, name: str, parent: str | None, attrs: dict[str, Any]) -> str:
         sid = self.trace.start_span(kind, name, parent, attrs)
@@ -728,7 +770,10 @@ class _RLM:
                     sandbox_output_truncated=cell.output_truncated)
                 outputs.append(text)
                 if self.last_cell_span is not None:     # what of the documents the root model sees
-                    s.trace.update_span(self.last_cell_span, await s.seen(text))
+                    if s.index_ready():
+                        s.trace.update_span(self.last_cell_span, await s.seen(text))
+                    else:
+                        s.record_seen(self.last_cell_span, text)
                 final = cell.final if cell.final is not None else await self._answer_dict_after(cell, code, it_span)
                 if final is not None and cell.ok:
                     answer = _final_value(final.value)
@@ -939,9 +984,13 @@ class _RLM:
             attrs["prompt_chars"] = len(prompt)   # the whole prompt is in the child llm_call
         if batch_index is not None:
             attrs[Attr.BATCH_INDEX] = batch_index
-        attrs.update(await s.seen(prompt))    # what of the documents this sub-call's model sees
+        ready = s.index_ready()
+        if ready:
+            attrs.update(await s.seen(prompt))    # what of the documents this sub-call's model sees
         name = "llm_query" if batch_index is None else f"llm_query_batched[{batch_index}]"
         sid = s.start(SpanKind.SUB_CALL, name, parent, attrs)
+        if not ready:
+            s.record_seen(sid, prompt)            # the same, once the index is built
         key = (model_name, prompt)
         fut: asyncio.Future[str] | None = None
         try:
@@ -994,8 +1043,11 @@ class _RLM:
         s = self.s
         lim = s.limits
         child_depth = self.depth + 1
+        ready = s.index_ready()
         sid = s.start(SpanKind.SUB_CALL, "rlm_query", parent, {Attr.PROMPT: prompt, Attr.DEPTH: child_depth,
-                                                                **(await s.seen(prompt))})
+                                                                **(await s.seen(prompt) if ready else {})})
+        if not ready:
+            s.record_seen(sid, prompt)
         if self.depth >= lim.max_depth:
             msg = (f"rlm_query is not available: the maximum depth ({lim.max_depth}) is reached at "
                    f"depth {self.depth}; use llm_query instead")
@@ -1183,6 +1235,7 @@ async def run_rlm(config: RunConfig, context: str | dict[str, str], *, provider:
         if status == "limit" and answer is None:
             answer = state.best_partial
     run_status = SpanStatus.OK if status == "ok" else (stop.span_status if stop else SpanStatus.ERROR)
+    await state.settle_sources(wait=not external_cancel and status != "cancelled")
     # Anything still open (interrupted work) ends with the status of what stopped the run.
     inner = dict(state.open_spans)
     inner.pop(run_span, None)

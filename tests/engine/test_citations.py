@@ -172,3 +172,45 @@ def test_a_run_without_an_answer_still_records_what_its_models_saw(srv: FakeOpen
     assert result.status == "limit" and result.answer is None
     assert result.citations == [] and result.material_read is None
     assert result.sources == [{"document": "b.txt", "start_line": 3, "end_line": 4, "page": None}]
+
+
+def test_models_do_not_wait_for_an_index_still_being_built(srv: FakeOpenAI, tmp_path: Path) -> None:
+    """A first-time folder's index is built beside the run; the sub-call's request goes out before
+    the index is ready, its sources are recorded when it is, and the answer's citations are checked
+    against them — nothing is lost, nobody waited."""
+    import threading
+
+    from rlm_desktop.core.sources import PendingIndex
+
+    released = threading.Event()
+    index_ready_at_sub_call: list[bool] = []
+
+    def slow_build() -> SourceIndex:
+        assert released.wait(30), "the index build was never released"
+        return SourceIndex.from_context({"a.txt": A_TXT, "b.txt": B_TXT})
+
+    def sub(_r: object) -> str:
+        index_ready_at_sub_call.append(released.is_set())
+        released.set()                  # the build finishes only once the sub-call's request arrived
+        return "Launch March 3; revenue +12%."
+
+    srv.handler = route([READ_AND_ASK, FINAL_CITED], sub=sub)
+    tr = Trace({})
+    trace_file = tmp_path / "run.jsonl"
+    from rlm_desktop.core.trace import TraceWriter
+    writer = TraceWriter(trace_file, {"query": "q"}).attach(tr)
+
+    async def go() -> object:
+        try:
+            return await run_rlm(make_config(), {"a.txt": A_TXT, "b.txt": B_TXT}, provider=make_provider(srv),
+                                 trace=tr, sources=PendingIndex(slow_build))
+        finally:
+            await aclose_clients()
+    result = asyncio.run(go())
+    writer.close()
+    assert index_ready_at_sub_call == [False]          # the request did not wait for the index
+    assert result.status == "ok"
+    assert [(c["document"], c["verified"]) for c in result.citations] == [("b.txt", True), ("missing.txt", False)]
+    for t in (tr, read_trace(trace_file)):              # live and as written to disk
+        sub_span = next(s for s in t.spans.values() if s.kind == SpanKind.SUB_CALL)
+        assert sub_span.attributes[Attr.SOURCES][0]["document"] == "b.txt"
