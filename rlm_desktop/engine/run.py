@@ -21,7 +21,7 @@ from rlm_desktop.core.pricing import unpriced_models
 from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace
 from rlm_desktop.engine import prompts
 from rlm_desktop.engine.parsing import TextualFinal, needs_answer_dict, parse_reply, uses_answer_dict
-from rlm_desktop.engine.providers import ChatResult, ProviderError, chat
+from rlm_desktop.engine.providers import ChatResult, ProviderError, chat, price_cost
 from rlm_desktop.engine.repl import Repl, new_repl
 from rlm_desktop.sandbox.api import (
     CellResult,
@@ -237,6 +237,61 @@ class _ReplyRecorder(_Appender):
         self._head.clear()
         self.total = 0
         return record
+
+
+def _usage_attrs(res: ChatResult) -> dict[str, Any]:
+    return {Attr.INPUT_TOKENS: res.input_tokens, Attr.OUTPUT_TOKENS: res.output_tokens,
+            Attr.CACHED_TOKENS: res.cached_tokens, Attr.COST_USD: res.cost_usd,
+            Attr.COST_KNOWN: res.cost_known, Attr.TOKENS_ESTIMATED: res.tokens_estimated}
+
+
+class _FailedAttempts:
+    """What the failed attempts of one model call cost. An attempt that streamed reply text before
+    it failed (cut short, too long, a broken connection) was generated — and billed — by the
+    provider: its prompt, and the reply as far as it came. The server sent no usage for it, so both
+    are estimated (characters ÷ 4) and priced like any estimate. An attempt that failed before any
+    reply text (a refused connection, a 429 or 5xx) is not counted."""
+
+    def __init__(self, provider: ProviderConfig, model: str, messages: list[dict[str, Any]]) -> None:
+        self.provider, self.model, self.messages = provider, model, messages
+        self.input_tokens = self.output_tokens = 0
+        self.cost = 0.0
+        self.cost_known = True
+        self.count = 0
+
+    def add(self, reply_chars: int) -> dict[str, Any]:
+        """Count one failed attempt that streamed ``reply_chars``; its estimate for the trace."""
+        inp = max(1, sum(len(str(m.get("content") or "")) + 8 for m in self.messages) // 4)
+        out = max(1, reply_chars // 4)
+        cost, known = price_cost(self.provider, self.model, inp, out, 0)
+        self.input_tokens += inp
+        self.output_tokens += out
+        self.count += 1
+        if cost is None:
+            self.cost_known = False
+        else:
+            self.cost += cost
+        return {"input_tokens": inp, "output_tokens": out, "cost_usd": cost, "tokens_estimated": True}
+
+    def result(self) -> ChatResult | None:
+        """The failed attempts alone, as one call's usage (None: nothing was billed)."""
+        if not self.count:
+            return None
+        return ChatResult(text="", model=self.model, input_tokens=self.input_tokens,
+                          output_tokens=self.output_tokens, cached_tokens=0,
+                          cost_usd=self.cost if self.cost_known else None, cost_known=self.cost_known,
+                          finish_reason=None, attempts=self.count, tokens_estimated=True)
+
+    def plus(self, res: ChatResult) -> ChatResult:
+        """``res`` with the failed attempts' usage added (unchanged when there were none)."""
+        if not self.count:
+            return res
+        known = self.cost_known and res.cost_usd is not None
+        return dataclasses.replace(
+            res, input_tokens=res.input_tokens + self.input_tokens,
+            output_tokens=res.output_tokens + self.output_tokens,
+            cost_usd=(res.cost_usd or 0.0) + self.cost if known else None, cost_known=known,
+            tokens_estimated=True)
 
 
 class _Shared:
@@ -474,6 +529,7 @@ class _Shared:
             sid = self.start(SpanKind.LLM_CALL, f"chat {model}", parent, attrs)
             response = _ReplyRecorder(self.trace, sid)
             retries: list[dict[str, Any]] = []
+            billed = _FailedAttempts(provider, model, messages)
 
             def on_retry(attempt: int, error: str, wait: float) -> None:
                 log.warning("%s: attempt %d failed (%s); retrying in %.1f s", model, attempt, error, wait,
@@ -482,6 +538,7 @@ class _Shared:
                 failed = response.attempt_failed()
                 if failed["response_chars"]:
                     entry.update(failed)
+                    entry.update(billed.add(failed["response_chars"]))
                 retries.append(entry)
                 # the next attempt streams into an empty response; the failed one is in `retries`
                 self.trace.update_span(sid, {Attr.RETRIES: list(retries), Attr.RESPONSE: ""})
@@ -501,18 +558,22 @@ class _Shared:
                 if failed["response_chars"]:   # what the failed reply said, bounded
                     end_attrs.update({Attr.RESPONSE: failed["response"],
                                       "response_chars": failed["response_chars"]})
+                    billed.add(failed["response_chars"])
+                spent = billed.result()
+                if spent is not None:          # replies that were streamed are billed, if cut short
+                    end_attrs.update(_usage_attrs(spent))
                 self.end(sid, status, end_attrs)
+                if spent is not None:
+                    self.account(spent)
                 raise
             except asyncio.CancelledError:
                 response.close()
                 self.end(sid, self.interrupted, {Attr.ERROR: "interrupted: " + self._why()})
                 raise
+            res = billed.plus(res)     # failed attempts that streamed a reply were billed too
             end_attrs: dict[str, Any] = {
-                Attr.INPUT_TOKENS: res.input_tokens, Attr.OUTPUT_TOKENS: res.output_tokens,
-                Attr.CACHED_TOKENS: res.cached_tokens, Attr.COST_USD: res.cost_usd,
-                Attr.COST_KNOWN: res.cost_known, Attr.FINISH_REASON: res.finish_reason,
-                Attr.ATTEMPTS: res.attempts, Attr.TOKENS_ESTIMATED: res.tokens_estimated,
-                Attr.RESPONSE_MODEL: res.model}
+                **_usage_attrs(res), Attr.FINISH_REASON: res.finish_reason,
+                Attr.ATTEMPTS: res.attempts, Attr.RESPONSE_MODEL: res.model}
             response.close(into=end_attrs)
             if retries or response.total != len(res.text):   # a retried or non-streamed answer
                 end_attrs[Attr.RESPONSE] = res.text

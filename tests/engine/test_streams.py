@@ -342,7 +342,10 @@ def test_cli_malformed_and_unusable_replies_exit_5_naming_the_server(fault: Faul
     assert "JSONDecodeError" not in r.stderr
     out = json.loads(r.stdout)
     assert out["status"] == "error" and out["stop_reason"] == "provider_error"
-    assert out["input_tokens"] == 0 and out["iterations"] == 1
+    assert out["iterations"] == 1
+    # only the attempt that streamed reply text ("Let me look", then a broken line) was billed:
+    # its prompt and its 11 characters, estimated; the four that sent no text cost nothing
+    assert out["output_tokens"] == 2 and 0 < out["input_tokens"] < 1000
     final = r.stderr.strip().splitlines()[-1]
     assert final.startswith(f"rlm-desktop run: provider error: {fault.base_url} answered 200 with "
                             "text/html instead of an event stream")
@@ -397,3 +400,36 @@ def test_cli_max_response_chars_flag(fault: FaultServer, docs: Path, tmp_path: P
              "--max-response-chars", "5000", "--json", "--allow-weak-sandbox")
     assert r.returncode == 5, r.stderr
     assert "longer than 5,000 characters" in json.loads(r.stdout)["reason"]
+
+
+# -- failed attempts that streamed a reply were billed: they count toward tokens, cost, budget -----
+
+def test_a_cut_attempt_counts_in_the_calls_tokens_and_cost_as_an_estimate(fault: FaultServer) -> None:
+    from rlm_desktop.core.config import ModelPrice
+    from rlm_desktop.core.totals import totals
+
+    long_text = "y" * 40_000                          # ~10,000 output tokens the provider generated
+    fault.script(cut_stream(long_text, chunk_size=1000), ok("FINAL(ok)"))
+    prices = {"fake-root": ModelPrice(1.0, 10.0)}   # $ per million tokens: input, output
+    res, trace = run(make_config(), "doc", make_provider(fault, prices=prices))   # type: ignore[arg-type]
+    assert res.status == "ok" and res.answer == "ok"
+    call = next(s for s in trace if s.kind == SpanKind.LLM_CALL)
+    (retry,) = call.attributes[Attr.RETRIES]
+    assert retry["output_tokens"] == 10_000 and retry["input_tokens"] > 0 and retry["tokens_estimated"]
+    assert retry["cost_usd"] == pytest.approx((retry["input_tokens"] * 1.0 + 10_000 * 10.0) / 1e6)
+    a = call.attributes
+    assert a[Attr.OUTPUT_TOKENS] > 10_000 and a[Attr.TOKENS_ESTIMATED] is True
+    assert a[Attr.COST_USD] > retry["cost_usd"]                     # the good attempt on top
+    t = totals(trace)
+    assert (res.output_tokens, res.cost_usd) == (t.output_tokens, pytest.approx(t.cost_usd))
+    assert res.output_tokens >= 10_000 and res.tokens_estimated
+
+
+def test_a_call_that_fails_for_good_after_streaming_still_counts_what_was_billed(fault: FaultServer) -> None:
+    fault.script(cut_stream("z" * 8_000, chunk_size=1000), cut_stream("z" * 8_000, chunk_size=1000))
+    res, trace = run(make_config(), "doc", make_provider(fault, max_retries=1))   # type: ignore[arg-type]
+    assert res.status == "error" and res.stop_reason == "provider_error"
+    call = next(s for s in trace if s.kind == SpanKind.LLM_CALL)
+    assert call.status == SpanStatus.ERROR
+    assert call.attributes[Attr.OUTPUT_TOKENS] == 2 * 2_000 and call.attributes[Attr.TOKENS_ESTIMATED]
+    assert res.output_tokens == 4_000 and res.input_tokens > 0     # it was (0, 0): spend not counted
