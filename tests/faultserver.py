@@ -30,6 +30,7 @@ import socketserver
 import struct
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +123,13 @@ def endless(token: str = "tok ", *, chunk_size: int = 64, max_s: float = 60.0,
 def endless_line(*, max_s: float = 60.0, max_bytes: int = 512 * 1024 * 1024) -> Behaviour:
     """Streamed: one ``data:`` line that never ends (no newline ever comes), bounded as ``endless``."""
     return Behaviour("endless_line", max_s=max_s, max_bytes=max_bytes, finish_reason=None)
+
+
+def gzip_endless_line(*, max_s: float = 60.0) -> Behaviour:
+    """Streamed: ``endless_line`` compressed with gzip (``Content-Encoding: gzip``): each MB of the
+    line is about 1 KB on the wire, so a bound on the bytes read from the socket would let
+    gigabytes of text through; only a bound on the decoded bytes stops it in time and memory."""
+    return Behaviour("gzip_endless_line", max_s=max_s, finish_reason=None)
 
 
 def error_event(message: str = "The server is overloaded") -> Behaviour:
@@ -581,6 +589,16 @@ def _answer(w: _Wire, b: Behaviour, req: Request) -> bool:
             if time.monotonic() > deadline or w.sent > b.max_bytes:
                 raise _Limit()
             w.chunk(filler)
+    if b.name == "gzip_endless_line":
+        w.send(_head(200, {**sse_chunked, "Content-Encoding": "gzip"}))
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)      # 31: a gzip header and trailer
+        w.chunk(packer.compress(b'data: {"choices": [{"index": 0, "delta": {"content": "'))
+        deadline = time.monotonic() + b.max_s
+        filler = b"a" * (1 << 20)
+        while True:
+            if time.monotonic() > deadline:
+                raise _Limit()
+            w.chunk(packer.compress(filler) + packer.flush(zlib.Z_SYNC_FLUSH))
     raise ValueError(f"faultserver: unknown behaviour {b.name!r}")
 
 

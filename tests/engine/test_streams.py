@@ -31,6 +31,7 @@ from tests.faultserver import (
     endless_line,
     error_event,
     garbage_events,
+    gzip_endless_line,
     gzipped,
     malformed_sse,
     no_choices,
@@ -288,6 +289,18 @@ def test_a_reply_that_grows_without_text_is_bounded_in_bytes(fault: FaultServer,
     assert fault.wait_until(lambda s: len(s.served) == 1, timeout=10)
     name, sent, end = fault.served[0]
     assert end == "client" and sent < 200_000_000
+
+
+def test_a_gzip_compressed_endless_line_is_bounded_by_the_text_it_decodes_to(fault: FaultServer) -> None:
+    # ~1 KB on the wire per MB of text: a bound on socket bytes would take ~32 GB of text (and of
+    # memory) to reach; the bound on decoded bytes stops it after 32 MB, long before the time limit
+    fault.script(gzip_endless_line(max_s=60))
+    err, _, _ = _chat(fault, max_response_chars=1000)
+    assert isinstance(err, ProviderError) and err.kind == "too_long", err
+    assert "more than 32 MB for one reply" in str(err)
+    assert fault.wait_until(lambda s: len(s.served) == 1, timeout=10)
+    _, sent, end = fault.served[0]
+    assert end == "client" and sent < 1_000_000           # stopped by us, after well under 1 MB sent
 
 
 def test_a_failed_attempt_is_kept_in_the_trace_only_up_to_a_bound(fault: FaultServer,
