@@ -247,6 +247,7 @@ class Session:
         self._running = False
         self.turns: list[Turn] = []
         self.system_prompt: str | None = None
+        self._prompt_sub_model: str | None = None    # the sub-model system_prompt names as default
         self.trace: Trace | None = None
         self.docs: DocumentSet | None = None
         self._context: str | dict[str, str] | None = None
@@ -297,6 +298,7 @@ class Session:
                                        limits, sandbox, memo_cache)
         if reopened:
             self._reopen()
+            self._note_model_change()
         saved = self._meta.get("note")
         self.note: str | None = saved if isinstance(saved, str) and saved else None
         self.custom_prompt = custom_prompt if custom_prompt and custom_prompt.strip() else None
@@ -365,6 +367,9 @@ class Session:
         self.trace.end_open_spans(SpanStatus.CANCELLED, reason="the process running this turn ended "
                                                                "before it finished")
         self.turns, self.system_prompt = turns_from_trace(self.trace)
+        models = self.trace.header.get("models")
+        sub = models.get("sub") if isinstance(models, dict) else None
+        self._prompt_sub_model = sub if isinstance(sub, str) else None
 
     def set_note(self, note: str | None) -> None:
         """Set the note about the documents for the next turn. Refused (SessionError) once the
@@ -448,6 +453,38 @@ class Session:
     def limits(self) -> RunLimits:
         return self._setup.limits
 
+    def _note_model_change(self) -> None:
+        """A session reopened with other models than its last turn used: the root model is told."""
+        if self.trace is None or not self.turns or self._setup.provider.is_demo:
+            return
+        models = self.trace.header.get("models")
+        before = (self._meta.get("root_model"), self._meta.get("sub_model")) if self._meta.get("root_model") \
+            else ((models.get("root"), models.get("sub")) if isinstance(models, dict) else (None, None))
+        s = self._setup
+        if None not in before and before != (s.root_model, s.sub_model):
+            self._notes.append(f"Note: from this question on, the root model is {s.root_model} (it was "
+                               f"{before[0]}) and llm_query uses {s.sub_model} by default (it was "
+                               f"{before[1]}).")
+
+    def set_models(self, model: str | None = None, sub_model: str | None = None) -> None:
+        """Use other models of the same provider from the next turn on — a stronger model for a
+        hard follow-up. The REPL, the documents, the note and the earlier turns stay; the root model
+        is told of the change. The system prompt names the default sub-model, so a new sub-model
+        gets a new system prompt (the provider's prefix cache starts over for that turn); a new
+        root model alone keeps it byte for byte. The offline demo's models cannot change."""
+        s = self._setup
+        root = (model or "").strip() or s.root_model
+        sub = (sub_model or "").strip() or s.sub_model
+        if (root, sub) == (s.root_model, s.sub_model):
+            return
+        if s.provider.is_demo:
+            raise SessionError("the offline demo has fixed models (demo-root / demo-sub)")
+        self._notes.append(f"Note: from this question on, the root model is {root} (it was "
+                           f"{s.root_model}) and llm_query uses {sub} by default (it was {s.sub_model}).")
+        self._setup = replace(s, root_model=root, sub_model=sub)
+        if self.name is not None and self._writer is not None:   # its meta is written: keep it current
+            self._save_meta()
+
     def set_limits(self, limits: RunLimits) -> None:
         """Limits for the next turns (budgets are per turn)."""
         self._setup = replace(self._setup, limits=limits)
@@ -515,13 +552,17 @@ class Session:
                                "another (use ask()/ask_async(), which take care of it)")
 
     async def run_turn(self, question: str, *, cancel: CancelToken | None = None,
-                       limits: RunLimits | None = None) -> TurnResult:
-        """Ask one question: a full RLM run over the session's REPL, recorded as the next turn."""
+                       limits: RunLimits | None = None, model: str | None = None,
+                       sub_model: str | None = None) -> TurnResult:
+        """Ask one question: a full RLM run over the session's REPL, recorded as the next turn.
+        ``model`` / ``sub_model``: use these from this turn on (see :meth:`set_models`)."""
         if self._closed:
             raise SessionError("this session is closed; open it again to continue")
         if self._running:
             raise SessionError("a turn of this session is already running; wait for it or cancel it")
         self._bind_loop()
+        if model or sub_model:
+            self.set_models(model, sub_model)
         s = self._setup
         config = RunConfig(query=question, root_model=s.root_model, sub_model=s.sub_model,
                            limits=limits or s.limits, sandbox=s.sandbox, memo_cache=s.memo_cache)
@@ -545,6 +586,8 @@ class Session:
                                   rlm_query_enabled=config.limits.max_depth > 0, label="session")
             if recorded_cells(self.trace)[0] or recorded_cells(self.trace)[1]:
                 prepare = self._rebuilder(config, number, rebuilt)
+        if self.system_prompt is not None and self._prompt_sub_model not in (None, config.sub_model):
+            self.system_prompt = None           # it names another default sub-model: write it anew
         notes = tuple(self._notes)
         self._notes.clear()
         turn = TurnContext(repl=self._repl, turn=number,
@@ -571,6 +614,7 @@ class Session:
                               answer_preview=(result.answer or "")[:ANSWER_PREVIEW_CHARS]))
         if self.system_prompt is None:
             self.system_prompt = result.system_prompt
+            self._prompt_sub_model = config.sub_model
         run_span = next((r.id for r in reversed(self.trace.roots)
                          if r.attributes.get(Attr.TURN) == number), "")
         self.turns.append(Turn(number, question, result.answer if result.status == "ok" else None,
@@ -614,10 +658,13 @@ class Session:
             self._loop_thread = _LoopThread()
         return self._loop_thread
 
-    def ask(self, question: str, *, limits: RunLimits | None = None) -> TurnResult:
-        """Ask a question (blocking). Ctrl+C cancels the turn, waits for it to close, and re-raises."""
+    def ask(self, question: str, *, limits: RunLimits | None = None, model: str | None = None,
+            sub_model: str | None = None) -> TurnResult:
+        """Ask a question (blocking). Ctrl+C cancels the turn, waits for it to close, and re-raises.
+        ``model`` / ``sub_model``: other models from this turn on (:meth:`set_models`)."""
         cancel = CancelToken()
-        fut = self._thread().submit(self.run_turn(question, cancel=cancel, limits=limits))
+        fut = self._thread().submit(self.run_turn(question, cancel=cancel, limits=limits, model=model,
+                                                  sub_model=sub_model))
         try:
             return fut.result()
         except KeyboardInterrupt:
@@ -628,10 +675,12 @@ class Session:
                 pass
             raise
 
-    async def ask_async(self, question: str, *, limits: RunLimits | None = None) -> TurnResult:
+    async def ask_async(self, question: str, *, limits: RunLimits | None = None, model: str | None = None,
+                        sub_model: str | None = None) -> TurnResult:
         """Ask a question from any event loop (the turn runs on the session's own loop thread)."""
         cancel = CancelToken()
-        fut = self._thread().submit(self.run_turn(question, cancel=cancel, limits=limits))
+        fut = self._thread().submit(self.run_turn(question, cancel=cancel, limits=limits, model=model,
+                                                  sub_model=sub_model))
         try:
             return await asyncio.wrap_future(fut)
         except asyncio.CancelledError:

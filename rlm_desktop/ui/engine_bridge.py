@@ -134,6 +134,7 @@ class TurnRequest:
     trace_path: Path | None = None          # where a new named session's trace will be (for errors)
     added: tuple[str, ...] = ()
     documents: DocumentSet | None = None
+    models: tuple[str, str] | None = None   # (root, sub): other models for an open session, from now on
 
 
 @dataclass
@@ -377,8 +378,10 @@ class EngineBridge(QObject):
         if session is not None and trace is not None and outcome.error is None:
             unsubscribe = self._relay(h, trace)
             outcome.turn_number = session.turn_count + 1
+            model, sub_model = req.models or (None, None)
             h.task = asyncio.ensure_future(session.run_turn(req.question, cancel=h.cancel,
-                                                            limits=req.limits))
+                                                            limits=req.limits, model=model,
+                                                            sub_model=sub_model))
             self._turns[req.session_id] = h.task
             try:
                 outcome.turn = await h.task

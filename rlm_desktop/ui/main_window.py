@@ -573,9 +573,18 @@ class MainWindow(QMainWindow):
             note = "Documents were removed since the last turn, so this question starts a new session. "
         added = tuple(p for p in paths if p not in ws.docs) if ws.opened else ()
         chosen = (root_prof.id, root_model, sub_prof.id, sub_model)
+        turn_models: tuple[str, str] | None = None
         if ws.opened and ws.models is not None and ws.models != chosen:
-            note += (f"This session keeps the models it started with ({ws.models[1]} / {ws.models[3]}); "
-                     "New session (Ctrl+N) uses the ones chosen now. ")
+            if (ws.models[0], ws.models[2]) == (chosen[0], chosen[2]) and not root_prof.is_demo:
+                # the same providers, other models: the session goes on with them (REPL kept)
+                turn_models = (root_model, sub_model)
+                note += (f"This turn uses {root_model} / {sub_model} (the session had {ws.models[1]} / "
+                         f"{ws.models[3]}); its REPL and earlier turns stay. ")
+                ws.models = chosen
+            else:
+                same = ws.models[0] if ws.models[0] == ws.models[2] else f"{ws.models[0]} / {ws.models[2]}"
+                note += (f"This session keeps the provider it started with ({same}); another model of "
+                         "it can be chosen, and New session (Ctrl+N) uses another provider. ")
         elif not ws.opened:
             ws.models = chosen
         # A new session takes the pane's note; a continued one keeps its own (the session refuses
@@ -602,7 +611,8 @@ class MainWindow(QMainWindow):
 
         expected = cont if cont is not None else store.trace_path(name) if name else None
         request = TurnRequest(session_id=ws.id, question=query, limits=limits, providers=providers,
-                              open_session=open_session, trace_path=expected, added=added, documents=ds)
+                              open_session=open_session, trace_path=expected, added=added, documents=ds,
+                              models=turn_models)
         if self.current_run is not None:
             self.bridge.discard(self.current_run)
         if self._showing_session and len(self.model.trace) > 0:

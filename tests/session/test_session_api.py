@@ -157,3 +157,47 @@ def test_a_single_document_is_described_by_its_kind(fake_openai: FakeOpenAI, tmp
         assert s.ask("First row?").answer == "north,300"
     system = [q for q in fake_openai.chat_requests if is_root(q)][0].system
     assert "tables (1: csv 1)" in system
+
+
+def _root_requests(srv: FakeOpenAI) -> list:  # noqa: ANN401
+    return [r for r in srv.chat_requests if is_root(r)]
+
+
+def test_a_follow_up_can_use_a_stronger_model_keeping_the_repl(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """A session's models can change between turns: the REPL and earlier turns stay, the model is
+    told, the request goes to the new model; only a new sub-model changes the system prompt."""
+    fake_openai.handler = route(TURN1 + TURN2 + ["```repl\nFINAL(str(n))\n```"])
+    with _session(fake_openai, tmp_path) as s:
+        s.ask("How many words?")
+        first = _root_requests(fake_openai)
+        r2 = s.ask("Double it?", model="big-root")               # root model only
+        assert r2.status == "ok" and r2.answer == "double is 8"     # the REPL's n survived
+        assert s.root_model == "big-root" and s.sub_model == "fake-sub"
+        second = _root_requests(fake_openai)[len(first):]
+        assert {r.body["model"] for r in second} == {"big-root"}
+        assert second[0].system == first[0].system                  # same system prompt, byte for byte
+        assert "the root model is big-root (it was fake-root)" in json.dumps(second[0].messages)
+        s.ask("And the count?", sub_model="big-sub")               # a new sub-model: a new prompt
+        third = _root_requests(fake_openai)[len(first) + len(second):]
+        assert 'default "big-sub"' in third[0].system and 'default "fake-sub"' in first[0].system
+    # reopened, it remembers the models of its last turn
+    with _session(fake_openai, tmp_path) as again:
+        assert (again.root_model, again.sub_model) == ("big-root", "big-sub")
+    # reopened with other models (as `rlm-desktop run --session s1 --sub-model …` does): told, and
+    # the system prompt names the sub-model in use
+    fake_openai.handler = route(["```repl\nFINAL(str(n))\n```"])
+    before = len(_root_requests(fake_openai))
+    with _session(fake_openai, tmp_path, sub_model="other-sub") as again:
+        assert again.ask("Once more?").answer == "4"
+    req = _root_requests(fake_openai)[before]
+    assert 'default "other-sub"' in req.system
+    assert "llm_query uses other-sub by default (it was big-sub)" in json.dumps(req.messages)
+
+
+def test_the_demo_models_cannot_change(tmp_path: Path) -> None:
+    from rlm_desktop.session.session import SessionError
+
+    with Session(context="alpha", provider="demo", store=SessionStore(tmp_path),
+                 sandbox=SandboxLimits(allow_weak=True)) as s:
+        with pytest.raises(SessionError, match="fixed models"):
+            s.set_models("gpt-x")

@@ -263,3 +263,24 @@ def test_the_offline_demo_answers_a_follow_up_too(qtbot, window, docs_folder) ->
     assert second.turn_number == 2 and second.session == first.session
     assert second.result.stop_reason == "final" and "refund" in window.answer.source().lower()
     assert window.model.rowCount() == 2
+
+
+def test_a_follow_up_with_another_model_of_the_same_provider_keeps_the_session(  # noqa: ANN001
+        qtbot, window, settings, fake_openai, docs_folder) -> None:
+    _use_fake(window, settings, fake_openai)
+    _load_docs(qtbot, window, docs_folder)
+    fake_openai.handler = route([*TURN1, *TURN2], sub=lambda r: "unused")
+    first = _ask(qtbot, window, "Which supplier missed a delivery?")
+    before = len(fake_openai.chat_requests)
+    window.query.root_picker.model.setEditText("fake-root-large")      # a stronger model, same provider
+    window.query.set_query("Which of them did we note?")
+    with qtbot.waitSignal(window.run_finished, timeout=60_000) as finished:
+        assert window.start_run() is not None
+        said = window.status.currentMessage()                         # said when the turn starts
+    second = finished.args[0]
+    assert second.error is None and second.result.status == "ok", (second.error, second.result)
+    assert "This turn uses fake-root-large / fake-sub (the session had fake-root / fake-sub)" in said
+    assert second.session == first.session and second.turn_number == 2   # the same session went on
+    assert second.result.answer.startswith("turn 2 sees ")              # turn 1's `late` is still there
+    models = {r.body["model"] for r in fake_openai.chat_requests[before:] if is_root(r)}
+    assert models == {"fake-root-large"}
