@@ -293,7 +293,7 @@ class Session:
             before = [str(p) for p in self._meta.get("docs") or []]
             added = [p for p in self._doc_paths if p not in before]
             if added and before:
-                self._notes.append(_added_note(added))
+                self._notes.append(_added_note(added, before, self.docs, follow_outside_links))
         self._setup = self._make_setup(provider, model, sub_model, base_url, api_key, sub_provider,
                                        limits, sandbox, memo_cache)
         if reopened:
@@ -402,13 +402,14 @@ class Session:
         if not added:
             assert self.docs is not None
             return self.docs
+        before = list(self._doc_paths)
         self._doc_paths += added
         if documents is not None:
             self.docs = documents
             self._context = documents.context_value()
         else:
             self._load_docs()
-        self._notes.append(_added_note(added))
+        self._notes.append(_added_note(added, before, self.docs, self.follow_outside_links))
         if self._repl is not None:
             self._repl.kill()                  # the next turn starts a REPL on the new context
         if self.name and self.trace is not None:
@@ -750,11 +751,39 @@ class Session:
                 "totals": None if t is None else json.loads(json.dumps(t.__dict__, default=str))}
 
 
-def _added_note(paths: list[str]) -> str:
+def _added_note(paths: list[str], before: list[str] | None = None, docs: DocumentSet | None = None,
+                follow_outside_links: bool = False) -> str:
+    """What the model is told when documents were added; with the inputs ``before`` and the new
+    ``docs``, also how ``context`` changed shape: one document was a string and is now a key of a
+    dict, and a folder's files are named with the folder in front once several inputs are loaded
+    (``a.txt`` becomes ``A/a.txt``) — code from earlier turns that used the old form must change."""
     names = ", ".join(os.path.basename(p.rstrip(os.sep)) or p for p in paths[:10])
     more = f" and {len(paths) - 10} more" if len(paths) > 10 else ""
-    return (f"Note: documents were added to `context` since the last turn: {names}{more}. `context` "
+    note = (f"Note: documents were added to `context` since the last turn: {names}{more}. `context` "
             "now holds them too; variables computed from it earlier do not include them.")
+    if not before or docs is None or len(docs.documents) < 2:
+        return note
+    from rlm_desktop.core.documents import scan_paths
+
+    try:
+        old = scan_paths(before, follow_outside_links=follow_outside_links).files
+    except OSError:
+        return note
+    new_key = {os.path.abspath(d.path): d.rel_path for d in docs.documents}
+    if len(old) == 1:
+        now = new_key.get(os.path.abspath(old[0][0]))
+        if now is not None:
+            note += (f" `context` was one string (the text of {old[0][1]}); it is now a dict of path "
+                     f"-> text, and that text is context[{now!r}].")
+        return note
+    renamed = [(rel, new_key[os.path.abspath(p)]) for p, rel in old
+               if os.path.abspath(p) in new_key and new_key[os.path.abspath(p)] != rel]
+    if renamed:
+        shown = ", ".join(f"{a!r} is now {b!r}" for a, b in renamed[:8])
+        more = f" and {len(renamed) - 8} more" if len(renamed) > 8 else ""
+        note += (f" The keys of the documents loaded before changed: {shown}{more} (several "
+                 "inputs are named with their folder in front).")
+    return note
 
 
 async def _close_quietly(repl: Repl) -> None:

@@ -201,3 +201,26 @@ def test_the_demo_models_cannot_change(tmp_path: Path) -> None:
                  sandbox=SandboxLimits(allow_weak=True)) as s:
         with pytest.raises(SessionError, match="fixed models"):
             s.set_models("gpt-x")
+
+
+@pytest.mark.parametrize("files", [1, 2], ids=["one-document", "a-folder"])
+def test_adding_a_folder_says_how_the_keys_of_context_changed(fake_openai: FakeOpenAI, tmp_path: Path,
+                                                              files: int) -> None:
+    a, b = tmp_path / "A", tmp_path / "B"
+    a.mkdir()
+    b.mkdir()
+    for i in range(files):
+        (a / f"a{i}.txt").write_text(f"alpha {i}\n")
+    (b / "b.txt").write_text("beta\n")
+    fake_openai.handler = route(["FINAL(one)", "FINAL(two)"])
+    with Session([a], name="keys", provider=make_provider(fake_openai), store=SessionStore(tmp_path / "st"),
+                 sandbox=SandboxLimits(allow_weak=True)) as s:
+        s.ask("first?")
+        s.add_documents([b])
+        assert set(s.context) == {f"A/a{i}.txt" for i in range(files)} | {"B/b.txt"}
+        s.ask("second?")
+    told = json.dumps(_root_requests(fake_openai)[-1].messages)
+    if files == 1:
+        assert "`context` was one string (the text of a0.txt)" in told and "context['A/a0.txt']" in told
+    else:
+        assert "'a0.txt' is now 'A/a0.txt'" in told and "'a1.txt' is now 'A/a1.txt'" in told
