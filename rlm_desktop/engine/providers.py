@@ -383,6 +383,11 @@ def _messages_chars(messages: list[dict[str, Any]]) -> int:
     return sum(len(str(m.get("content") or "")) + 8 for m in messages)
 
 
+def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """Input tokens of ``messages`` when the server reports none (characters ÷ 4)."""
+    return max(1, _messages_chars(messages) // 4)
+
+
 def price_cost(provider: ProviderConfig, model: str, input_tokens: int, output_tokens: int,
                cached_tokens: int) -> tuple[float | None, bool]:
     if provider.is_demo:
@@ -701,7 +706,7 @@ def _result(provider: ProviderConfig, model: str, text: str, usage: Any,
         inp, out, cached = counted
         estimated = False
     else:
-        inp = max(1, _messages_chars(messages) // 4)
+        inp = estimate_prompt_tokens(messages)
         out = estimate_tokens(text)
         cached = 0
         estimated = True

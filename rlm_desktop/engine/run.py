@@ -21,7 +21,7 @@ from rlm_desktop.core.pricing import unpriced_models
 from rlm_desktop.core.trace import Attr, SpanKind, SpanStatus, Trace
 from rlm_desktop.engine import prompts
 from rlm_desktop.engine.parsing import TextualFinal, needs_answer_dict, parse_reply, uses_answer_dict
-from rlm_desktop.engine.providers import ChatResult, ProviderError, chat, price_cost
+from rlm_desktop.engine.providers import ChatResult, ProviderError, chat, estimate_prompt_tokens, price_cost
 from rlm_desktop.engine.repl import Repl, new_repl
 from rlm_desktop.sandbox.api import (
     CellResult,
@@ -261,7 +261,7 @@ class _FailedAttempts:
 
     def add(self, reply_chars: int) -> dict[str, Any]:
         """Count one failed attempt that streamed ``reply_chars``; its estimate for the trace."""
-        inp = max(1, sum(len(str(m.get("content") or "")) + 8 for m in self.messages) // 4)
+        inp = estimate_prompt_tokens(self.messages)
         out = max(1, reply_chars // 4)
         cost, known = price_cost(self.provider, self.model, inp, out, 0)
         self.input_tokens += inp

@@ -868,13 +868,7 @@ class MainWindow(QMainWindow):
             return
         self._answer_run = run
         a = run.attributes
-        if run.end is None:
-            self.answer.set_result(a.get(Attr.ANSWER), "error", "incomplete",
-                                   "the trace was cut short (the app or the run was interrupted)")
-        else:
-            status = "ok" if str(run.status) == "ok" else (
-                "cancelled" if str(run.status) == "cancelled" else "limit")
-            self.answer.set_result(a.get(Attr.ANSWER), status, a.get(Attr.STOP_REASON), a.get(Attr.ERROR))
+        self._set_answer_of(run)
         self.answer.set_sources(trace, run)
         k = runs.index(run) + 1
         self.answer.set_turn(k, len(runs))
@@ -883,6 +877,17 @@ class MainWindow(QMainWindow):
             question = " ".join(str(a.get(Attr.QUERY) or "").split())
             self.status.showMessage(f"Showing turn {k} of {len(runs)}"
                                     + (f": {question[:120]}" if question else ""), 8000)
+
+    def _set_answer_of(self, run: Span) -> None:
+        """The answer pane shows ``run``'s recorded answer and why it stopped."""
+        a = run.attributes
+        if run.end is None:
+            self.answer.set_result(a.get(Attr.ANSWER), "error", "incomplete",
+                                   "the trace was cut short (the app or the run was interrupted)")
+        else:
+            status = "ok" if str(run.status) == "ok" else (
+                "cancelled" if str(run.status) == "cancelled" else "limit")
+            self.answer.set_result(a.get(Attr.ANSWER), status, a.get(Attr.STOP_REASON), a.get(Attr.ERROR))
 
     def _show_read_marks(self, *, last_shown: bool = True, shown: Span | None = None) -> None:
         """What every turn of the shown session read, on the documents' rows and in the preview;
@@ -1054,13 +1059,8 @@ class MainWindow(QMainWindow):
         incomplete = sum(1 for s in trace.spans.values() if s.end is None)
         if root is None:
             self.answer.set_result(None, "error", None, "the trace file has no steps")
-        elif root.end is None:
-            self.answer.set_result(a.get(Attr.ANSWER), "error", "incomplete",
-                                   "the trace was cut short (the app or the run was interrupted)")
         else:
-            status = "ok" if str(root.status) == "ok" else (
-                "cancelled" if str(root.status) == "cancelled" else "limit")
-            self.answer.set_result(a.get(Attr.ANSWER), status, a.get(Attr.STOP_REASON), a.get(Attr.ERROR))
+            self._set_answer_of(root)
         self._show_sources()
         query = str(trace.header.get("query") or a.get(Attr.QUERY) or "")
         self.setWindowTitle(f"{APP_TITLE} — {path.name}")

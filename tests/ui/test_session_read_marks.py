@@ -62,8 +62,8 @@ def _assert_session_marks(window: MainWindow) -> None:
     assert set(_marks(window, "a.txt").values()) == {SEEN_SHOWN}
 
 
-def test_read_marks_cover_every_turn_of_the_session_and_reopen_the_same(  # noqa: ANN001
-        qtbot, window, settings, fake_openai, tmp_path: Path) -> None:
+def _load_three(qtbot, window, settings, fake_openai, tmp_path: Path) -> None:  # noqa: ANN001
+    """a.txt, b.txt, c.txt loaded in the window; the scripted server answers TURN1 then TURN2."""
     docs = tmp_path / "docs"
     docs.mkdir()
     for name, text in (("a.txt", A_TXT), ("b.txt", B_TXT), ("c.txt", C_TXT)):
@@ -73,6 +73,11 @@ def test_read_marks_cover_every_turn_of_the_session_and_reopen_the_same(  # noqa
     qtbot.waitUntil(lambda: len(window.documents.documents) == 3 and not window.documents.loading,
                     timeout=10_000)
     fake_openai.handler = route([*TURN1, *TURN2], sub=lambda r: "Launch March 3.")
+
+
+def test_read_marks_cover_every_turn_of_the_session_and_reopen_the_same(  # noqa: ANN001
+        qtbot, window, settings, fake_openai, tmp_path: Path) -> None:
+    _load_three(qtbot, window, settings, fake_openai, tmp_path)
     _ask(qtbot, window, "When is the launch?")
     # one turn so far: the plain "read" mark, as for a single run
     assert (_seen(window, "b.txt"), _seen(window, "c.txt"), _seen(window, "a.txt")) == ("read", "read", "")
@@ -94,15 +99,7 @@ def test_read_marks_cover_every_turn_of_the_session_and_reopen_the_same(  # noqa
 
 def test_selecting_a_step_of_an_earlier_turn_shows_that_turns_answer_sources_and_marks(  # noqa: ANN001
         qtbot, window, settings, fake_openai, tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name, text in (("a.txt", A_TXT), ("b.txt", B_TXT), ("c.txt", C_TXT)):
-        (docs / name).write_text(text)
-    _use_fake(window, settings, fake_openai)
-    window.documents.add_paths([docs])
-    qtbot.waitUntil(lambda: len(window.documents.documents) == 3 and not window.documents.loading,
-                    timeout=10_000)
-    fake_openai.handler = route([*TURN1, *TURN2], sub=lambda r: "Launch March 3.")
+    _load_three(qtbot, window, settings, fake_openai, tmp_path)
     _ask(qtbot, window, "When is the launch?")
     _ask(qtbot, window, "Anything else?")
     assert window.answer.source() == "Nothing." and window.answer.heading.text() == "Answer — turn 2 of 2"
