@@ -9,16 +9,18 @@ from pathlib import Path
 from rlm_desktop.session.history import HistoryEntry, HistoryStore
 from rlm_desktop.ui.run_panes import HistoryGroup, HistoryPane
 
-NOW = time.time()
 DAY = 86_400.0
 
 
 def _store(tmp_path: Path) -> HistoryStore:
     store = HistoryStore(tmp_path / "history.jsonl")
+    # "now" when the test runs, not when the module was imported: the suite once crossed midnight
+    # between the two, and the "today" filter rightly found no entry from yesterday's 23:58.
+    now = time.time()
 
     def add(query: str, answer: str, status: str, provider: str, age_days: float, cost: float,
             session: str | None = None, turn: int | None = None) -> None:
-        started = NOW - age_days * DAY
+        started = now - age_days * DAY
         store.add(HistoryEntry(trace=str(tmp_path / f"{session or query}.jsonl"), query=query,
                                started=started, finished=started + 5, status=status,
                                cost_usd=cost, provider=provider, session=session, turn=turn,
